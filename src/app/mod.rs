@@ -1,0 +1,128 @@
+//! Wiring: builds what the workers share from the settings and runs the chosen
+//! workers and the outbox relay until the shutdown future completes. `main` passes
+//! SIGTERM/Ctrl-C; tests pass their own future.
+
+pub mod worker;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::{self, Names};
+use crate::clock::Clock;
+use crate::config::{Connections, Rules, Runtime};
+use crate::seal::OutboxKey;
+use crate::store;
+use crate::workers;
+pub use worker::{Deps, Message, Worker};
+
+/// Creates the database if needed, connects (retrying while the database is not up
+/// yet) and migrates under sqlx's advisory lock.
+pub async fn prepare_database(url: &str, max_connections: u32, cancel: &CancellationToken) -> anyhow::Result<PgPool> {
+    let mut delays = broker::reconnect_delays();
+    loop {
+        let attempt = async {
+            store::ensure_database(url).await?;
+            let pool = store::connect(url, max_connections).await?;
+            store::migrate(&pool).await?;
+            Ok::<_, store::StoreError>(pool)
+        };
+        match attempt.await {
+            Ok(pool) => return Ok(pool),
+            Err(e @ (store::StoreError::Url(_) | store::StoreError::Migrate(_))) => {
+                return Err(e).context("cannot prepare the database");
+            }
+            Err(e) => {
+                let delay = delays.next().unwrap_or_default();
+                tracing::warn!(error = %crate::error::chain(&e), retry_in_ms = delay.as_millis() as u64, "database not ready");
+                tokio::select! {
+                    () = cancel.cancelled() => anyhow::bail!("stopped while waiting for the database"),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Everything `run` needs.
+pub struct Setup {
+    /// Broker, database, namespace.
+    pub connections: Connections,
+    /// Consumer, retry and relay settings.
+    pub runtime: Runtime,
+    /// Business rules.
+    pub rules: Rules,
+    /// The outbox key.
+    pub key: OutboxKey,
+    /// "Now".
+    pub clock: Arc<dyn Clock>,
+    /// Which workers to run; empty means all.
+    pub workers: Vec<String>,
+}
+
+/// Declares the topology of every worker once (so publishers can start before the
+/// workers), used by `pinflow topology` and at the start of `run`.
+pub async fn declare_topology(connections: &Connections, runtime: &Runtime) -> anyhow::Result<()> {
+    let connection = broker::connect(&connections.amqp_url).await.context("cannot connect to the broker")?;
+    let channel = connection.create_channel().await?;
+    let names = Names::new(&connections.namespace);
+    broker::topology::declare_shared(&channel, &names).await?;
+    for worker in workers::ALL {
+        broker::topology::declare_worker(&channel, &names, runtime, worker).await?;
+    }
+    connection.close(200, "done").await?;
+    Ok(())
+}
+
+/// Runs the chosen workers and the relay until `shutdown` completes, then stops
+/// consuming, lets in-flight batches finish, flushes the relay and returns.
+pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    let chosen = workers::choose(&setup.workers)?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let pool = tokio::select! {
+        pool = prepare_database(&setup.connections.database_url, setup.runtime.db_max_connections, &cancel) => pool?,
+        () = &mut shutdown => anyhow::bail!("stopped before start-up finished"),
+    };
+    let deps = Arc::new(Deps {
+        pool: pool.clone(),
+        names: Names::new(&setup.connections.namespace),
+        amqp_url: setup.connections.amqp_url.clone(),
+        runtime: setup.runtime.clone(),
+        key: Arc::new(setup.key),
+        clock: setup.clock,
+        relay_wake: Arc::new(Notify::new()),
+    });
+    let hasher = crate::domain::PinHasher::new(setup.rules.hash_params()).context("invalid Argon2 settings")?;
+    let tracker = TaskTracker::new();
+    let relay_cancel = CancellationToken::new();
+    for name in &chosen {
+        workers::spawn(name, &tracker, &deps, &setup.rules, &hasher, cancel.clone());
+    }
+    tracker.spawn(broker::relay::run(deps.clone(), relay_cancel.clone()));
+    tracker.close();
+    tracing::info!(workers = ?chosen, namespace = %setup.connections.namespace, "pinflow running");
+
+    shutdown.await;
+    tracing::info!("stopping: finishing in-flight messages");
+    cancel.cancel();
+    // The relay stops after the workers, so it flushes what they committed last.
+    let stop = async {
+        while tracker.len() > 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        relay_cancel.cancel();
+        tracker.wait().await;
+    };
+    if tokio::time::timeout(setup.runtime.shutdown_timeout * 2, stop).await.is_err() {
+        tracing::warn!(unfinished = tracker.len(), "tasks did not finish before the shutdown timeout");
+    }
+    pool.close().await;
+    tracing::info!("pinflow stopped");
+    Ok(())
+}

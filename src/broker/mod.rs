@@ -1,0 +1,67 @@
+//! RabbitMQ through lapin: connecting and reconnecting, the topology, publishing with
+//! confirms, the consumer loop, retries and dead letters, and the outbox relay.
+//! Knows the `Worker` trait but no worker.
+
+pub mod consumer;
+pub mod dead_letter;
+pub mod names;
+pub mod publish;
+pub mod relay;
+pub mod topology;
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use lapin::{Connection, ConnectionProperties};
+use tokio_util::sync::CancellationToken;
+
+pub use names::Names;
+
+/// Connects once.
+pub async fn connect(url: &str) -> Result<Connection, lapin::Error> {
+    let properties = ConnectionProperties::default()
+        .with_connection_name("pinflow".into())
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio);
+    Connection::connect(url, properties).await
+}
+
+/// Connects, retrying with exponential backoff and jitter until it succeeds or
+/// `cancel` fires (then `None`). Each failure is logged once, without the URL, which
+/// may hold a password.
+pub async fn connect_with_backoff(
+    url: &str,
+    purpose: &str,
+    cancel: &CancellationToken,
+) -> Option<Connection> {
+    let mut delays = reconnect_delays();
+    loop {
+        match connect(url).await {
+            Ok(connection) => return Some(connection),
+            Err(e) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(
+                    purpose,
+                    error = %e,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "cannot connect to the broker"
+                );
+                tokio::select! {
+                    () = cancel.cancelled() => return None,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The delays between reconnection attempts: 200 ms doubling to 30 s, with jitter,
+/// for ever.
+pub fn reconnect_delays() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}

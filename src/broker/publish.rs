@@ -1,0 +1,128 @@
+//! Publishing with publisher confirms, `mandatory`, and a time limit on every wait.
+
+use std::time::Duration;
+
+use lapin::message::BasicReturnMessage;
+use lapin::options::BasicPublishOptions;
+use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel};
+
+/// Why a publication was not confirmed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("broker error")]
+    Broker(#[from] lapin::Error),
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("no confirm within {0:?}")]
+    Timeout(Duration),
+    #[error("no queue is bound for {0}")]
+    Unroutable(String),
+}
+
+/// What the broker said about a publication it confirmed.
+#[derive(Debug)]
+pub enum Confirmed {
+    /// Routed to at least one queue.
+    Routed,
+    /// No queue matched: the broker returned it (`mandatory`).
+    Returned(Box<BasicReturnMessage>),
+}
+
+/// Starts a mandatory publication; await the result with [`confirmed`].
+pub async fn start(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<PublisherConfirm, PublishError> {
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    Ok(channel
+        .basic_publish(exchange, routing_key, options, body, properties)
+        .await?)
+}
+
+/// Waits for a publication's confirm, at most `limit`.
+pub async fn confirmed(
+    confirm: PublisherConfirm,
+    limit: Duration,
+) -> Result<Confirmed, PublishError> {
+    match tokio::time::timeout(limit, confirm).await {
+        Err(_) => Err(PublishError::Timeout(limit)),
+        Ok(Err(e)) => Err(PublishError::Broker(e)),
+        Ok(Ok(Confirmation::Ack(None))) => Ok(Confirmed::Routed),
+        Ok(Ok(Confirmation::Ack(Some(returned)))) => Ok(Confirmed::Returned(returned)),
+        Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
+        Ok(Ok(Confirmation::NotRequested)) => Ok(Confirmed::Routed),
+    }
+}
+
+/// Publishes and waits for the confirm.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    limit: Duration,
+) -> Result<Confirmed, PublishError> {
+    let confirm = start(channel, exchange, routing_key, body, properties).await?;
+    confirmed(confirm, limit).await
+}
+
+/// Publishes, waits for the confirm, and treats a return as an error: for messages
+/// whose queue pinflow itself declared (dead letters, retries).
+pub async fn publish_routed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    limit: Duration,
+) -> Result<(), PublishError> {
+    match publish_confirmed(channel, exchange, routing_key, body, properties, limit).await? {
+        Confirmed::Routed => Ok(()),
+        Confirmed::Returned(_) => Err(PublishError::Unroutable(format!(
+            "{exchange}/{routing_key}"
+        ))),
+    }
+}
+
+/// Reads a header as text.
+pub fn header_str(headers: Option<&FieldTable>, name: &str) -> Option<String> {
+    let value = headers?.inner().get(name)?;
+    match value {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// Reads a header as a non-negative integer, whatever integer type the publisher used.
+pub fn header_u32(headers: Option<&FieldTable>, name: &str) -> Option<u32> {
+    let value = headers?.inner().get(name)?;
+    let number: i64 = match value {
+        AMQPValue::ShortShortInt(v) => (*v).into(),
+        AMQPValue::ShortShortUInt(v) => (*v).into(),
+        AMQPValue::ShortInt(v) => (*v).into(),
+        AMQPValue::ShortUInt(v) => (*v).into(),
+        AMQPValue::LongInt(v) => (*v).into(),
+        AMQPValue::LongUInt(v) => (*v).into(),
+        AMQPValue::LongLongInt(v) => *v,
+        _ => return None,
+    };
+    u32::try_from(number).ok()
+}
+
+/// Sets a text header.
+pub fn set_str(headers: &mut FieldTable, name: &str, value: &str) {
+    headers.insert(
+        ShortString::from(name.to_owned()),
+        AMQPValue::LongString(value.into()),
+    );
+}

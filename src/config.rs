@@ -1,0 +1,237 @@
+//! Every setting, from command-line flags and `PINFLOW_*` environment variables.
+//!
+//! Values are parsed here, once, into typed settings; a bad value stops start-up with
+//! a message naming the flag and its variable (see `main`). No I/O beyond reading the
+//! outbox key file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::domain::{HashParams, Period};
+use crate::seal::OutboxKey;
+
+/// Where the broker and the database are, and which namespace to use.
+#[derive(Args, Clone)]
+pub struct Connections {
+    /// AMQP URL of RabbitMQ.
+    #[arg(
+        long,
+        env = "PINFLOW_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+
+    /// PostgreSQL URL; the database is created if it does not exist.
+    #[arg(
+        long,
+        env = "PINFLOW_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/pinflow"
+    )]
+    pub database_url: String,
+
+    /// Prefix of every exchange and queue, so installations can share a broker.
+    #[arg(long, env = "PINFLOW_NAMESPACE", default_value = "", value_parser = parse_namespace)]
+    pub namespace: String,
+}
+
+/// How the consumer loop, the retries and the relay behave.
+#[derive(Args, Clone, Debug)]
+pub struct Runtime {
+    /// Deliveries the broker may have in flight to one worker (basic.qos).
+    #[arg(long, env = "PINFLOW_PREFETCH", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: u16,
+
+    /// Deliveries handled in one database transaction and acknowledged together.
+    #[arg(long, env = "PINFLOW_BATCH_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub batch_size: u16,
+
+    /// Attempts before a transiently failing message goes to its dead-letter queue.
+    #[arg(long, env = "PINFLOW_RETRY_MAX_ATTEMPTS", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=30))]
+    pub retry_max_attempts: u32,
+
+    /// Delay before the first retry (ISO 8601 duration); doubles with each attempt.
+    #[arg(long, env = "PINFLOW_RETRY_MIN_DELAY", default_value = "PT1S", value_parser = parse_duration)]
+    pub retry_min_delay: Duration,
+
+    /// Longest delay between two attempts (ISO 8601 duration).
+    #[arg(long, env = "PINFLOW_RETRY_MAX_DELAY", default_value = "PT5M", value_parser = parse_duration)]
+    pub retry_max_delay: Duration,
+
+    /// Deliveries of one message the broker allows before dead-lettering it itself
+    /// (a message that crashes the worker every time).
+    #[arg(long, env = "PINFLOW_DELIVERY_LIMIT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub delivery_limit: u32,
+
+    /// How long to wait for a publisher confirm before treating the publish as failed.
+    #[arg(long, env = "PINFLOW_CONFIRM_TIMEOUT", default_value = "PT10S", value_parser = parse_duration)]
+    pub confirm_timeout: Duration,
+
+    /// How often the outbox relay looks for rows written by other processes.
+    #[arg(long, env = "PINFLOW_RELAY_INTERVAL", default_value = "PT1S", value_parser = parse_duration)]
+    pub relay_interval: Duration,
+
+    /// Outbox rows the relay publishes per round.
+    #[arg(long, env = "PINFLOW_RELAY_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub relay_batch: u32,
+
+    /// How long a stop may take to finish in-flight work before giving up.
+    #[arg(long, env = "PINFLOW_SHUTDOWN_TIMEOUT", default_value = "PT30S", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Largest number of database connections in the pool.
+    #[arg(long, env = "PINFLOW_DB_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub db_max_connections: u32,
+}
+
+/// The business rules that a decree may change: periods, lockout, hashing cost.
+#[derive(Args, Clone, Debug)]
+pub struct Rules {
+    /// Validity of a citizen's PIN from activation (ISO 8601 duration).
+    #[arg(long, env = "PINFLOW_VALIDITY_CITIZEN", default_value = "P6M", value_parser = parse_period)]
+    pub validity_citizen: Period,
+
+    /// Validity of an intermediary's PIN from activation.
+    #[arg(long, env = "PINFLOW_VALIDITY_INTERMEDIARY", default_value = "P3M", value_parser = parse_period)]
+    pub validity_intermediary: Period,
+
+    /// How long an initial PIN may wait for its first access.
+    #[arg(long, env = "PINFLOW_INITIAL_PIN_TTL", default_value = "P60D", value_parser = parse_period)]
+    pub initial_pin_ttl: Period,
+
+    /// Consecutive failed checks that lock a credential.
+    #[arg(long, env = "PINFLOW_LOCKOUT_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub lockout_threshold: u32,
+
+    /// Argon2id memory cost in KiB (OWASP minimum: 19456).
+    #[arg(long, env = "PINFLOW_ARGON2_M_COST", default_value_t = 19456)]
+    pub argon2_m_cost: u32,
+
+    /// Argon2id iterations (OWASP minimum: 2).
+    #[arg(long, env = "PINFLOW_ARGON2_T_COST", default_value_t = 2)]
+    pub argon2_t_cost: u32,
+
+    /// Argon2id parallelism.
+    #[arg(long, env = "PINFLOW_ARGON2_P_COST", default_value_t = 1)]
+    pub argon2_p_cost: u32,
+}
+
+impl Rules {
+    /// The Argon2id parameters these rules name.
+    pub fn hash_params(&self) -> HashParams {
+        HashParams {
+            m_cost_kib: self.argon2_m_cost,
+            t_cost: self.argon2_t_cost,
+            p_cost: self.argon2_p_cost,
+        }
+    }
+}
+
+/// Where the key for secrets waiting in the outbox comes from.
+#[derive(Args, Clone)]
+pub struct Secrets {
+    /// 32 random bytes, base64: encrypts PIN halves until the relay has sent them.
+    /// Generate one with `pinflow keygen`; every copy of pinflow sharing a database
+    /// needs the same key.
+    #[arg(long, env = "PINFLOW_OUTBOX_KEY", hide_env_values = true)]
+    pub outbox_key: Option<String>,
+
+    /// A file holding the outbox key (for Docker secrets); used when
+    /// PINFLOW_OUTBOX_KEY is not set.
+    #[arg(long, env = "PINFLOW_OUTBOX_KEY_FILE")]
+    pub outbox_key_file: Option<PathBuf>,
+}
+
+/// Why the outbox key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyConfigError {
+    #[error(
+        "PINFLOW_OUTBOX_KEY is not set: pinflow will not keep PIN halves in the outbox \
+         without a key; generate one with `pinflow keygen` and keep it (or set \
+         PINFLOW_OUTBOX_KEY_FILE)"
+    )]
+    Missing,
+    #[error("cannot read PINFLOW_OUTBOX_KEY_FILE {path}")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("PINFLOW_OUTBOX_KEY is not a valid key")]
+    Invalid(#[source] crate::seal::SealError),
+}
+
+impl Secrets {
+    /// Loads the outbox key; a missing key is an error, never a built-in default.
+    pub fn outbox_key(&self) -> Result<OutboxKey, KeyConfigError> {
+        let text = match (&self.outbox_key, &self.outbox_key_file) {
+            (Some(key), _) => zeroize::Zeroizing::new(key.clone()),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(zeroize::Zeroizing::new)
+                .map_err(|source| KeyConfigError::Unreadable {
+                    path: path.clone(),
+                    source,
+                })?,
+            (None, None) => return Err(KeyConfigError::Missing),
+        };
+        OutboxKey::from_base64(text.trim()).map_err(KeyConfigError::Invalid)
+    }
+}
+
+/// Parses an ISO 8601 duration of fixed length (weeks, days, hours, minutes, seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let parsed = iso8601::duration(text)
+        .map_err(|_| format!("`{text}` is not an ISO 8601 duration such as PT1S or P1D"))?;
+    if let iso8601::Duration::YMDHMS { year, month, .. } = parsed {
+        if year != 0 || month != 0 {
+            return Err(format!(
+                "`{text}` uses years or months, whose length varies; use days"
+            ));
+        }
+    }
+    let duration = Duration::from(parsed);
+    if duration.is_zero() {
+        return Err(format!("`{text}` is zero"));
+    }
+    Ok(duration)
+}
+
+fn parse_period(text: &str) -> Result<Period, String> {
+    Period::parse(text).map_err(|e| format!("`{text}`: {e}"))
+}
+
+fn parse_namespace(text: &str) -> Result<String, String> {
+    let ok = text.len() <= 48
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err("use at most 48 letters, digits, '-' or '_'".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_durations_parse_and_calendar_ones_are_refused() {
+        assert_eq!(parse_duration("PT1S"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("PT5M"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("P1D"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("P1M").is_err());
+        assert!(parse_duration("PT0S").is_err());
+        assert!(parse_duration("5s").is_err());
+    }
+
+    #[test]
+    fn a_namespace_with_dots_or_spaces_is_refused() {
+        assert!(parse_namespace("t42").is_ok());
+        assert!(parse_namespace("").is_ok());
+        assert!(parse_namespace("a.b").is_err());
+        assert!(parse_namespace("a b").is_err());
+    }
+}

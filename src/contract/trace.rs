@@ -1,0 +1,93 @@
+//! W3C trace context: continue the caller's trace in everything published because of
+//! a message, or start one. No I/O.
+
+use rand::RngCore;
+
+/// A `traceparent` value: version 00, trace id, parent id, flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceParent {
+    /// 32 lower-case hex digits shared by every hop of one trace.
+    pub trace_id: String,
+    /// 16 lower-case hex digits naming the hop that published.
+    pub span_id: String,
+    /// Trace flags (sampled = 01).
+    pub flags: String,
+}
+
+impl TraceParent {
+    /// Parses a `traceparent` header; anything malformed is treated as absent.
+    pub fn parse(text: &str) -> Option<TraceParent> {
+        let mut parts = text.trim().split('-');
+        let (version, trace_id, span_id, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let hex = |s: &str, n: usize| {
+            s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let valid = version == "00"
+            && parts.next().is_none()
+            && hex(trace_id, 32)
+            && hex(span_id, 16)
+            && hex(flags, 2)
+            && trace_id.bytes().any(|b| b != b'0')
+            && span_id.bytes().any(|b| b != b'0');
+        valid.then(|| TraceParent {
+            trace_id: trace_id.to_owned(),
+            span_id: span_id.to_owned(),
+            flags: flags.to_owned(),
+        })
+    }
+
+    /// A new trace, for a message that arrived without one.
+    pub fn start() -> TraceParent {
+        TraceParent {
+            trace_id: random_hex(16),
+            span_id: random_hex(8),
+            flags: "01".to_owned(),
+        }
+    }
+
+    /// The context for a message published while handling this one: same trace, new
+    /// span.
+    pub fn child(&self) -> TraceParent {
+        TraceParent {
+            trace_id: self.trace_id.clone(),
+            span_id: random_hex(8),
+            flags: self.flags.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_keeps_the_trace_and_changes_the_span() {
+        let parent =
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let child = parent.child();
+        assert_eq!(child.trace_id, parent.trace_id);
+        assert_ne!(child.span_id, parent.span_id);
+        assert_eq!(TraceParent::parse(&child.to_string()), Some(child));
+    }
+
+    #[test]
+    fn malformed_trace_parents_are_ignored() {
+        for bad in ["", "00-abc-def-01", "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"] {
+            assert_eq!(TraceParent::parse(bad), None, "{bad}");
+        }
+    }
+}

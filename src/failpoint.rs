@@ -1,0 +1,21 @@
+//! Crash points for fault-injection tests: `PINFLOW_FAILPOINTS=after-commit` makes the
+//! process exit at once right after a batch's transaction commits and before its
+//! acknowledgement, the window in which a crash must not double an effect. Unset in
+//! production, where `hit` is one relaxed load.
+
+use std::sync::OnceLock;
+
+static ENABLED: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Exits the process with status 86 if the named failpoint is enabled.
+pub fn hit(name: &str) {
+    let enabled = ENABLED.get_or_init(|| {
+        std::env::var("PINFLOW_FAILPOINTS")
+            .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
+            .unwrap_or_default()
+    });
+    if enabled.iter().any(|e| e == name) {
+        eprintln!("failpoint {name} hit: exiting");
+        std::process::exit(86);
+    }
+}

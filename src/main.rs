@@ -1,0 +1,231 @@
+//! The `pinflow` command: run the workers, migrate, declare the topology, publish a
+//! command, generate an outbox key.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{CommandFactory, Parser, Subcommand};
+use pinflow::app::{self, Setup};
+use pinflow::clock::SystemClock;
+use pinflow::config::{Connections, Rules, Runtime, Secrets, parse_duration};
+use pinflow::ops::publish::{self, PublishRequest};
+use pinflow::seal::OutboxKey;
+use pinflow::telemetry::{self, Logging};
+use tokio_util::sync::CancellationToken;
+
+/// Runs the life of the PIN credential as message-driven workflows on RabbitMQ and
+/// PostgreSQL.
+#[derive(Parser)]
+#[command(name = "pinflow", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    logging: Logging,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run workers (all of them unless --worker is given) until SIGTERM or Ctrl-C.
+    /// Migrates the database and declares the topology first.
+    Run {
+        /// A worker to run (repeat for several); default: every worker.
+        #[arg(long = "worker", value_name = "NAME")]
+        workers: Vec<String>,
+        #[command(flatten)]
+        connections: Connections,
+        #[command(flatten)]
+        runtime: Runtime,
+        #[command(flatten)]
+        rules: Rules,
+        #[command(flatten)]
+        secrets: Secrets,
+    },
+    /// Create the database if needed and apply pending migrations.
+    Migrate {
+        #[command(flatten)]
+        connections: Connections,
+    },
+    /// Declare every exchange and queue of the namespace.
+    Topology {
+        #[command(flatten)]
+        connections: Connections,
+        #[command(flatten)]
+        runtime: Runtime,
+    },
+    /// Publish a command (a CloudEvent JSON file, or - for standard input) to
+    /// pinflow.commands and wait for the broker's confirm.
+    Publish {
+        /// The CloudEvent to publish.
+        file: String,
+        /// Wait for the RPC reply and print it.
+        #[arg(long)]
+        reply: bool,
+        /// How long to wait for the reply (ISO 8601 duration).
+        #[arg(long, default_value = "PT30S", value_parser = parse_duration)]
+        timeout: Duration,
+        #[command(flatten)]
+        connections: Connections,
+        #[command(flatten)]
+        runtime: Runtime,
+    },
+    /// Exit 0 when the broker and the database answer and the workers' queues have
+    /// consumers (for container health checks).
+    Health {
+        /// A worker whose queue must have a consumer (repeat); default: every worker.
+        #[arg(long = "worker", value_name = "NAME")]
+        workers: Vec<String>,
+        #[command(flatten)]
+        connections: Connections,
+    },
+    /// Print a new random outbox key (base64) for PINFLOW_OUTBOX_KEY, or write it to a
+    /// file that does not exist yet.
+    Keygen {
+        /// Write the key to this file (mode 0600) unless it already exists.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => name_the_variable(e).exit(),
+    };
+    if let Err(e) = telemetry::init(&cli.logging) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A bad setting may come from the environment; say which variable it was.
+fn name_the_variable(mut error: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg).cloned() else {
+        return error;
+    };
+    let mut command = Cli::command();
+    command.build();
+    let flag = arg.split_whitespace().next().unwrap_or_default().trim_start_matches("--").to_owned();
+    let env = command
+        .get_subcommands()
+        .flat_map(|sub| sub.get_arguments())
+        .chain(command.get_arguments())
+        .find(|a| a.get_long() == Some(flag.as_str()))
+        .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()));
+    if let Some(env) = env {
+        error.insert(ContextKind::Suggested, ContextValue::StyledStrs(vec![
+            format!("the value may come from the environment variable {env}").into(),
+        ]));
+    }
+    error
+}
+
+async fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { workers, connections, runtime, rules, secrets } => {
+            let key = secrets.outbox_key()?;
+            pinflow::domain::PinHasher::new(rules.hash_params()).context("invalid Argon2 settings")?;
+            let setup = Setup { connections, runtime, rules, key, clock: Arc::new(SystemClock), workers };
+            app::run(setup, shutdown_signal()).await
+        }
+        Command::Migrate { connections } => {
+            let pool = app::prepare_database(&connections.database_url, 2, &CancellationToken::new()).await?;
+            let applied = pinflow::store::MIGRATOR.iter().count();
+            pool.close().await;
+            println!("database is up to date ({applied} migrations)");
+            Ok(())
+        }
+        Command::Topology { connections, runtime } => {
+            app::declare_topology(&connections, &runtime).await?;
+            println!("topology declared (namespace: {:?})", connections.namespace);
+            Ok(())
+        }
+        Command::Publish { file, reply, timeout, connections, runtime } => {
+            let mut body = Vec::new();
+            if file == "-" {
+                std::io::stdin().read_to_end(&mut body).context("cannot read standard input")?;
+            } else {
+                body = std::fs::read(&file).with_context(|| format!("cannot read {file}"))?;
+            }
+            app::declare_topology(&connections, &runtime).await?;
+            let request = PublishRequest { body, wait_reply: reply.then_some(timeout), confirm_timeout: runtime.confirm_timeout };
+            let outcome = publish::publish(&connections, request).await?;
+            eprintln!("published {} ({}) to {}", outcome.id, outcome.message_type, outcome.exchange);
+            if let Some(reply) = outcome.reply {
+                println!("{}", serde_json::to_string_pretty(&reply)?);
+            }
+            Ok(())
+        }
+        Command::Health { workers, connections } => {
+            let chosen = pinflow::workers::choose(&workers)?;
+            pinflow::ops::health::check(&connections, &chosen).await?;
+            println!("healthy");
+            Ok(())
+        }
+        Command::Keygen { out } => {
+            let key = OutboxKey::generate();
+            match out {
+                None => println!("{}", key.to_base64()),
+                Some(path) => write_key_file(&path, &key)?,
+            }
+            Ok(())
+        }
+    }
+}
+
+fn write_key_file(path: &std::path::Path, key: &OutboxKey) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(mut file) => {
+            file.write_all(key.to_base64().as_bytes())?;
+            eprintln!("wrote a new outbox key to {}", path.display());
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            eprintln!("{} exists; keeping the key it holds", path.display());
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

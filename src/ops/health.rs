@@ -1,0 +1,27 @@
+//! `pinflow health`: exit 0 when the broker and the database answer and every chosen
+//! worker's queue has a consumer; for container health checks.
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+
+use crate::broker::{self, Names};
+use crate::config::Connections;
+
+/// Checks the broker, the database and the workers' consumers; the error says which
+/// failed.
+pub async fn check(connections: &Connections, workers: &[&str]) -> anyhow::Result<()> {
+    let pool = crate::store::connect(&connections.database_url, 1).await?;
+    sqlx::query("select 1").execute(&pool).await?;
+    pool.close().await;
+    let connection = broker::connect(&connections.amqp_url).await?;
+    let channel = connection.create_channel().await?;
+    let names = Names::new(&connections.namespace);
+    for worker in workers {
+        let queue = names.work_queue(worker);
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        let declared = channel.queue_declare(&queue, passive, FieldTable::default()).await?;
+        anyhow::ensure!(declared.consumer_count() > 0, "no worker consumes {queue}");
+    }
+    let _ = connection.close(200, "done").await;
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! What operators run from the command line. Uses the broker and the contract; knows
+//! no worker.
+
+pub mod health;
+pub mod publish;

@@ -1,0 +1,152 @@
+//! The credential repository. PINs are stored only as Argon2id hashes; the initial
+//! PIN's hash is cleared once it has been used.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{Connection as _, PgConnection, Row as _};
+use uuid::Uuid;
+
+use crate::domain::credential::{Credential, Holder, Kind, Status};
+
+/// A credential about to be issued.
+pub struct NewCredential<'a> {
+    pub id: Uuid,
+    pub tax_code: &'a str,
+    pub kind: Kind,
+    pub holder: Holder,
+    pub channel: &'a str,
+    pub given_name: &'a str,
+    pub family_name: &'a str,
+    pub birth_date: NaiveDate,
+    pub residence_country: &'a str,
+    pub contacts: Value,
+    pub postal_address: Value,
+    pub health_card: Option<Value>,
+    pub initial_pin_hash: &'a str,
+    pub initial_pin_expires_at: DateTime<Utc>,
+    pub issued_at: DateTime<Utc>,
+}
+
+/// A stored credential with its hashes.
+pub struct Stored {
+    /// What the rules look at.
+    pub credential: Credential,
+    /// The initial PIN's hash, until first access.
+    pub initial_pin_hash: Option<String>,
+    /// The 8-character PIN's hash, after first access.
+    pub pin_hash: Option<String>,
+}
+
+/// Why an insert failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    /// Another current credential exists for the tax code (a concurrent request won).
+    #[error("a current credential exists for this tax code")]
+    AlreadyCurrent,
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+const COLUMNS: &str = "id, kind, holder, status, initial_pin_expires_at, activated_at,
+    valid_until, failed_attempts, initial_pin_hash, pin_hash";
+
+fn decode(row: PgRow) -> Result<Stored, sqlx::Error> {
+    let bad = |what: &str, value: String| sqlx::Error::Decode(format!("unknown {what} {value}").into());
+    let kind: String = row.try_get("kind")?;
+    let holder: String = row.try_get("holder")?;
+    let status: String = row.try_get("status")?;
+    let failed: i32 = row.try_get("failed_attempts")?;
+    Ok(Stored {
+        credential: Credential {
+            id: row.try_get("id")?,
+            kind: Kind::parse(&kind).ok_or_else(|| bad("kind", kind.clone()))?,
+            holder: Holder::parse(&holder).ok_or_else(|| bad("holder", holder.clone()))?,
+            status: Status::parse(&status).ok_or_else(|| bad("status", status.clone()))?,
+            initial_pin_expires_at: row.try_get("initial_pin_expires_at")?,
+            activated_at: row.try_get("activated_at")?,
+            valid_until: row.try_get("valid_until")?,
+            failed_attempts: u32::try_from(failed).unwrap_or(0),
+        },
+        initial_pin_hash: row.try_get("initial_pin_hash")?,
+        pin_hash: row.try_get("pin_hash")?,
+    })
+}
+
+/// The tax code's current credential, or else its most recent one, locked for update.
+pub async fn latest_for_update(conn: &mut PgConnection, tax_code: &str) -> Result<Option<Stored>, sqlx::Error> {
+    let sql = format!(
+        "select {COLUMNS} from credentials where tax_code = $1
+         order by (status in ('issued', 'active', 'locked')) desc, issued_at desc
+         limit 1 for update"
+    );
+    let row = sqlx::query(&sql).bind(tax_code).fetch_optional(conn).await?;
+    row.map(decode).transpose()
+}
+
+/// Inserts a new credential; `AlreadyCurrent` when the tax code has a current one.
+/// The insert runs in its own savepoint, so the caller's transaction stays usable
+/// after a refusal.
+pub async fn insert(conn: &mut PgConnection, new: &NewCredential<'_>) -> Result<(), InsertError> {
+    let mut savepoint = conn.begin().await?;
+    let result = sqlx::query(
+        "insert into credentials (id, tax_code, kind, holder, channel, status, given_name,
+             family_name, birth_date, residence_country, contacts, postal_address,
+             health_card, initial_pin_hash, initial_pin_expires_at, issued_at)
+         values ($1, $2, $3, $4, $5, 'issued', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(new.id)
+    .bind(new.tax_code)
+    .bind(new.kind.as_str())
+    .bind(new.holder.as_str())
+    .bind(new.channel)
+    .bind(new.given_name)
+    .bind(new.family_name)
+    .bind(new.birth_date)
+    .bind(new.residence_country)
+    .bind(&new.contacts)
+    .bind(&new.postal_address)
+    .bind(&new.health_card)
+    .bind(new.initial_pin_hash)
+    .bind(new.initial_pin_expires_at)
+    .bind(new.issued_at)
+    .execute(&mut *savepoint)
+    .await;
+    match result {
+        Ok(_) => Ok(savepoint.commit().await?),
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some("credential_current_key") => {
+            savepoint.rollback().await?;
+            Err(InsertError::AlreadyCurrent)
+        }
+        Err(e) => Err(InsertError::Database(e)),
+    }
+}
+
+/// Stores a credential's new state. `pin_hash`, when given, replaces the PIN hash and
+/// clears the initial PIN's (first access).
+pub async fn save(
+    conn: &mut PgConnection,
+    credential: &Credential,
+    pin_hash: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update credentials set status = $2, failed_attempts = $3, activated_at = $4,
+             valid_until = $5,
+             pin_hash = coalesce($6, pin_hash),
+             initial_pin_hash = case when $6 is null then initial_pin_hash end,
+             locked_at = case when $2 = 'locked' then coalesce(locked_at, $7) end,
+             ended_at = case when $2 in ('expired', 'revoked') then coalesce(ended_at, $7) end
+         where id = $1",
+    )
+    .bind(credential.id)
+    .bind(credential.status.as_str())
+    .bind(i32::try_from(credential.failed_attempts).unwrap_or(i32::MAX))
+    .bind(credential.activated_at)
+    .bind(credential.valid_until)
+    .bind(pin_hash)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

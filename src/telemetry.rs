@@ -1,0 +1,51 @@
+//! The tracing subscriber: text or JSON lines on standard error, filtered by
+//! `PINFLOW_LOG`. Log lines carry ids, types and reasons, never bodies or secrets.
+
+use clap::{Args, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logging settings, shared by every subcommand.
+#[derive(Args, Clone, Debug)]
+pub struct Logging {
+    /// Log filter, e.g. `info` or `pinflow=debug,lapin=warn`.
+    #[arg(long, env = "PINFLOW_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    /// Log line format.
+    #[arg(long, env = "PINFLOW_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Why logging could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("PINFLOW_LOG is not a valid filter")]
+    Filter(#[source] tracing_subscriber::filter::ParseError),
+    #[error("a global subscriber is already set")]
+    AlreadySet,
+}
+
+/// Installs the global subscriber.
+pub fn init(logging: &Logging) -> Result<(), TelemetryError> {
+    let filter = EnvFilter::builder()
+        .parse(&logging.log)
+        .map_err(TelemetryError::Filter)?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true);
+    let result = match logging.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    };
+    result.map_err(|_| TelemetryError::AlreadySet)
+}

@@ -1,0 +1,444 @@
+//! The test harness: each test gets its own namespace on the shared broker and its own
+//! database on the shared server, runs pinflow in-process with an injected clock, and
+//! reads what comes out of the exchanges as a gateway or an upstream system would.
+
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+
+pub mod services;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
+use pinflow::app::{self, Setup};
+use pinflow::broker::{self, Names, publish::publish_routed};
+use pinflow::clock::ShiftedClock;
+use pinflow::config::{Connections, Rules, Runtime};
+use pinflow::contract::schemas::Schemas;
+use pinflow::seal::OutboxKey;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::sync::{Mutex, oneshot};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+pub use services::services;
+
+/// How long a test waits for something that should come.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+#[derive(Parser)]
+struct Settings {
+    #[command(flatten)]
+    runtime: Runtime,
+    #[command(flatten)]
+    rules: Rules,
+}
+
+/// Settings for tests: cheap Argon2 and short retry delays; everything else default.
+pub fn test_settings(extra: &[&str]) -> (Runtime, Rules) {
+    let mut args = vec![
+        "test",
+        "--argon2-m-cost",
+        "256",
+        "--argon2-t-cost",
+        "1",
+        "--retry-min-delay",
+        "PT1S",
+        "--retry-max-delay",
+        "PT4S",
+        "--relay-interval",
+        "PT1S",
+    ];
+    args.extend_from_slice(extra);
+    let settings = Settings::parse_from(args);
+    (settings.runtime, settings.rules)
+}
+
+/// A fresh database on the shared server, and its URL.
+pub async fn fresh_database(prefix: &str) -> (String, String) {
+    let base = &services().await.database_url;
+    let name = format!("{prefix}_{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let (head, _) = base.rsplit_once('/').expect("database url has a path");
+    (name.clone(), format!("{head}/{name}"))
+}
+
+/// One message taken from a queue.
+#[derive(Debug, Clone)]
+pub struct Taken {
+    /// The body as JSON (Null when it is not JSON).
+    pub body: Value,
+    /// The raw body.
+    pub raw: Vec<u8>,
+    /// The AMQP headers.
+    pub headers: FieldTable,
+    /// The AMQP properties.
+    pub properties: BasicProperties,
+}
+
+impl Taken {
+    /// A text header.
+    pub fn header(&self, name: &str) -> Option<String> {
+        pinflow::broker::publish::header_str(Some(&self.headers), name)
+    }
+}
+
+/// pinflow running in-process for one test.
+pub struct TestApp {
+    pub names: Names,
+    pub namespace: String,
+    pub database_url: String,
+    pub database_name: String,
+    pub pool: PgPool,
+    pub clock: ShiftedClock,
+    pub channel: Channel,
+    pub runtime: Runtime,
+    connection: Connection,
+    events_queue: String,
+    seen_events: Mutex<Vec<Value>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Starts pinflow with the test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Starts pinflow with extra settings (flags, as on the command line).
+pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+    let (mut app, connections, rules) = observer_with(extra).await;
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let setup = Setup {
+        connections,
+        runtime: app.runtime.clone(),
+        rules,
+        key: OutboxKey::generate(),
+        clock: Arc::new(app.clock.clone()),
+        workers: Vec::new(),
+    };
+    app.task = Some(tokio::spawn(app::run(setup, async move {
+        let _ = stopped.await;
+    })));
+    app.shutdown = Some(shutdown);
+    app.wait_for_consumer(&app.work_queue()).await;
+    app
+}
+
+/// A namespace, a database and a connection to watch them, without pinflow running
+/// (for tests that run the `pinflow` binary themselves).
+pub async fn observer_with(extra: &[&str]) -> (TestApp, Connections, Rules) {
+    let services = services().await;
+    let namespace = format!("t{}", &Uuid::new_v4().simple().to_string()[..10]);
+    let (database_name, database_url) = fresh_database("pinflow_test").await;
+    let (runtime, rules) = test_settings(extra);
+    let connections = Connections {
+        amqp_url: services.amqp_url.clone(),
+        database_url: database_url.clone(),
+        namespace: namespace.clone(),
+    };
+    app::declare_topology(&connections, &runtime).await.expect("declare topology");
+    let names = Names::new(&namespace);
+    let connection = broker::connect(&services.amqp_url).await.expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    channel.confirm_select(Default::default()).await.expect("confirms");
+    let events_queue = format!("{namespace}.test.events");
+    channel
+        .queue_declare(&events_queue, QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
+        .await
+        .expect("events queue");
+    channel
+        .queue_bind(&events_queue, &names.events(), "#", QueueBindOptions::default(), FieldTable::default())
+        .await
+        .expect("bind events");
+    let pool = app::prepare_database(&database_url, 4, &Default::default()).await.expect("database");
+    let app = TestApp {
+        names,
+        namespace,
+        database_url,
+        database_name,
+        pool,
+        clock: ShiftedClock::new(),
+        channel,
+        runtime,
+        connection,
+        events_queue,
+        seen_events: Mutex::new(Vec::new()),
+        shutdown: None,
+        task: None,
+    };
+    (app, connections, rules)
+}
+
+impl TestApp {
+    /// The issuance work queue.
+    pub fn work_queue(&self) -> String {
+        self.names.work_queue("issuance")
+    }
+
+    /// Waits until a queue has a consumer (the worker is up).
+    pub async fn wait_for_consumer(&self, queue: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+            let channel = self.connection.create_channel().await.expect("channel");
+            if let Ok(q) = channel.queue_declare(queue, passive, FieldTable::default()).await {
+                if q.consumer_count() > 0 {
+                    let _ = channel.close(200, "ok").await;
+                    return;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no consumer on {queue}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Publishes a command as an upstream system would.
+    pub async fn publish(&self, event: &Value) {
+        self.publish_with(event, None, None).await;
+    }
+
+    /// Publishes a command with an RPC `reply_to` and `correlation_id`.
+    pub async fn publish_with(&self, event: &Value, reply_to: Option<&str>, correlation_id: Option<&str>) {
+        let mut properties = command_properties(event);
+        if let Some(reply_to) = reply_to {
+            properties = properties.with_reply_to(ShortString::from(reply_to));
+        }
+        if let Some(correlation_id) = correlation_id {
+            properties = properties.with_correlation_id(ShortString::from(correlation_id));
+        }
+        let routing_key = event["type"].as_str().unwrap_or("none");
+        let body = serde_json::to_vec(event).expect("json");
+        self.publish_raw(routing_key, &body, properties).await;
+    }
+
+    /// Publishes any bytes to `pinflow.commands`.
+    pub async fn publish_raw(&self, routing_key: &str, body: &[u8], properties: BasicProperties) {
+        publish_routed(&self.channel, &self.names.commands(), routing_key, body, properties, PATIENCE)
+            .await
+            .expect("publish confirmed");
+    }
+
+    /// Sends an RPC command and waits for the reply.
+    pub async fn rpc(&self, event: &Value) -> Taken {
+        let channel = self.connection.create_channel().await.expect("channel");
+        let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+        let queue = channel.queue_declare("", options, FieldTable::default()).await.expect("reply queue");
+        let consume = BasicConsumeOptions { no_ack: true, ..Default::default() };
+        let mut consumer = channel
+            .basic_consume(queue.name().as_str(), "rpc", consume, FieldTable::default())
+            .await
+            .expect("consume replies");
+        let correlation_id = Uuid::new_v4().to_string();
+        self.publish_with(event, Some(queue.name().as_str()), Some(&correlation_id)).await;
+        let delivery = tokio::time::timeout(PATIENCE, consumer.next())
+            .await
+            .expect("a reply in time")
+            .expect("consumer open")
+            .expect("delivery");
+        let _ = channel.close(200, "ok").await;
+        assert_eq!(
+            delivery.properties.correlation_id().as_ref().map(|c| c.as_str()),
+            Some(correlation_id.as_str()),
+            "the reply carries the request's correlation id"
+        );
+        taken(delivery.data, delivery.properties)
+    }
+
+    /// Takes `n` messages from a queue, waiting for them; fails if fewer come.
+    pub async fn take(&self, queue: &str, n: usize) -> Vec<Taken> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while out.len() < n {
+            match self.channel.basic_get(queue, BasicGetOptions { no_ack: true }).await.expect("basic.get") {
+                Some(message) => out.push(taken(message.delivery.data, message.delivery.properties)),
+                None => {
+                    assert!(tokio::time::Instant::now() < deadline, "only {} of {n} messages on {queue}", out.len());
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+        }
+        out
+    }
+
+    /// Every message waiting on a queue now, without waiting.
+    pub async fn drain(&self, queue: &str) -> Vec<Taken> {
+        let mut out = Vec::new();
+        while let Some(message) = self.channel.basic_get(queue, BasicGetOptions { no_ack: true }).await.expect("basic.get") {
+            out.push(taken(message.delivery.data, message.delivery.properties));
+        }
+        out
+    }
+
+    /// The notification queue for a channel (`sms`, `email`, `post`, `office`, `pec`).
+    pub fn notify_queue(&self, channel: &str) -> String {
+        self.names.notify_queue(channel)
+    }
+
+    /// The issuance dead-letter queue.
+    pub fn dlq(&self) -> String {
+        Names::dlq(&self.work_queue())
+    }
+
+    /// Waits for the next event of a type (events of other types are kept for later
+    /// calls).
+    pub async fn event(&self, event_type: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            {
+                let mut seen = self.seen_events.lock().await;
+                for taken in self.drain(&self.events_queue).await {
+                    assert_valid(&taken.body);
+                    seen.push(taken.body);
+                }
+                if let Some(i) = seen.iter().position(|e| e["type"] == event_type) {
+                    return seen.remove(i);
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no {event_type} event");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Every event received so far and not yet taken, of one type.
+    pub async fn events_so_far(&self, event_type: &str) -> Vec<Value> {
+        let mut seen = self.seen_events.lock().await;
+        for taken in self.drain(&self.events_queue).await {
+            seen.push(taken.body);
+        }
+        seen.iter().filter(|e| e["type"] == event_type).cloned().collect()
+    }
+
+    /// Publishes a request that is refused at once and waits for its refusal: every
+    /// message published before it has then been handled and its output published.
+    pub async fn barrier(&self) {
+        let marker = format!("barrier-{}", Uuid::new_v4());
+        let mut request = pin_request(&tax_code(999), "online");
+        request["id"] = json!(marker);
+        request["data"]["applicant"]["residence_country"] = json!("IT");
+        request["data"]["contacts"] = json!({ "mobile": "+393331234567" });
+        self.publish(&request).await;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let events = self.events_so_far("pin.request.rejected").await;
+            if events.iter().any(|e| e["data"]["tax_code"] == tax_code(999)) {
+                let mut seen = self.seen_events.lock().await;
+                seen.retain(|e| e["data"]["tax_code"] != tax_code(999));
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "barrier not reached");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// A number from the database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.expect("count query")
+    }
+
+    /// Stops pinflow, then removes the test's queues, exchanges and database.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("pinflow task").expect("pinflow stopped cleanly");
+        }
+        let _ = broker::topology::delete(&self.channel, &self.names, &self.runtime, pinflow::workers::ALL).await;
+        let _ = self.connection.close(200, "done").await;
+        self.pool.close().await;
+        drop_database(&self.database_name).await;
+    }
+}
+
+/// Drops a test database, disconnecting whoever is still on it.
+pub async fn drop_database(name: &str) {
+    let admin = sqlx::PgPool::connect(&services().await.database_url).await.expect("admin");
+    let _ = sqlx::query(&format!("drop database if exists {name} with (force)")).execute(&admin).await;
+    admin.close().await;
+}
+
+fn taken(data: Vec<u8>, properties: BasicProperties) -> Taken {
+    Taken {
+        body: serde_json::from_slice(&data).unwrap_or(Value::Null),
+        raw: data,
+        headers: properties.headers().clone().unwrap_or_default(),
+        properties,
+    }
+}
+
+/// The AMQP properties an upstream system sets on a command.
+pub fn command_properties(event: &Value) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "traceparent".into(),
+        AMQPValue::LongString("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+    );
+    BasicProperties::default()
+        .with_content_type("application/cloudevents+json".into())
+        .with_message_id(ShortString::from(event["id"].as_str().unwrap_or("none")))
+        .with_type(ShortString::from(event["type"].as_str().unwrap_or("none")))
+        .with_delivery_mode(2)
+        .with_headers(headers)
+}
+
+/// Checks a published message against its schema: the envelope, then the data.
+pub fn assert_valid(message: &Value) {
+    let schemas = Schemas::embedded();
+    schemas.check("cloudevent", message).unwrap_or_else(|e| panic!("not a CloudEvent: {e}: {message}"));
+    let message_type = message["type"].as_str().expect("type");
+    schemas
+        .check(message_type, &message["data"])
+        .unwrap_or_else(|e| panic!("{message_type} breaks its schema: {e}: {message}"));
+}
+
+/// A valid tax code, different for each `n` below 1000.
+pub fn tax_code(n: u32) -> String {
+    let first15 = format!("RSSMRA85T10A{:03}", n % 1000);
+    let check = pinflow::domain::tax_code::check_character(&first15).expect("15 valid characters");
+    format!("{first15}{check}")
+}
+
+/// A CloudEvent command.
+pub fn command(message_type: &str, data: Value) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": Uuid::new_v4().to_string(),
+        "source": "portal",
+        "type": message_type,
+        "time": "2026-11-22T10:00:00Z",
+        "datacontenttype": "application/json",
+        "data": data,
+    })
+}
+
+/// A `pin.request` from a citizen living in Germany, first half by SMS.
+pub fn pin_request(tax_code: &str, channel: &str) -> Value {
+    let mut data = json!({
+        "channel": channel,
+        "holder": "citizen",
+        "applicant": {
+            "tax_code": tax_code,
+            "given_name": "Mario",
+            "family_name": "Rossi",
+            "birth_date": "1985-12-10",
+            "residence_country": "DE",
+            "italian_id_document": false
+        },
+        "postal_address": { "line1": "Hauptstrasse 1", "city": "Berlin", "postal_code": "10115", "country": "DE" },
+        "contacts": { "mobile": "+4915112345678", "email": "mario.rossi@example.org" },
+        "first_half_via": "sms"
+    });
+    if channel != "online" {
+        data["operator_id"] = json!("op-17");
+    }
+    if channel == "office" {
+        data["office_id"] = json!("office-rome-3");
+        data.as_object_mut().expect("object").remove("first_half_via");
+    }
+    command("pin.request", data)
+}

@@ -1,0 +1,186 @@
+//! The real `pinflow` binary, started and killed as a child process: a crash between
+//! commit and acknowledgement doubles nothing, SIGTERM stops it cleanly, and no PIN or
+//! half reaches the logs (at the most verbose level), the events, the dead letters or
+//! the database.
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::Arc;
+
+use common::{TestApp, command, observer_with, pin_request, tax_code};
+use pinflow::config::Connections;
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+
+/// A running `pinflow run` and everything it wrote to standard error.
+struct Pinflow {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+fn key() -> String {
+    pinflow::seal::OutboxKey::generate().to_base64()
+}
+
+fn start(connections: &Connections, key: &str, extra_env: &[(&str, &str)]) -> Pinflow {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pinflow"));
+    command
+        .arg("run")
+        .env("PINFLOW_AMQP_URL", &connections.amqp_url)
+        .env("PINFLOW_DATABASE_URL", &connections.database_url)
+        .env("PINFLOW_NAMESPACE", &connections.namespace)
+        .env("PINFLOW_OUTBOX_KEY", key)
+        .env("PINFLOW_ARGON2_M_COST", "256")
+        .env("PINFLOW_ARGON2_T_COST", "1")
+        .env("PINFLOW_LOG", "trace")
+        .env_remove("PINFLOW_FAILPOINTS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (name, value) in extra_env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("start pinflow");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(String::new()));
+    let sink = log.clone();
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 8192];
+        while let Ok(n) = stderr.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            sink.lock().await.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    Pinflow { child, log, reader }
+}
+
+impl Pinflow {
+    async fn wait_exit(mut self) -> (std::process::ExitStatus, String) {
+        let status = tokio::time::timeout(common::PATIENCE, self.child.wait()).await.expect("exits in time").expect("wait");
+        let _ = self.reader.await;
+        let log = self.log.lock().await.clone();
+        (status, log)
+    }
+
+    async fn terminate(self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().expect("running") as i32;
+        // SAFETY-free: kill(1) is the plain way to send SIGTERM to a child.
+        std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().expect("kill");
+        self.wait_exit().await
+    }
+}
+
+async fn cleanup(app: TestApp) {
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_crash_between_commit_and_ack_doubles_nothing() {
+    let (app, connections, _) = observer_with(&[]).await;
+    let key = key();
+    let request = pin_request(&tax_code(40), "online");
+    let crashing = start(&connections, &key, &[("PINFLOW_FAILPOINTS", "after-commit")]);
+    app.wait_for_consumer(&app.work_queue()).await;
+    app.publish(&request).await;
+    let (status, log) = crashing.wait_exit().await;
+    assert_eq!(status.code(), Some(86), "the failpoint fired: {log}");
+    assert_eq!(app.count("select count(*) from credentials").await, 1, "committed before the crash");
+
+    let pinflow = start(&connections, &key, &[]);
+    app.wait_for_consumer(&app.work_queue()).await;
+    app.take(&app.notify_queue("sms"), 1).await;
+    app.take(&app.notify_queue("post"), 1).await;
+    app.barrier().await;
+    assert!(app.drain(&app.notify_queue("sms")).await.is_empty(), "one SMS");
+    assert!(app.drain(&app.notify_queue("post")).await.is_empty(), "one letter");
+    assert_eq!(app.count("select count(*) from credentials").await, 1, "one PIN");
+    assert_eq!(app.events_so_far("pin.issued").await.len(), 1);
+    let (status, _) = pinflow.terminate().await;
+    assert!(status.success(), "SIGTERM stops pinflow cleanly: {status:?}");
+    cleanup(app).await;
+}
+
+#[tokio::test]
+async fn no_pin_or_half_leaks_into_logs_events_dead_letters_or_the_database() {
+    let (app, connections, _) = observer_with(&[]).await;
+    let pinflow = start(&connections, &key(), &[]);
+    app.wait_for_consumer(&app.work_queue()).await;
+
+    let mut secrets = Vec::new();
+    let mut events = Vec::new();
+    for n in 0..3 {
+        let code = tax_code(50 + n);
+        app.publish(&pin_request(&code, "online")).await;
+        let first = app.take(&app.notify_queue("sms"), 1).await.remove(0).body["data"]["secret"].as_str().unwrap().to_owned();
+        let second = app.take(&app.notify_queue("post"), 1).await.remove(0).body["data"]["secret"].as_str().unwrap().to_owned();
+        let reply = app.rpc(&command("pin.first_access", json!({ "tax_code": code, "initial_pin": format!("{first}{second}") }))).await;
+        let pin = reply.body["data"]["pin"].as_str().expect("a PIN in the reply").to_owned();
+        let ok = app.rpc(&command("pin.verify", json!({ "tax_code": code, "pin": pin }))).await;
+        assert_eq!(ok.body["data"]["status"], "ok");
+        // A verify that dead-letters (no reply_to) with the right PIN in it.
+        app.publish(&command("pin.verify", json!({ "tax_code": code, "pin": pin }))).await;
+        secrets.extend([first, second, pin]);
+    }
+    let office_code = tax_code(60);
+    app.publish(&pin_request(&office_code, "office")).await;
+    secrets.push(app.take(&app.notify_queue("office"), 1).await.remove(0).body["data"]["secret"].as_str().unwrap().to_owned());
+    for event_type in ["pin.issued", "pin.activated"] {
+        for _ in 0..3 {
+            events.push(app.event(event_type).await.to_string());
+        }
+    }
+    let dead_letters: Vec<String> = app.take(&app.dlq(), 3).await.iter().map(|d| format!("{:?} {}", d.headers, String::from_utf8_lossy(&d.raw))).collect();
+    app.barrier().await;
+    let (status, log) = pinflow.terminate().await;
+    assert!(status.success());
+    assert!(log.contains("TRACE") || log.contains("DEBUG"), "the log was captured at a verbose level");
+
+    let dump = std::process::Command::new("pg_dump")
+        .arg("--data-only")
+        .arg(&app.database_url)
+        .output()
+        .expect("pg_dump runs");
+    assert!(dump.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dump.stderr));
+    let dump = String::from_utf8_lossy(&dump.stdout).into_owned();
+    assert!(dump.contains(&office_code), "the dump holds the data");
+    assert_eq!(secrets.len(), 10);
+    let mut leaks = Vec::new();
+    for secret in &secrets {
+        for (place, text) in [("log", &log), ("database", &dump)] {
+            if text.contains(secret.as_str()) {
+                leaks.push(place);
+            }
+        }
+        leaks.extend(events.iter().filter(|e| e.contains(secret.as_str())).map(|_| "event"));
+        leaks.extend(dead_letters.iter().filter(|d| d.contains(secret.as_str())).map(|_| "dead letter"));
+    }
+    assert!(leaks.is_empty(), "secrets leaked into: {leaks:?}");
+    cleanup(app).await;
+}
+
+#[tokio::test]
+async fn a_bad_setting_stops_start_up_naming_it() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pinflow"))
+        .arg("run")
+        .env("PINFLOW_RETRY_MIN_DELAY", "soon")
+        .output()
+        .expect("run pinflow");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--retry-min-delay") && stderr.contains("PINFLOW_RETRY_MIN_DELAY"), "{stderr}");
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pinflow"))
+        .arg("run")
+        .env_remove("PINFLOW_OUTBOX_KEY")
+        .env_remove("PINFLOW_OUTBOX_KEY_FILE")
+        .output()
+        .expect("run pinflow");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("PINFLOW_OUTBOX_KEY"));
+}

@@ -1,0 +1,144 @@
+//! The issuance worker: `pin.request` (split delivery, office issue), `pin.first_access`
+//! (the initial PIN for the 8-character PIN) and `pin.verify` (login, lockout).
+
+mod access;
+mod command;
+mod request;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+
+use crate::app::{Message, Worker};
+use crate::broker::topology::WorkerQueue;
+use crate::config::Rules;
+use crate::contract::{Envelope, Outgoing, ParseError};
+use crate::domain::PinHasher;
+use crate::error::HandlerError;
+use crate::store::audit;
+pub use command::{Command, FirstAccess, PinRequest, Verify};
+
+/// The issuance queue and the commands bound to it.
+pub const QUEUE: WorkerQueue = WorkerQueue {
+    name: "issuance",
+    routing_keys: &["pin.request", "pin.first_access", "pin.verify"],
+};
+
+/// The issuance worker.
+pub struct Issuance {
+    /// Periods, lockout threshold.
+    rules: Rules,
+    /// Argon2id, run on the blocking pool.
+    hasher: PinHasher,
+}
+
+impl Issuance {
+    /// A worker with these rules.
+    pub fn new(rules: Rules, hasher: PinHasher) -> Issuance {
+        Issuance { rules, hasher }
+    }
+}
+
+/// A command with its slow part (generating and hashing a new PIN) done.
+pub enum Prepared {
+    Request(PinRequest, Option<request::NewInitialPin>),
+    FirstAccess(FirstAccess, access::NewPin),
+    Verify(Verify),
+}
+
+impl Worker for Issuance {
+    type Command = Command;
+    type Prepared = Prepared;
+
+    fn name(&self) -> &'static str {
+        QUEUE.name
+    }
+
+    fn accepts(&self) -> &'static [&'static str] {
+        QUEUE.routing_keys
+    }
+
+    fn is_rpc(&self, message_type: &str) -> bool {
+        matches!(message_type, "pin.first_access" | "pin.verify")
+    }
+
+    fn parse(&self, envelope: &Envelope) -> Result<Command, ParseError> {
+        Command::parse(envelope)
+    }
+
+    async fn prepare(&self, command: Command) -> Result<Prepared, HandlerError> {
+        Ok(match command {
+            Command::Request(request) => {
+                let pin = if request.is_eligible() {
+                    Some(request::NewInitialPin::generate(&self.hasher).await?)
+                } else {
+                    None
+                };
+                Prepared::Request(request, pin)
+            }
+            Command::FirstAccess(access) => {
+                let pin = access::NewPin::generate(&self.hasher).await?;
+                Prepared::FirstAccess(access, pin)
+            }
+            Command::Verify(verify) => Prepared::Verify(verify),
+        })
+    }
+
+    async fn handle<'a>(
+        &'a self,
+        prepared: &'a Prepared,
+        message: &'a Message<'a>,
+        conn: &'a mut PgConnection,
+    ) -> Result<Vec<Outgoing>, HandlerError> {
+        match prepared {
+            Prepared::Request(request, pin) => request::handle(self, request, pin.as_ref(), message, conn).await,
+            Prepared::FirstAccess(access, pin) => access::first_access(self, access, pin, message, conn).await,
+            Prepared::Verify(verify) => access::verify(self, verify, message, conn).await,
+        }
+    }
+}
+
+fn instant(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Writes an audit row for this message.
+async fn audit(
+    conn: &mut PgConnection,
+    message: &Message<'_>,
+    actor: &str,
+    action: &str,
+    tax_code: &str,
+    credential_id: Option<uuid::Uuid>,
+    detail: Value,
+) -> Result<(), sqlx::Error> {
+    audit::record(
+        conn,
+        audit::Entry {
+            at: message.now,
+            actor,
+            action,
+            tax_code: Some(tax_code),
+            credential_id,
+            message_id: Some(&message.envelope.id),
+            detail,
+        },
+    )
+    .await
+}
+
+/// The RPC reply to `message`.
+fn reply(message: &Message<'_>, data: Value, secret: Option<crate::contract::SecretField>) -> Outgoing {
+    Outgoing::reply(
+        &message.envelope.message_type,
+        message.reply_to.unwrap_or_default(),
+        message.correlation_id,
+        data,
+        secret,
+        message.now,
+    )
+}
+
+fn status(status: &str) -> Value {
+    json!({ "status": status })
+}

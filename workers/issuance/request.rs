@@ -1,0 +1,173 @@
+//! `pin.request`: eligibility, one live PIN per tax code, and delivery of the initial
+//! PIN: split 8 + 8 over SMS-or-e-mail and post for an ordinary PIN, whole to the
+//! office counter for a device PIN issued on the spot.
+
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::command::{FirstHalfVia, PinRequest};
+use super::{Issuance, audit, instant};
+use crate::app::Message;
+use crate::contract::Outgoing;
+use crate::domain::credential::{Holder, Kind};
+use crate::domain::{InitialPin, PinHasher};
+use crate::error::HandlerError;
+use crate::store::credentials::{self, InsertError, NewCredential};
+
+/// The alternatives offered to people who cannot have a PIN.
+const ALTERNATIVES: [&str; 3] = ["SPID", "CIE", "CNS"];
+
+/// A freshly generated initial PIN and its hash, made before the transaction.
+pub struct NewInitialPin {
+    pin: InitialPin,
+    hash: String,
+}
+
+impl NewInitialPin {
+    /// Generates an initial PIN from the OS CSPRNG and hashes it off the async threads.
+    pub async fn generate(hasher: &PinHasher) -> Result<NewInitialPin, HandlerError> {
+        let pin = InitialPin::generate();
+        let hash = hasher.hash_off_thread(pin.expose().to_owned()).await?;
+        Ok(NewInitialPin { pin, hash })
+    }
+}
+
+/// Handles one `pin.request`.
+pub async fn handle(
+    worker: &Issuance,
+    request: &PinRequest,
+    pin: Option<&NewInitialPin>,
+    message: &Message<'_>,
+    conn: &mut PgConnection,
+) -> Result<Vec<Outgoing>, HandlerError> {
+    let tax_code = request.tax_code.as_str();
+    let actor = request.actor(&message.envelope.source);
+    let Some(pin) = pin.filter(|_| request.is_eligible()) else {
+        return not_eligible(request, message, conn).await;
+    };
+    if let Some(existing) = credentials::latest_for_update(conn, tax_code).await? {
+        match existing.credential.retire(message.now) {
+            Err(_) => return already_active(request, message, conn).await,
+            Ok(retired) if retired != existing.credential => {
+                credentials::save(conn, &retired, None, message.now).await?;
+            }
+            Ok(_) => {}
+        }
+    }
+    let kind = if request.channel == "office" { Kind::Device } else { Kind::Ordinary };
+    let holder = Holder::parse(&request.holder)
+        .ok_or_else(|| HandlerError::Permanent(format!("unknown holder {}", request.holder)))?;
+    let id = Uuid::new_v4();
+    let new = NewCredential {
+        id,
+        tax_code,
+        kind,
+        holder,
+        channel: &request.channel,
+        given_name: &request.given_name,
+        family_name: &request.family_name,
+        birth_date: request.birth_date,
+        residence_country: &request.residence_country,
+        contacts: request.contacts_json(),
+        postal_address: request.postal_address.clone(),
+        health_card: request.health_card.clone(),
+        initial_pin_hash: &pin.hash,
+        initial_pin_expires_at: worker.rules.initial_pin_ttl.add_to(message.now),
+        issued_at: message.now,
+    };
+    match credentials::insert(conn, &new).await {
+        Ok(()) => {}
+        Err(InsertError::AlreadyCurrent) => return already_active(request, message, conn).await,
+        Err(InsertError::Database(e)) => return Err(e.into()),
+    }
+    let detail = json!({ "kind": kind.as_str(), "holder": holder.as_str(), "channel": request.channel });
+    audit(conn, message, actor, "pin.issued", tax_code, Some(id), detail).await?;
+
+    let mut out = deliveries(request, id, &pin.pin, message)?;
+    out.push(Outgoing::event(
+        "pin.issued",
+        json!({
+            "tax_code": tax_code,
+            "credential_id": id,
+            "kind": kind.as_str(),
+            "holder": holder.as_str(),
+            "channel": request.channel,
+            "initial_pin_expires_at": instant(new.initial_pin_expires_at),
+        }),
+        message.now,
+    ));
+    Ok(out)
+}
+
+/// The notifications that carry the initial PIN. The two halves of an ordinary PIN
+/// never travel on the same channel: the first by SMS or e-mail, the second by post.
+fn deliveries(
+    request: &PinRequest,
+    credential_id: Uuid,
+    pin: &InitialPin,
+    message: &Message<'_>,
+) -> Result<Vec<Outgoing>, HandlerError> {
+    let params = json!({ "credential_id": credential_id, "given_name": request.given_name, "family_name": request.family_name });
+    let secret = |text: &str| Some(Zeroizing::new(text.to_owned()));
+    if request.channel == "office" {
+        let to = json!({ "office_id": request.office_id, "operator_id": request.operator_id });
+        return Ok(vec![Outgoing::notification("notify.office", "pin_office_issue", to, params, secret(pin.expose()), message.now)]);
+    }
+    let (first, second) = pin.split();
+    let missing = |what: &str| HandlerError::Permanent(format!("first_half_via names {what}, which is not among the contacts"));
+    let first_half = match request.first_half_via {
+        Some(FirstHalfVia::Sms) => {
+            let mobile = request.mobile.as_ref().ok_or_else(|| missing("sms"))?;
+            Outgoing::notification("notify.sms", "pin_first_half", json!(mobile.as_str()), params.clone(), secret(first.expose()), message.now)
+        }
+        Some(FirstHalfVia::Email) => {
+            let email = request.email.as_ref().ok_or_else(|| missing("email"))?;
+            Outgoing::notification("notify.email", "pin_first_half", json!(email.as_str()), params.clone(), secret(first.expose()), message.now)
+        }
+        None => return Err(HandlerError::Permanent("first_half_via is required unless channel is office".into())),
+    };
+    let to = json!({
+        "name": format!("{} {}", request.given_name, request.family_name),
+        "postal_address": request.postal_address,
+    });
+    let second_half = Outgoing::notification("notify.post", "pin_second_half", to, params, secret(second.expose()), message.now);
+    Ok(vec![first_half, second_half])
+}
+
+async fn refuse(
+    request: &PinRequest,
+    message: &Message<'_>,
+    conn: &mut PgConnection,
+    data: Value,
+) -> Result<Vec<Outgoing>, HandlerError> {
+    let actor = request.actor(&message.envelope.source);
+    let tax_code = request.tax_code.as_str();
+    audit(conn, message, actor, "pin.request.rejected", tax_code, None, data.clone()).await?;
+    let mut data = data;
+    data["tax_code"] = json!(tax_code);
+    Ok(vec![Outgoing::event("pin.request.rejected", data, message.now)])
+}
+
+async fn not_eligible(
+    request: &PinRequest,
+    message: &Message<'_>,
+    conn: &mut PgConnection,
+) -> Result<Vec<Outgoing>, HandlerError> {
+    let data = json!({ "reason": "not_eligible", "alternatives": ALTERNATIVES });
+    let mut out = refuse(request, message, conn, data).await?;
+    if let Some(email) = &request.email {
+        let params = json!({ "given_name": request.given_name, "alternatives": ALTERNATIVES });
+        out.push(Outgoing::notification("notify.email", "not_eligible", json!(email.as_str()), params, None, message.now));
+    }
+    Ok(out)
+}
+
+async fn already_active(
+    request: &PinRequest,
+    message: &Message<'_>,
+    conn: &mut PgConnection,
+) -> Result<Vec<Outgoing>, HandlerError> {
+    refuse(request, message, conn, json!({ "reason": "already_active" })).await
+}
