@@ -82,6 +82,20 @@ enum Command {
         #[command(flatten)]
         connections: Connections,
     },
+    /// Measure throughput: the broker's own ceiling for the message pattern, then
+    /// pinflow handling `pin.request`s end to end, in one run, as ratios. Uses a
+    /// namespace and a database of its own and removes them afterwards.
+    Bench {
+        /// Requests per phase.
+        #[arg(long, default_value_t = 2000)]
+        messages: u32,
+        #[command(flatten)]
+        connections: Connections,
+        #[command(flatten)]
+        runtime: Runtime,
+        #[command(flatten)]
+        rules: Rules,
+    },
     /// Print a new random outbox key (base64) for PINFLOW_OUTBOX_KEY, or write it to a
     /// file that does not exist yet.
     Keygen {
@@ -179,6 +193,11 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             let chosen = pinflow::workers::choose(&workers)?;
             pinflow::ops::health::check(&connections, &chosen).await?;
             println!("healthy");
+            Ok(())
+        }
+        Command::Bench { messages, connections, runtime, rules } => {
+            let report = pinflow::ops::bench::run(&connections, &runtime, &rules, messages).await?;
+            println!("{report}");
             Ok(())
         }
         Command::Keygen { out } => {

@@ -1,5 +1,6 @@
 //! What operators run from the command line. Uses the broker and the contract; knows
 //! no worker.
 
+pub mod bench;
 pub mod health;
 pub mod publish;

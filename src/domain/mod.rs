@@ -1,0 +1,15 @@
+//! Pure rules, no I/O: tax code, contacts, PIN generation and hashing, validity
+//! periods, the credential state machine.
+
+pub mod contact;
+pub mod credential;
+pub mod hashing;
+pub mod period;
+pub mod pin;
+pub mod tax_code;
+
+pub use contact::{ContactError, Email, Mobile};
+pub use hashing::{HashError, HashParams, PinHasher};
+pub use period::{Period, PeriodError};
+pub use pin::{InitialPin, PhonePin, Pin, PinHalf, ResetToken};
+pub use tax_code::{TaxCode, TaxCodeError};

@@ -1,0 +1,145 @@
+//! PIN generation from the operating system's CSPRNG over an alphabet without
+//! look-alike characters, and the secret types that carry PINs, halves and tokens.
+//! None of them shows its value through `Debug` or `Display`; all are zeroized on
+//! drop. Pure: no I/O besides reading the OS random source.
+
+use std::fmt;
+
+use base64::Engine as _;
+use rand::rngs::OsRng;
+use rand::{Rng, RngCore};
+use zeroize::Zeroizing;
+
+/// Digits and upper-case letters without 0/O, 1/I/L.
+pub const ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
+
+fn random_text(len: usize) -> Zeroizing<String> {
+    let mut rng = OsRng;
+    Zeroizing::new((0..len).map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())])).collect())
+}
+
+macro_rules! secret_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub struct $name(Zeroizing<String>);
+
+        impl $name {
+            /// The clear value, for the one place that must send or hash it.
+            pub fn expose(&self) -> &str {
+                &self.0
+            }
+
+            /// Wraps a value received from a user.
+            pub fn from_secret_string(value: String) -> Self {
+                $name(Zeroizing::new(value))
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "(<redacted>)"))
+            }
+        }
+    };
+}
+
+secret_type!(
+    /// The 16-character initial PIN, delivered in two halves.
+    InitialPin
+);
+secret_type!(
+    /// Eight characters of an initial PIN.
+    PinHalf
+);
+secret_type!(
+    /// The 8-character PIN given at first access.
+    Pin
+);
+secret_type!(
+    /// A temporary PIN for the contact center.
+    PhonePin
+);
+secret_type!(
+    /// A single-use reset link token.
+    ResetToken
+);
+
+impl InitialPin {
+    /// A new 16-character initial PIN.
+    pub fn generate() -> InitialPin {
+        InitialPin(random_text(16))
+    }
+
+    /// Characters 1-8 and 9-16.
+    pub fn split(&self) -> (PinHalf, PinHalf) {
+        let (first, second) = self.0.split_at(8);
+        (PinHalf(Zeroizing::new(first.to_owned())), PinHalf(Zeroizing::new(second.to_owned())))
+    }
+}
+
+impl Pin {
+    /// A new 8-character PIN.
+    pub fn generate() -> Pin {
+        Pin(random_text(8))
+    }
+}
+
+impl PhonePin {
+    /// A new 8-character phone PIN.
+    pub fn generate() -> PhonePin {
+        PhonePin(random_text(8))
+    }
+}
+
+impl ResetToken {
+    /// 32 random bytes, URL-safe base64 without padding (43 characters).
+    pub fn generate() -> ResetToken {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(bytes.as_mut());
+        ResetToken(Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_alphabet(text: &str) -> bool {
+        text.bytes().all(|b| ALPHABET.contains(&b))
+    }
+
+    #[test]
+    fn an_initial_pin_has_sixteen_characters_without_look_alikes() {
+        let pin = InitialPin::generate();
+        assert_eq!(pin.expose().len(), 16);
+        assert!(in_alphabet(pin.expose()));
+        for look_alike in ["0", "O", "1", "I", "L"] {
+            assert!(!std::str::from_utf8(ALPHABET).unwrap().contains(look_alike));
+        }
+    }
+
+    #[test]
+    fn the_halves_concatenate_back_to_the_initial_pin() {
+        let pin = InitialPin::generate();
+        let (first, second) = pin.split();
+        assert_eq!((first.expose().len(), second.expose().len()), (8, 8));
+        assert_eq!(format!("{}{}", first.expose(), second.expose()), pin.expose());
+    }
+
+    #[test]
+    fn two_generations_differ() {
+        assert_ne!(InitialPin::generate().expose(), InitialPin::generate().expose());
+        assert_ne!(Pin::generate().expose(), Pin::generate().expose());
+        assert_eq!(Pin::generate().expose().len(), 8);
+        assert_eq!(ResetToken::generate().expose().len(), 43);
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let pin = InitialPin::generate();
+        let (half, _) = pin.split();
+        assert!(!format!("{pin:?}").contains(pin.expose()));
+        assert!(!format!("{half:?}").contains(half.expose()));
+        assert_eq!(format!("{:?}", Pin::from_secret_string("ABCDEFGH".into())), "Pin(<redacted>)");
+    }
+}
