@@ -12,6 +12,10 @@ pub enum HandlerError {
     /// serialization failure or a resource limit.
     #[error("database error")]
     Database(#[source] sqlx::Error),
+    /// No database connection could be had (refused, down, pool exhausted): always
+    /// transient, whatever the server said.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
     /// Hashing a secret failed (a malformed stored hash, or the blocking pool is gone).
     #[error("hashing failed")]
     Hash(#[source] crate::domain::HashError),
@@ -34,6 +38,7 @@ impl HandlerError {
     pub fn is_transient(&self) -> bool {
         match self {
             HandlerError::Permanent(_) | HandlerError::Hash(_) => false,
+            HandlerError::Unavailable(_) => true,
             HandlerError::Database(e) => is_transient(e),
         }
     }

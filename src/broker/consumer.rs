@@ -220,7 +220,7 @@ async fn apply<W: Worker>(
     queue: &str,
     items: &[&Ready<W::Prepared>],
 ) -> Result<Vec<(usize, Option<String>)>, HandlerError> {
-    let mut tx = deps.pool.begin().await?;
+    let mut tx = deps.pool.begin().await.map_err(HandlerError::Unavailable)?;
     let mut outcomes = Vec::with_capacity(items.len());
     for item in items {
         let span = tracing::info_span!("message", message_id = %item.envelope.id, message_type = %item.envelope.message_type, trace_id = %item.trace.trace_id);
