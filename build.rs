@@ -17,14 +17,21 @@ fn main() {
         })
         .unwrap_or_default();
     names.sort();
-    let mut out = String::from("/// Every schema file: (file name, contents).\npub static FILES: &[(&str, &str)] = &[\n");
+    let mut out = String::from(
+        "/// Every schema file: (file name, contents).\npub static FILES: &[(&str, &str)] = &[\n",
+    );
     for name in &names {
         let path = dir.join(name);
         println!("cargo:rerun-if-changed={}", path.display());
-        writeln!(out, "    ({name:?}, include_str!({:?})),", path.display().to_string())
-            .expect("writing to a String cannot fail");
+        writeln!(
+            out,
+            "    ({name:?}, include_str!({:?})),",
+            path.display().to_string()
+        )
+        .expect("writing to a String cannot fail");
     }
     out.push_str("];\n");
-    let target = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("schemas.rs");
+    let target =
+        Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("schemas.rs");
     std::fs::write(target, out).expect("OUT_DIR is writable");
 }

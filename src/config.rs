@@ -183,12 +183,12 @@ impl Secrets {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let parsed = iso8601::duration(text)
         .map_err(|_| format!("`{text}` is not an ISO 8601 duration such as PT1S or P1D"))?;
-    if let iso8601::Duration::YMDHMS { year, month, .. } = parsed {
-        if year != 0 || month != 0 {
-            return Err(format!(
-                "`{text}` uses years or months, whose length varies; use days"
-            ));
-        }
+    if let iso8601::Duration::YMDHMS { year, month, .. } = parsed
+        && (year != 0 || month != 0)
+    {
+        return Err(format!(
+            "`{text}` uses years or months, whose length varies; use days"
+        ));
     }
     let duration = Duration::from(parsed);
     if duration.is_zero() {

@@ -56,9 +56,11 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| ["08", "40", "53", "57", "58"].iter().any(|c| code.starts_with(c))),
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            ["08", "40", "53", "57", "58"]
+                .iter()
+                .any(|c| code.starts_with(c))
+        }),
         _ => false,
     }
 }

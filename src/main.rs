@@ -114,7 +114,10 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -138,7 +141,12 @@ fn name_the_variable(mut error: clap::Error) -> clap::Error {
     };
     let mut command = Cli::command();
     command.build();
-    let flag = arg.split_whitespace().next().unwrap_or_default().trim_start_matches("--").to_owned();
+    let flag = arg
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("--")
+        .to_owned();
     let env = command
         .get_subcommands()
         .flat_map(|sub| sub.get_arguments())
@@ -146,56 +154,101 @@ fn name_the_variable(mut error: clap::Error) -> clap::Error {
         .find(|a| a.get_long() == Some(flag.as_str()))
         .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()));
     if let Some(env) = env {
-        error.insert(ContextKind::Suggested, ContextValue::StyledStrs(vec![
-            format!("the value may come from the environment variable {env}").into(),
-        ]));
+        error.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![
+                format!("the value may come from the environment variable {env}").into(),
+            ]),
+        );
     }
     error
 }
 
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { workers, connections, runtime, rules, secrets } => {
+        Command::Run {
+            workers,
+            connections,
+            runtime,
+            rules,
+            secrets,
+        } => {
             let key = secrets.outbox_key()?;
-            pinflow::domain::PinHasher::new(rules.hash_params()).context("invalid Argon2 settings")?;
-            let setup = Setup { connections, runtime, rules, key, clock: Arc::new(SystemClock), workers };
+            pinflow::domain::PinHasher::new(rules.hash_params())
+                .context("invalid Argon2 settings")?;
+            let setup = Setup {
+                connections,
+                runtime,
+                rules,
+                key,
+                clock: Arc::new(SystemClock),
+                workers,
+            };
             app::run(setup, shutdown_signal()).await
         }
         Command::Migrate { connections } => {
-            let pool = app::prepare_database(&connections.database_url, 2, &CancellationToken::new()).await?;
+            let pool =
+                app::prepare_database(&connections.database_url, 2, &CancellationToken::new())
+                    .await?;
             let applied = pinflow::store::MIGRATOR.iter().count();
             pool.close().await;
             println!("database is up to date ({applied} migrations)");
             Ok(())
         }
-        Command::Topology { connections, runtime } => {
+        Command::Topology {
+            connections,
+            runtime,
+        } => {
             app::declare_topology(&connections, &runtime).await?;
             println!("topology declared (namespace: {:?})", connections.namespace);
             Ok(())
         }
-        Command::Publish { file, reply, timeout, connections, runtime } => {
+        Command::Publish {
+            file,
+            reply,
+            timeout,
+            connections,
+            runtime,
+        } => {
             let mut body = Vec::new();
             if file == "-" {
-                std::io::stdin().read_to_end(&mut body).context("cannot read standard input")?;
+                std::io::stdin()
+                    .read_to_end(&mut body)
+                    .context("cannot read standard input")?;
             } else {
                 body = std::fs::read(&file).with_context(|| format!("cannot read {file}"))?;
             }
             app::declare_topology(&connections, &runtime).await?;
-            let request = PublishRequest { body, wait_reply: reply.then_some(timeout), confirm_timeout: runtime.confirm_timeout };
+            let request = PublishRequest {
+                body,
+                wait_reply: reply.then_some(timeout),
+                confirm_timeout: runtime.confirm_timeout,
+            };
             let outcome = publish::publish(&connections, request).await?;
-            eprintln!("published {} ({}) to {}", outcome.id, outcome.message_type, outcome.exchange);
+            eprintln!(
+                "published {} ({}) to {}",
+                outcome.id, outcome.message_type, outcome.exchange
+            );
             if let Some(reply) = outcome.reply {
                 println!("{}", serde_json::to_string_pretty(&reply)?);
             }
             Ok(())
         }
-        Command::Health { workers, connections } => {
+        Command::Health {
+            workers,
+            connections,
+        } => {
             let chosen = pinflow::workers::choose(&workers)?;
             pinflow::ops::health::check(&connections, &chosen).await?;
             println!("healthy");
             Ok(())
         }
-        Command::Bench { messages, connections, runtime, rules } => {
+        Command::Bench {
+            messages,
+            connections,
+            runtime,
+            rules,
+        } => {
             let report = pinflow::ops::bench::run(&connections, &runtime, &rules, messages).await?;
             println!("{report}");
             Ok(())
@@ -214,7 +267,12 @@ async fn execute(command: Command) -> anyhow::Result<()> {
 fn write_key_file(path: &std::path::Path, key: &OutboxKey) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
         Ok(mut file) => {
             file.write_all(key.to_base64().as_bytes())?;
             eprintln!("wrote a new outbox key to {}", path.display());
@@ -233,13 +291,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

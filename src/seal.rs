@@ -32,8 +32,15 @@ pub enum SealError {
 impl OutboxKey {
     /// A key from standard base64 of exactly 32 bytes.
     pub fn from_base64(text: &str) -> Result<OutboxKey, SealError> {
-        let bytes = Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(text).map_err(|_| SealError::Base64)?);
-        let array: [u8; 32] = bytes.as_slice().try_into().map_err(|_| SealError::Length(bytes.len()))?;
+        let bytes = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|_| SealError::Base64)?,
+        );
+        let array: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| SealError::Length(bytes.len()))?;
         Ok(OutboxKey(Zeroizing::new(array)))
     }
 
@@ -67,7 +74,13 @@ impl OutboxKey {
         OsRng.fill_bytes(&mut nonce);
         let sealed = self
             .cipher()
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .unwrap_or_default();
         let mut out = nonce.to_vec();
         out.extend(sealed);
@@ -102,13 +115,22 @@ mod tests {
         let key = OutboxKey::generate();
         let sealed = key.seal(b"ABCDEFGH", b"message-1");
         assert!(!sealed.windows(8).any(|w| w == b"ABCDEFGH"));
-        assert_eq!(key.open(&sealed, b"message-1").unwrap().as_slice(), b"ABCDEFGH");
+        assert_eq!(
+            key.open(&sealed, b"message-1").unwrap().as_slice(),
+            b"ABCDEFGH"
+        );
         assert_eq!(key.open(&sealed, b"message-2"), Err(SealError::Open));
-        assert_eq!(OutboxKey::generate().open(&sealed, b"message-1"), Err(SealError::Open));
+        assert_eq!(
+            OutboxKey::generate().open(&sealed, b"message-1"),
+            Err(SealError::Open)
+        );
         let mut tampered = sealed.clone();
         tampered[NONCE_LEN] ^= 1;
         assert_eq!(key.open(&tampered, b"message-1"), Err(SealError::Open));
-        assert_eq!(key.open(&sealed[..10], b"message-1"), Err(SealError::TooShort));
+        assert_eq!(
+            key.open(&sealed[..10], b"message-1"),
+            Err(SealError::TooShort)
+        );
     }
 
     #[test]
@@ -117,8 +139,14 @@ mod tests {
         let again = OutboxKey::from_base64(&key.to_base64()).unwrap();
         assert_eq!(again.key_id(), key.key_id());
         assert_eq!(key.key_id().len(), 8);
-        assert_eq!(OutboxKey::from_base64("not base64!").unwrap_err(), SealError::Base64);
-        assert_eq!(OutboxKey::from_base64("AAAA").unwrap_err(), SealError::Length(3));
+        assert_eq!(
+            OutboxKey::from_base64("not base64!").unwrap_err(),
+            SealError::Base64
+        );
+        assert_eq!(
+            OutboxKey::from_base64("AAAA").unwrap_err(),
+            SealError::Length(3)
+        );
     }
 
     #[test]

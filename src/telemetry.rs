@@ -21,7 +21,13 @@ pub struct Logging {
     pub log: String,
 
     /// Log line format.
-    #[arg(long, env = "PINFLOW_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "PINFLOW_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
 }
 
@@ -45,7 +51,11 @@ pub fn init(logging: &Logging) -> Result<(), TelemetryError> {
         .with_target(true);
     let result = match logging.log_format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
     result.map_err(|_| TelemetryError::AlreadySet)
 }

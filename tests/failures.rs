@@ -34,31 +34,93 @@ async fn poison_messages_are_dead_lettered_at_once_with_a_reason() {
     sms_without_mobile["data"]["contacts"] = json!({ "email": "a@example.org" });
 
     let cases: Vec<(&str, Vec<u8>, BasicProperties, &str)> = vec![
-        ("malformed json", b"{\"specversion\": \"1.0\", ".to_vec(), plain_properties("m1"), "malformed json"),
-        ("not a cloudevent", br#"{"hello": "world"}"#.to_vec(), plain_properties("m2"), "not a cloudevent"),
-        ("invalid utf-8", vec![0xff, 0xfe, 0x7b], plain_properties("m3"), "malformed json"),
-        ("wrong content type", serde_json::to_vec(&pin_request(&tax_code(24), "online")).unwrap(),
-            plain_properties("m4").with_content_type("text/plain".into()), "content type"),
-        ("unknown type", serde_json::to_vec(&unknown_type).unwrap(), command_properties(&unknown_type), "unknown type"),
-        ("schema violation", serde_json::to_vec(&wrong_schema).unwrap(), command_properties(&wrong_schema), "schema violation"),
-        ("bad check character", serde_json::to_vec(&bad_check_character).unwrap(), command_properties(&bad_check_character), "tax_code"),
-        ("sms without mobile", serde_json::to_vec(&sms_without_mobile).unwrap(), command_properties(&sms_without_mobile), "schema violation"),
+        (
+            "malformed json",
+            b"{\"specversion\": \"1.0\", ".to_vec(),
+            plain_properties("m1"),
+            "malformed json",
+        ),
+        (
+            "not a cloudevent",
+            br#"{"hello": "world"}"#.to_vec(),
+            plain_properties("m2"),
+            "not a cloudevent",
+        ),
+        (
+            "invalid utf-8",
+            vec![0xff, 0xfe, 0x7b],
+            plain_properties("m3"),
+            "malformed json",
+        ),
+        (
+            "wrong content type",
+            serde_json::to_vec(&pin_request(&tax_code(24), "online")).unwrap(),
+            plain_properties("m4").with_content_type("text/plain".into()),
+            "content type",
+        ),
+        (
+            "unknown type",
+            serde_json::to_vec(&unknown_type).unwrap(),
+            command_properties(&unknown_type),
+            "unknown type",
+        ),
+        (
+            "schema violation",
+            serde_json::to_vec(&wrong_schema).unwrap(),
+            command_properties(&wrong_schema),
+            "schema violation",
+        ),
+        (
+            "bad check character",
+            serde_json::to_vec(&bad_check_character).unwrap(),
+            command_properties(&bad_check_character),
+            "tax_code",
+        ),
+        (
+            "sms without mobile",
+            serde_json::to_vec(&sms_without_mobile).unwrap(),
+            command_properties(&sms_without_mobile),
+            "schema violation",
+        ),
     ];
     for (_, body, properties, _) in &cases {
-        app.publish_raw("pin.request", body, properties.clone()).await;
+        app.publish_raw("pin.request", body, properties.clone())
+            .await;
     }
     let dead = app.take(&app.dlq(), cases.len()).await;
     for ((name, body, _, expected), dead) in cases.iter().zip(&dead) {
         let reason = reason(dead);
-        assert!(reason.contains(expected), "{name}: reason `{reason}` should mention `{expected}`");
+        assert!(
+            reason.contains(expected),
+            "{name}: reason `{reason}` should mention `{expected}`"
+        );
         assert!(dead.header(FAILED_AT).is_some(), "{name}: failed-at header");
-        assert_eq!(dead.header(ROUTING_KEY).as_deref(), Some("pin.request"), "{name}");
-        assert_eq!(dead.header(QUEUE).as_deref(), Some(app.work_queue().as_str()), "{name}");
-        assert_eq!(&dead.raw, body, "{name}: the dead letter is the original body");
+        assert_eq!(
+            dead.header(ROUTING_KEY).as_deref(),
+            Some("pin.request"),
+            "{name}"
+        );
+        assert_eq!(
+            dead.header(QUEUE).as_deref(),
+            Some(app.work_queue().as_str()),
+            "{name}"
+        );
+        assert_eq!(
+            &dead.raw, body,
+            "{name}: the dead letter is the original body"
+        );
     }
     app.barrier().await;
-    assert_eq!(app.count("select count(*) from credentials").await, 0, "nothing happened");
-    assert_eq!(app.count("select count(*) from inbox where message_id not like 'barrier-%'").await, 0);
+    assert_eq!(
+        app.count("select count(*) from credentials").await,
+        0,
+        "nothing happened"
+    );
+    assert_eq!(
+        app.count("select count(*) from inbox where message_id not like 'barrier-%'")
+            .await,
+        0
+    );
     assert!(app.drain(&app.notify_queue("sms")).await.is_empty());
     assert!(app.events_so_far("pin.issued").await.is_empty());
     app.stop().await;
@@ -67,12 +129,23 @@ async fn poison_messages_are_dead_lettered_at_once_with_a_reason() {
 #[tokio::test]
 async fn an_rpc_command_without_reply_to_is_invalid() {
     let app = spawn_app().await;
-    let verify = command("pin.verify", json!({ "tax_code": tax_code(25), "pin": "ABCDEFGH" }));
+    let verify = command(
+        "pin.verify",
+        json!({ "tax_code": tax_code(25), "pin": "ABCDEFGH" }),
+    );
     app.publish(&verify).await;
     let dead = app.take(&app.dlq(), 1).await.remove(0);
     assert!(reason(&dead).contains("reply_to"), "{}", reason(&dead));
-    assert_ne!(dead.body["data"]["pin"], "ABCDEFGH", "the dead letter does not hold the PIN in clear");
-    assert!(dead.body["data"]["pin"].as_str().unwrap().starts_with("sealed:v1:"));
+    assert_ne!(
+        dead.body["data"]["pin"], "ABCDEFGH",
+        "the dead letter does not hold the PIN in clear"
+    );
+    assert!(
+        dead.body["data"]["pin"]
+            .as_str()
+            .unwrap()
+            .starts_with("sealed:v1:")
+    );
     app.stop().await;
 }
 
@@ -89,9 +162,14 @@ async fn a_command_no_worker_binds_is_kept_in_the_unrouted_queue() {
 #[tokio::test]
 async fn a_database_outage_is_retried_and_then_succeeds() {
     let app = spawn_app().await;
-    let admin = sqlx::PgPool::connect(&common::services().await.database_url).await.unwrap();
+    let admin = sqlx::PgPool::connect(&common::services().await.database_url)
+        .await
+        .unwrap();
     let db = &app.database_name;
-    sqlx::query(&format!("alter database {db} allow_connections false")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("alter database {db} allow_connections false"))
+        .execute(&admin)
+        .await
+        .unwrap();
     sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()")
         .bind(db)
         .execute(&admin)
@@ -105,15 +183,24 @@ async fn a_database_outage_is_retried_and_then_succeeds() {
     let retry_queues = pinflow::broker::topology::retry_ttls(&app.runtime);
     let first_retry = pinflow::broker::Names::retry_queue(&app.work_queue(), retry_queues[0]);
     wait_until_seen(&app, &first_retry).await;
-    sqlx::query(&format!("alter database {db} allow_connections true")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("alter database {db} allow_connections true"))
+        .execute(&admin)
+        .await
+        .unwrap();
 
     let sms = app.take(&app.notify_queue("sms"), 1).await.remove(0);
     assert_eq!(sms.body["data"]["template"], "pin_first_half");
     app.take(&app.notify_queue("post"), 1).await;
     let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
-    let credentials: i64 = sqlx::query_scalar("select count(*) from credentials").fetch_one(&pool).await.unwrap();
+    let credentials: i64 = sqlx::query_scalar("select count(*) from credentials")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(credentials, 1);
-    assert!(app.drain(&app.dlq()).await.is_empty(), "retried, not dead-lettered");
+    assert!(
+        app.drain(&app.dlq()).await.is_empty(),
+        "retried, not dead-lettered"
+    );
     pool.close().await;
     admin.close().await;
     app.stop().await;
@@ -124,12 +211,22 @@ async fn a_database_outage_is_retried_and_then_succeeds() {
 async fn wait_until_seen(app: &common::TestApp, queue: &str) {
     let deadline = tokio::time::Instant::now() + common::PATIENCE;
     loop {
-        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
-        let q = app.channel.queue_declare(queue, passive, Default::default()).await.expect("queue exists");
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let q = app
+            .channel
+            .queue_declare(queue, passive, Default::default())
+            .await
+            .expect("queue exists");
         if q.message_count() > 0 {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "nothing reached {queue}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing reached {queue}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
@@ -137,9 +234,14 @@ async fn wait_until_seen(app: &common::TestApp, queue: &str) {
 #[tokio::test]
 async fn a_message_out_of_attempts_is_dead_lettered_with_its_count() {
     let app = common::spawn_app_with(&["--retry-max-attempts", "2"]).await;
-    let admin = sqlx::PgPool::connect(&common::services().await.database_url).await.unwrap();
+    let admin = sqlx::PgPool::connect(&common::services().await.database_url)
+        .await
+        .unwrap();
     let db = &app.database_name;
-    sqlx::query(&format!("alter database {db} allow_connections false")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("alter database {db} allow_connections false"))
+        .execute(&admin)
+        .await
+        .unwrap();
     sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()")
         .bind(db)
         .execute(&admin)
@@ -147,9 +249,15 @@ async fn a_message_out_of_attempts_is_dead_lettered_with_its_count() {
         .unwrap();
     app.publish(&pin_request(&tax_code(28), "online")).await;
     let dead = app.take(&app.dlq(), 1).await.remove(0);
-    assert_eq!(pinflow::broker::publish::header_u32(Some(&dead.headers), ATTEMPTS), Some(2));
+    assert_eq!(
+        pinflow::broker::publish::header_u32(Some(&dead.headers), ATTEMPTS),
+        Some(2)
+    );
     assert!(dead.header(ERROR).is_some());
-    sqlx::query(&format!("alter database {db} allow_connections true")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("alter database {db} allow_connections true"))
+        .execute(&admin)
+        .await
+        .unwrap();
     admin.close().await;
     app.stop().await;
 }

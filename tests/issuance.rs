@@ -17,13 +17,23 @@ async fn issue(app: &TestApp, tax_code: &str) -> (String, String) {
 }
 
 async fn first_access(app: &TestApp, tax_code: &str, initial_pin: &str) -> Value {
-    let reply = app.rpc(&command("pin.first_access", json!({ "tax_code": tax_code, "initial_pin": initial_pin }))).await;
+    let reply = app
+        .rpc(&command(
+            "pin.first_access",
+            json!({ "tax_code": tax_code, "initial_pin": initial_pin }),
+        ))
+        .await;
     assert_valid(&reply.body);
     reply.body["data"].clone()
 }
 
 async fn verify(app: &TestApp, tax_code: &str, pin: &str) -> Value {
-    let reply = app.rpc(&command("pin.verify", json!({ "tax_code": tax_code, "pin": pin }))).await;
+    let reply = app
+        .rpc(&command(
+            "pin.verify",
+            json!({ "tax_code": tax_code, "pin": pin }),
+        ))
+        .await;
     assert_valid(&reply.body);
     reply.body["data"].clone()
 }
@@ -46,17 +56,27 @@ async fn an_online_request_splits_the_pin_over_sms_and_post() {
     let first = sms.body["data"]["secret"].as_str().unwrap();
     let second = post.body["data"]["secret"].as_str().unwrap();
     assert_eq!((first.len(), second.len()), (8, 8));
-    assert_ne!(sms.body["data"]["notification_id"], post.body["data"]["notification_id"]);
-    assert!(app.drain(&app.notify_queue("email")).await.is_empty(), "no half travels by e-mail");
+    assert_ne!(
+        sms.body["data"]["notification_id"],
+        post.body["data"]["notification_id"]
+    );
+    assert!(
+        app.drain(&app.notify_queue("email")).await.is_empty(),
+        "no half travels by e-mail"
+    );
 
     let issued = app.event("pin.issued").await;
     assert_eq!(issued["data"]["tax_code"], code.as_str());
     assert_eq!(issued["data"]["kind"], "ordinary");
     assert_eq!(issued["data"]["holder"], "citizen");
     assert_eq!(issued["data"]["channel"], "online");
-    assert_eq!(sms.body["data"]["params"]["credential_id"], issued["data"]["credential_id"]);
     assert_eq!(
-        app.count("select count(*) from credentials where status = 'issued' and kind = 'ordinary'").await,
+        sms.body["data"]["params"]["credential_id"],
+        issued["data"]["credential_id"]
+    );
+    assert_eq!(
+        app.count("select count(*) from credentials where status = 'issued' and kind = 'ordinary'")
+            .await,
         1
     );
     app.stop().await;
@@ -75,7 +95,10 @@ async fn the_first_half_goes_by_email_when_asked_and_never_with_the_second() {
     assert_eq!(post.body["data"]["template"], "pin_second_half");
     app.barrier().await;
     assert!(app.drain(&app.notify_queue("sms")).await.is_empty());
-    assert_eq!(app.event("pin.issued").await["data"]["channel"], "contact_center");
+    assert_eq!(
+        app.event("pin.issued").await["data"]["channel"],
+        "contact_center"
+    );
     app.stop().await;
 }
 
@@ -86,7 +109,10 @@ async fn an_office_request_issues_a_device_pin_whole_at_the_counter() {
     let office = app.take(&app.notify_queue("office"), 1).await.remove(0);
     assert_valid(&office.body);
     assert_eq!(office.body["data"]["template"], "pin_office_issue");
-    assert_eq!(office.body["data"]["to"], json!({ "office_id": "office-rome-3", "operator_id": "op-17" }));
+    assert_eq!(
+        office.body["data"]["to"],
+        json!({ "office_id": "office-rome-3", "operator_id": "op-17" })
+    );
     assert_eq!(office.body["data"]["secret"].as_str().unwrap().len(), 16);
     let issued = app.event("pin.issued").await;
     assert_eq!(issued["data"]["kind"], "device");
@@ -107,7 +133,10 @@ async fn residents_of_italy_and_holders_of_an_italian_document_are_pointed_elsew
         app.publish(request).await;
         let rejected = app.event("pin.request.rejected").await;
         assert_eq!(rejected["data"]["reason"], "not_eligible");
-        assert_eq!(rejected["data"]["alternatives"], json!(["SPID", "CIE", "CNS"]));
+        assert_eq!(
+            rejected["data"]["alternatives"],
+            json!(["SPID", "CIE", "CNS"])
+        );
         let email = app.take(&app.notify_queue("email"), 1).await.remove(0);
         assert_eq!(email.body["data"]["template"], "not_eligible");
         assert!(email.body["data"].get("secret").is_none());
@@ -137,11 +166,25 @@ async fn an_expired_pin_is_replaced_by_a_new_request() {
     let (first, second) = issue(&app, &code).await;
     app.clock.advance(Duration::days(61));
     let (new_first, new_second) = issue(&app, &code).await;
-    assert_ne!(format!("{first}{second}"), format!("{new_first}{new_second}"));
-    assert_eq!(app.count("select count(*) from credentials where status = 'expired'").await, 1);
-    assert_eq!(app.count("select count(*) from credentials where status = 'issued'").await, 1);
+    assert_ne!(
+        format!("{first}{second}"),
+        format!("{new_first}{new_second}")
+    );
+    assert_eq!(
+        app.count("select count(*) from credentials where status = 'expired'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("select count(*) from credentials where status = 'issued'")
+            .await,
+        1
+    );
     let reply = first_access(&app, &code, &format!("{first}{second}")).await;
-    assert_eq!(reply["status"], "invalid", "the old initial PIN does not work on the new credential");
+    assert_eq!(
+        reply["status"], "invalid",
+        "the old initial PIN does not work on the new credential"
+    );
     app.stop().await;
 }
 
@@ -154,10 +197,19 @@ async fn the_same_request_delivered_twice_has_one_effect() {
     app.take(&app.notify_queue("sms"), 1).await;
     app.take(&app.notify_queue("post"), 1).await;
     app.barrier().await;
-    assert!(app.drain(&app.notify_queue("sms")).await.is_empty(), "one SMS");
-    assert!(app.drain(&app.notify_queue("post")).await.is_empty(), "one letter");
+    assert!(
+        app.drain(&app.notify_queue("sms")).await.is_empty(),
+        "one SMS"
+    );
+    assert!(
+        app.drain(&app.notify_queue("post")).await.is_empty(),
+        "one letter"
+    );
     assert_eq!(app.events_so_far("pin.issued").await.len(), 1);
-    assert!(app.events_so_far("pin.request.rejected").await.is_empty(), "the duplicate is not a refusal");
+    assert!(
+        app.events_so_far("pin.request.rejected").await.is_empty(),
+        "the duplicate is not a refusal"
+    );
     assert_eq!(app.count("select count(*) from credentials").await, 1);
     app.stop().await;
 }
@@ -173,16 +225,25 @@ async fn first_access_swaps_the_initial_pin_for_an_eight_character_pin() {
     let pin = reply["pin"].as_str().unwrap().to_owned();
     assert_eq!(pin.len(), 8);
     let valid_until: DateTime<Utc> = reply["valid_until"].as_str().unwrap().parse().unwrap();
-    assert!(valid_until > before + Duration::days(180) && valid_until < Utc::now() + Duration::days(185));
+    assert!(
+        valid_until > before + Duration::days(180)
+            && valid_until < Utc::now() + Duration::days(185)
+    );
     let activated = app.event("pin.activated").await;
     assert_eq!(activated["data"]["tax_code"], code.as_str());
 
     let again = first_access(&app, &code, &format!("{first}{second}")).await;
-    assert_eq!(again["status"], "already_activated", "the initial PIN is single-use");
+    assert_eq!(
+        again["status"], "already_activated",
+        "the initial PIN is single-use"
+    );
     let login = verify(&app, &code, &pin).await;
     assert_eq!(login["status"], "ok");
     assert_eq!(login["kind"], "ordinary");
-    assert_eq!(verify(&app, &code, &format!("{first}{second}")).await["status"], "invalid");
+    assert_eq!(
+        verify(&app, &code, &format!("{first}{second}")).await["status"],
+        "invalid"
+    );
     app.stop().await;
 }
 
@@ -193,16 +254,30 @@ async fn an_intermediary_pin_lasts_three_months_and_an_expired_pin_never_verifie
     let mut request = pin_request(&code, "online");
     request["data"]["holder"] = json!("intermediary");
     app.publish(&request).await;
-    let first = app.take(&app.notify_queue("sms"), 1).await.remove(0).body["data"]["secret"].clone();
-    let second = app.take(&app.notify_queue("post"), 1).await.remove(0).body["data"]["secret"].clone();
-    let reply = first_access(&app, &code, &format!("{}{}", first.as_str().unwrap(), second.as_str().unwrap())).await;
+    let first =
+        app.take(&app.notify_queue("sms"), 1).await.remove(0).body["data"]["secret"].clone();
+    let second =
+        app.take(&app.notify_queue("post"), 1).await.remove(0).body["data"]["secret"].clone();
+    let reply = first_access(
+        &app,
+        &code,
+        &format!("{}{}", first.as_str().unwrap(), second.as_str().unwrap()),
+    )
+    .await;
     let pin = reply["pin"].as_str().unwrap().to_owned();
     let valid_until: DateTime<Utc> = reply["valid_until"].as_str().unwrap().parse().unwrap();
-    assert!(valid_until < Utc::now() + Duration::days(93) && valid_until > Utc::now() + Duration::days(88));
+    assert!(
+        valid_until < Utc::now() + Duration::days(93)
+            && valid_until > Utc::now() + Duration::days(88)
+    );
     app.clock.advance(Duration::days(80));
     assert_eq!(verify(&app, &code, &pin).await["status"], "ok");
     app.clock.advance(Duration::days(15));
-    assert_eq!(verify(&app, &code, &pin).await["status"], "expired", "no sweep ran, the deadline alone decides");
+    assert_eq!(
+        verify(&app, &code, &pin).await["status"],
+        "expired",
+        "no sweep ran, the deadline alone decides"
+    );
     app.stop().await;
 }
 
@@ -211,14 +286,25 @@ async fn five_wrong_pins_lock_the_credential_until_a_reset() {
     let app = spawn_app().await;
     let code = tax_code(11);
     let (first, second) = issue(&app, &code).await;
-    let pin = first_access(&app, &code, &format!("{first}{second}")).await["pin"].as_str().unwrap().to_owned();
+    let pin = first_access(&app, &code, &format!("{first}{second}")).await["pin"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for attempt in 1..=4 {
-        assert_eq!(verify(&app, &code, "WRONGPIN").await["status"], "invalid", "attempt {attempt}");
+        assert_eq!(
+            verify(&app, &code, "WRONGPIN").await["status"],
+            "invalid",
+            "attempt {attempt}"
+        );
     }
     assert_eq!(verify(&app, &code, "WRONGPIN").await["status"], "locked");
     let locked = app.event("pin.locked").await;
     assert_eq!(locked["data"]["failed_attempts"], 5);
-    assert_eq!(verify(&app, &code, &pin).await["status"], "locked", "the right PIN no longer works");
+    assert_eq!(
+        verify(&app, &code, &pin).await["status"],
+        "locked",
+        "the right PIN no longer works"
+    );
     app.stop().await;
 }
 
@@ -227,7 +313,10 @@ async fn a_success_resets_the_count_of_consecutive_failures() {
     let app = spawn_app_with_lockout("3").await;
     let code = tax_code(12);
     let (first, second) = issue(&app, &code).await;
-    let pin = first_access(&app, &code, &format!("{first}{second}")).await["pin"].as_str().unwrap().to_owned();
+    let pin = first_access(&app, &code, &format!("{first}{second}")).await["pin"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for _ in 0..2 {
         assert_eq!(verify(&app, &code, "WRONGPIN").await["status"], "invalid");
     }
@@ -235,7 +324,11 @@ async fn a_success_resets_the_count_of_consecutive_failures() {
     for _ in 0..2 {
         assert_eq!(verify(&app, &code, "WRONGPIN").await["status"], "invalid");
     }
-    assert_eq!(verify(&app, &code, "WRONGPIN").await["status"], "locked", "the configured threshold applies");
+    assert_eq!(
+        verify(&app, &code, "WRONGPIN").await["status"],
+        "locked",
+        "the configured threshold applies"
+    );
     app.stop().await;
 }
 
@@ -247,13 +340,22 @@ async fn spawn_app_with_lockout(threshold: &str) -> TestApp {
 async fn first_access_refusals_say_why() {
     let app = spawn_app().await;
     let code = tax_code(13);
-    assert_eq!(first_access(&app, &code, "ABCDEFGHJKMNPQRS").await["status"], "not_found");
+    assert_eq!(
+        first_access(&app, &code, "ABCDEFGHJKMNPQRS").await["status"],
+        "not_found"
+    );
     assert_eq!(verify(&app, &code, "ABCDEFGH").await["status"], "not_found");
     let (first, second) = issue(&app, &code).await;
     assert_eq!(verify(&app, &code, &first).await["status"], "not_activated");
-    assert_eq!(first_access(&app, &code, &format!("{second}{first}")).await["status"], "invalid");
+    assert_eq!(
+        first_access(&app, &code, &format!("{second}{first}")).await["status"],
+        "invalid"
+    );
     app.clock.advance(Duration::days(61));
-    assert_eq!(first_access(&app, &code, &format!("{first}{second}")).await["status"], "expired");
+    assert_eq!(
+        first_access(&app, &code, &format!("{first}{second}")).await["status"],
+        "expired"
+    );
     app.stop().await;
 }
 
@@ -263,10 +365,19 @@ async fn the_initial_pin_locks_after_five_wrong_first_accesses() {
     let code = tax_code(14);
     let (first, second) = issue(&app, &code).await;
     for _ in 0..4 {
-        assert_eq!(first_access(&app, &code, "ABCDEFGHJKMNPQRS").await["status"], "invalid");
+        assert_eq!(
+            first_access(&app, &code, "ABCDEFGHJKMNPQRS").await["status"],
+            "invalid"
+        );
     }
-    assert_eq!(first_access(&app, &code, "ABCDEFGHJKMNPQRS").await["status"], "locked");
-    assert_eq!(first_access(&app, &code, &format!("{first}{second}")).await["status"], "locked");
+    assert_eq!(
+        first_access(&app, &code, "ABCDEFGHJKMNPQRS").await["status"],
+        "locked"
+    );
+    assert_eq!(
+        first_access(&app, &code, &format!("{first}{second}")).await["status"],
+        "locked"
+    );
     app.event("pin.locked").await;
     app.stop().await;
 }

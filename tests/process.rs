@@ -54,7 +54,9 @@ fn start(connections: &Connections, key: &str, extra_env: &[(&str, &str)]) -> Pi
             if n == 0 {
                 break;
             }
-            sink.lock().await.push_str(&String::from_utf8_lossy(&buf[..n]));
+            sink.lock()
+                .await
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
     Pinflow { child, log, reader }
@@ -62,7 +64,10 @@ fn start(connections: &Connections, key: &str, extra_env: &[(&str, &str)]) -> Pi
 
 impl Pinflow {
     async fn wait_exit(mut self) -> (std::process::ExitStatus, String) {
-        let status = tokio::time::timeout(common::PATIENCE, self.child.wait()).await.expect("exits in time").expect("wait");
+        let status = tokio::time::timeout(common::PATIENCE, self.child.wait())
+            .await
+            .expect("exits in time")
+            .expect("wait");
         let _ = self.reader.await;
         let log = self.log.lock().await.clone();
         (status, log)
@@ -71,7 +76,11 @@ impl Pinflow {
     async fn terminate(self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().expect("running") as i32;
         // SAFETY-free: kill(1) is the plain way to send SIGTERM to a child.
-        std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().expect("kill");
+        std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
         self.wait_exit().await
     }
 }
@@ -85,24 +94,45 @@ async fn a_crash_between_commit_and_ack_doubles_nothing() {
     let (app, connections, _) = observer_with(&[]).await;
     let key = key();
     let request = pin_request(&tax_code(40), "online");
-    let crashing = start(&connections, &key, &[("PINFLOW_FAILPOINTS", "after-commit")]);
+    let crashing = start(
+        &connections,
+        &key,
+        &[("PINFLOW_FAILPOINTS", "after-commit")],
+    );
     app.wait_for_consumer(&app.work_queue()).await;
     app.publish(&request).await;
     let (status, log) = crashing.wait_exit().await;
     assert_eq!(status.code(), Some(86), "the failpoint fired: {log}");
-    assert_eq!(app.count("select count(*) from credentials").await, 1, "committed before the crash");
+    assert_eq!(
+        app.count("select count(*) from credentials").await,
+        1,
+        "committed before the crash"
+    );
 
     let pinflow = start(&connections, &key, &[]);
     app.wait_for_consumer(&app.work_queue()).await;
     app.take(&app.notify_queue("sms"), 1).await;
     app.take(&app.notify_queue("post"), 1).await;
     app.barrier().await;
-    assert!(app.drain(&app.notify_queue("sms")).await.is_empty(), "one SMS");
-    assert!(app.drain(&app.notify_queue("post")).await.is_empty(), "one letter");
-    assert_eq!(app.count("select count(*) from credentials").await, 1, "one PIN");
+    assert!(
+        app.drain(&app.notify_queue("sms")).await.is_empty(),
+        "one SMS"
+    );
+    assert!(
+        app.drain(&app.notify_queue("post")).await.is_empty(),
+        "one letter"
+    );
+    assert_eq!(
+        app.count("select count(*) from credentials").await,
+        1,
+        "one PIN"
+    );
     assert_eq!(app.events_so_far("pin.issued").await.len(), 1);
     let (status, _) = pinflow.terminate().await;
-    assert!(status.success(), "SIGTERM stops pinflow cleanly: {status:?}");
+    assert!(
+        status.success(),
+        "SIGTERM stops pinflow cleanly: {status:?}"
+    );
     cleanup(app).await;
 }
 
@@ -117,36 +147,79 @@ async fn no_pin_or_half_leaks_into_logs_events_dead_letters_or_the_database() {
     for n in 0..3 {
         let code = tax_code(50 + n);
         app.publish(&pin_request(&code, "online")).await;
-        let first = app.take(&app.notify_queue("sms"), 1).await.remove(0).body["data"]["secret"].as_str().unwrap().to_owned();
-        let second = app.take(&app.notify_queue("post"), 1).await.remove(0).body["data"]["secret"].as_str().unwrap().to_owned();
-        let reply = app.rpc(&command("pin.first_access", json!({ "tax_code": code, "initial_pin": format!("{first}{second}") }))).await;
-        let pin = reply.body["data"]["pin"].as_str().expect("a PIN in the reply").to_owned();
-        let ok = app.rpc(&command("pin.verify", json!({ "tax_code": code, "pin": pin }))).await;
+        let first = app.take(&app.notify_queue("sms"), 1).await.remove(0).body["data"]["secret"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let second = app.take(&app.notify_queue("post"), 1).await.remove(0).body["data"]["secret"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let reply = app
+            .rpc(&command(
+                "pin.first_access",
+                json!({ "tax_code": code, "initial_pin": format!("{first}{second}") }),
+            ))
+            .await;
+        let pin = reply.body["data"]["pin"]
+            .as_str()
+            .expect("a PIN in the reply")
+            .to_owned();
+        let ok = app
+            .rpc(&command(
+                "pin.verify",
+                json!({ "tax_code": code, "pin": pin }),
+            ))
+            .await;
         assert_eq!(ok.body["data"]["status"], "ok");
         // A verify that dead-letters (no reply_to) with the right PIN in it.
-        app.publish(&command("pin.verify", json!({ "tax_code": code, "pin": pin }))).await;
+        app.publish(&command(
+            "pin.verify",
+            json!({ "tax_code": code, "pin": pin }),
+        ))
+        .await;
         secrets.extend([first, second, pin]);
     }
     let office_code = tax_code(60);
     app.publish(&pin_request(&office_code, "office")).await;
-    secrets.push(app.take(&app.notify_queue("office"), 1).await.remove(0).body["data"]["secret"].as_str().unwrap().to_owned());
+    secrets.push(
+        app.take(&app.notify_queue("office"), 1)
+            .await
+            .remove(0)
+            .body["data"]["secret"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
     for event_type in ["pin.issued", "pin.activated"] {
         for _ in 0..3 {
             events.push(app.event(event_type).await.to_string());
         }
     }
-    let dead_letters: Vec<String> = app.take(&app.dlq(), 3).await.iter().map(|d| format!("{:?} {}", d.headers, String::from_utf8_lossy(&d.raw))).collect();
+    let dead_letters: Vec<String> = app
+        .take(&app.dlq(), 3)
+        .await
+        .iter()
+        .map(|d| format!("{:?} {}", d.headers, String::from_utf8_lossy(&d.raw)))
+        .collect();
     app.barrier().await;
     let (status, log) = pinflow.terminate().await;
     assert!(status.success());
-    assert!(log.contains("TRACE") || log.contains("DEBUG"), "the log was captured at a verbose level");
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "the log was captured at a verbose level"
+    );
 
     let dump = std::process::Command::new("pg_dump")
         .arg("--data-only")
         .arg(&app.database_url)
         .output()
         .expect("pg_dump runs");
-    assert!(dump.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dump.stderr));
+    assert!(
+        dump.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
     let dump = String::from_utf8_lossy(&dump.stdout).into_owned();
     assert!(dump.contains(&office_code), "the dump holds the data");
     assert_eq!(secrets.len(), 10);
@@ -157,8 +230,18 @@ async fn no_pin_or_half_leaks_into_logs_events_dead_letters_or_the_database() {
                 leaks.push(place);
             }
         }
-        leaks.extend(events.iter().filter(|e| e.contains(secret.as_str())).map(|_| "event"));
-        leaks.extend(dead_letters.iter().filter(|d| d.contains(secret.as_str())).map(|_| "dead letter"));
+        leaks.extend(
+            events
+                .iter()
+                .filter(|e| e.contains(secret.as_str()))
+                .map(|_| "event"),
+        );
+        leaks.extend(
+            dead_letters
+                .iter()
+                .filter(|d| d.contains(secret.as_str()))
+                .map(|_| "dead letter"),
+        );
     }
     assert!(leaks.is_empty(), "secrets leaked into: {leaks:?}");
     cleanup(app).await;
@@ -173,7 +256,10 @@ async fn a_bad_setting_stops_start_up_naming_it() {
         .expect("run pinflow");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--retry-min-delay") && stderr.contains("PINFLOW_RETRY_MIN_DELAY"), "{stderr}");
+    assert!(
+        stderr.contains("--retry-min-delay") && stderr.contains("PINFLOW_RETRY_MIN_DELAY"),
+        "{stderr}"
+    );
 
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_pinflow"))
         .arg("run")

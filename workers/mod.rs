@@ -25,10 +25,16 @@ pub fn choose(requested: &[String]) -> anyhow::Result<Vec<&'static str>> {
     requested
         .iter()
         .map(|name| {
-            ALL.iter().map(|w| w.name).find(|known| known == name).ok_or_else(|| {
-                let known: Vec<_> = ALL.iter().map(|w| w.name).collect();
-                anyhow::anyhow!("unknown worker `{name}`; the workers are: {}", known.join(", "))
-            })
+            ALL.iter()
+                .map(|w| w.name)
+                .find(|known| known == name)
+                .ok_or_else(|| {
+                    let known: Vec<_> = ALL.iter().map(|w| w.name).collect();
+                    anyhow::anyhow!(
+                        "unknown worker `{name}`; the workers are: {}",
+                        known.join(", ")
+                    )
+                })
         })
         .collect()
 }

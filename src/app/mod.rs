@@ -23,7 +23,11 @@ pub use worker::{Deps, Message, Worker};
 
 /// Creates the database if needed, connects (retrying while the database is not up
 /// yet) and migrates under sqlx's advisory lock.
-pub async fn prepare_database(url: &str, max_connections: u32, cancel: &CancellationToken) -> anyhow::Result<PgPool> {
+pub async fn prepare_database(
+    url: &str,
+    max_connections: u32,
+    cancel: &CancellationToken,
+) -> anyhow::Result<PgPool> {
     let mut delays = broker::reconnect_delays();
     loop {
         let attempt = async {
@@ -68,7 +72,9 @@ pub struct Setup {
 /// Declares the topology of every worker once (so publishers can start before the
 /// workers), used by `pinflow topology` and at the start of `run`.
 pub async fn declare_topology(connections: &Connections, runtime: &Runtime) -> anyhow::Result<()> {
-    let connection = broker::connect(&connections.amqp_url).await.context("cannot connect to the broker")?;
+    let connection = broker::connect(&connections.amqp_url)
+        .await
+        .context("cannot connect to the broker")?;
     let channel = connection.create_channel().await?;
     let names = Names::new(&connections.namespace);
     broker::topology::declare_shared(&channel, &names).await?;
@@ -98,7 +104,8 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
         clock: setup.clock,
         relay_wake: Arc::new(Notify::new()),
     });
-    let hasher = crate::domain::PinHasher::new(setup.rules.hash_params()).context("invalid Argon2 settings")?;
+    let hasher = crate::domain::PinHasher::new(setup.rules.hash_params())
+        .context("invalid Argon2 settings")?;
     let tracker = TaskTracker::new();
     let relay_cancel = CancellationToken::new();
     for name in &chosen {
@@ -119,8 +126,14 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
         relay_cancel.cancel();
         tracker.wait().await;
     };
-    if tokio::time::timeout(setup.runtime.shutdown_timeout * 2, stop).await.is_err() {
-        tracing::warn!(unfinished = tracker.len(), "tasks did not finish before the shutdown timeout");
+    if tokio::time::timeout(setup.runtime.shutdown_timeout * 2, stop)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            unfinished = tracker.len(),
+            "tasks did not finish before the shutdown timeout"
+        );
     }
     pool.close().await;
     tracing::info!("pinflow stopped");

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use sqlx::Connection as _;
@@ -74,12 +76,24 @@ async fn session<W: Worker>(
 ) -> Result<(), SessionError> {
     let channel = connection.create_channel().await?;
     topology::declare_shared(&channel, &deps.names).await?;
-    let spec = WorkerQueue { name: worker.name(), routing_keys: worker.accepts() };
+    let spec = WorkerQueue {
+        name: worker.name(),
+        routing_keys: worker.accepts(),
+    };
     topology::declare_worker(&channel, &deps.names, &deps.runtime, &spec).await?;
-    channel.basic_qos(deps.runtime.prefetch, BasicQosOptions::default()).await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    channel
+        .basic_qos(deps.runtime.prefetch, BasicQosOptions::default())
+        .await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     let mut consumer = channel
-        .basic_consume(queue, &format!("pinflow-{}", worker.name()), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue,
+            &format!("pinflow-{}", worker.name()),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     tracing::info!(worker = worker.name(), queue, "consuming");
     let batch_size = usize::from(deps.runtime.batch_size);
@@ -99,7 +113,9 @@ async fn session<W: Worker>(
         process_batch(worker, deps, &channel, queue, &batch).await?;
     }
     // Stop taking deliveries; closing the channel hands prefetched ones back.
-    channel.basic_cancel(consumer.tag().as_str(), BasicCancelOptions::default()).await?;
+    channel
+        .basic_cancel(consumer.tag().as_str(), BasicCancelOptions::default())
+        .await?;
     channel.close(200, "pinflow stopping").await?;
     Ok(())
 }
@@ -136,14 +152,30 @@ async fn process_batch<W: Worker>(
             Err(e) => verdicts[index] = Verdict::DeadLetter(e.to_string()),
         }
     }
-    let prepared = join_all(parsed.into_iter().map(|(index, (envelope, command, reply_to, correlation_id, trace))| async move {
-        (index, envelope, reply_to, correlation_id, trace, worker.prepare(command).await)
-    }))
+    let prepared = join_all(parsed.into_iter().map(
+        |(index, (envelope, command, reply_to, correlation_id, trace))| async move {
+            (
+                index,
+                envelope,
+                reply_to,
+                correlation_id,
+                trace,
+                worker.prepare(command).await,
+            )
+        },
+    ))
     .await;
     let mut ready = Vec::new();
     for (index, envelope, reply_to, correlation_id, trace, result) in prepared {
         match result {
-            Ok(prepared) => ready.push(Ready { index, envelope, prepared, reply_to, correlation_id, trace }),
+            Ok(prepared) => ready.push(Ready {
+                index,
+                envelope,
+                prepared,
+                reply_to,
+                correlation_id,
+                trace,
+            }),
             Err(e) => verdicts[index] = verdict_for(&e),
         }
     }
@@ -185,12 +217,18 @@ fn parse<W: Worker>(worker: &W, delivery: &Delivery) -> Result<Parsed<W::Command
     let envelope = Envelope::parse(&delivery.data, content_type, Schemas::embedded(), |t| {
         worker.accepts().contains(&t)
     })?;
-    let reply_to = properties.reply_to().as_ref().map(|r| r.as_str().to_owned());
+    let reply_to = properties
+        .reply_to()
+        .as_ref()
+        .map(|r| r.as_str().to_owned());
     if worker.is_rpc(&envelope.message_type) && reply_to.as_deref().is_none_or(str::is_empty) {
         return Err(ParseError::MissingReplyTo);
     }
     let command = worker.parse(&envelope)?;
-    let correlation_id = properties.correlation_id().as_ref().map(|c| c.as_str().to_owned());
+    let correlation_id = properties
+        .correlation_id()
+        .as_ref()
+        .map(|c| c.as_str().to_owned());
     let trace = header_str(properties.headers().as_ref(), "traceparent")
         .and_then(|t| TraceParent::parse(&t))
         .unwrap_or_else(TraceParent::start);
@@ -199,7 +237,11 @@ fn parse<W: Worker>(worker: &W, delivery: &Delivery) -> Result<Parsed<W::Command
 
 fn verdict_for(e: &HandlerError) -> Verdict {
     let reason = chain(e);
-    if e.is_transient() { Verdict::Retry(reason) } else { Verdict::DeadLetter(reason) }
+    if e.is_transient() {
+        Verdict::Retry(reason)
+    } else {
+        Verdict::DeadLetter(reason)
+    }
 }
 
 fn record(verdicts: &mut [Verdict], outcomes: Vec<(usize, Option<String>)>) {
@@ -225,7 +267,13 @@ async fn apply<W: Worker>(
     for item in items {
         let span = tracing::info_span!("message", message_id = %item.envelope.id, message_type = %item.envelope.message_type, trace_id = %item.trace.trace_id);
         let mut savepoint = tx.begin().await?;
-        let first = inbox::record(&mut savepoint, &item.envelope.id, queue, &item.envelope.message_type).await?;
+        let first = inbox::record(
+            &mut savepoint,
+            &item.envelope.id,
+            queue,
+            &item.envelope.message_type,
+        )
+        .await?;
         if !first {
             savepoint.commit().await?;
             span.in_scope(|| tracing::debug!("duplicate; already handled"));
@@ -238,10 +286,20 @@ async fn apply<W: Worker>(
             correlation_id: item.correlation_id.as_deref(),
             now: deps.clock.now(),
         };
-        match worker.handle(&item.prepared, &message, &mut savepoint).instrument(span.clone()).await {
+        match worker
+            .handle(&item.prepared, &message, &mut savepoint)
+            .instrument(span.clone())
+            .await
+        {
             Ok(outgoing) => {
                 for out in &outgoing {
-                    outbox::insert(&mut savepoint, out, &item.trace.child().to_string(), &deps.key).await?;
+                    outbox::insert(
+                        &mut savepoint,
+                        out,
+                        &item.trace.child().to_string(),
+                        &deps.key,
+                    )
+                    .await?;
                 }
                 savepoint.commit().await?;
                 outcomes.push((item.index, None));
@@ -259,26 +317,40 @@ async fn apply<W: Worker>(
 
 /// Sends a failed delivery on: to the dead-letter queue, or to a delay queue while it
 /// has attempts left. Logs the failure, once.
-async fn forward(deps: &Deps, channel: &Channel, queue: &str, delivery: &Delivery, verdict: &Verdict) -> Result<(), SessionError> {
-    let message_id = delivery.properties.message_id().as_ref().map(|m| m.as_str().to_owned()).unwrap_or_default();
+async fn forward(
+    deps: &Deps,
+    channel: &Channel,
+    queue: &str,
+    delivery: &Delivery,
+    verdict: &Verdict,
+) -> Result<(), SessionError> {
+    let message_id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
     let routing_key = delivery.routing_key.as_str();
     match verdict {
         Verdict::Done => Ok(()),
         Verdict::DeadLetter(reason) => {
             let attempts = attempts(delivery) + 1;
             tracing::warn!(queue, message_id, routing_key, attempts, reason = %reason, "message dead-lettered");
-            dead_letter::to_dead_letter_queue(channel, deps, queue, delivery, reason, attempts).await?;
+            dead_letter::to_dead_letter_queue(channel, deps, queue, delivery, reason, attempts)
+                .await?;
             Ok(())
         }
         Verdict::Retry(reason) => {
             let attempts = attempts(delivery) + 1;
             if attempts >= deps.runtime.retry_max_attempts {
                 tracing::error!(queue, message_id, routing_key, attempts, reason = %reason, "message dead-lettered after its last attempt");
-                dead_letter::to_dead_letter_queue(channel, deps, queue, delivery, reason, attempts).await?;
+                dead_letter::to_dead_letter_queue(channel, deps, queue, delivery, reason, attempts)
+                    .await?;
             } else {
                 let (delay, ttl) = topology::retry_delay(&deps.runtime, attempts);
                 tracing::warn!(queue, message_id, routing_key, attempts, retry_in_ms = delay.as_millis() as u64, reason = %reason, "message will be retried");
-                dead_letter::to_retry_queue(channel, deps, queue, delivery, attempts, delay, ttl).await?;
+                dead_letter::to_retry_queue(channel, deps, queue, delivery, attempts, delay, ttl)
+                    .await?;
             }
             Ok(())
         }

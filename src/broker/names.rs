@@ -81,7 +81,10 @@ mod tests {
         let names = Names::new("t42");
         assert_eq!(names.commands(), "t42.pinflow.commands");
         assert_eq!(names.unrouted_dlq(), "t42.pinflow.unrouted.dlq");
-        assert_eq!(Names::dlq(&names.work_queue("issuance")), "t42.pinflow.issuance.dlq");
+        assert_eq!(
+            Names::dlq(&names.work_queue("issuance")),
+            "t42.pinflow.issuance.dlq"
+        );
         assert_eq!(Names::new("").events(), "pinflow.events");
     }
 }

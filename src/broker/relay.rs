@@ -40,7 +40,8 @@ pub enum RelayError {
 pub async fn run(deps: Arc<Deps>, cancel: CancellationToken) {
     let mut delays = super::reconnect_delays();
     loop {
-        let Some(connection) = super::connect_with_backoff(&deps.amqp_url, "relay", &cancel).await else {
+        let Some(connection) = super::connect_with_backoff(&deps.amqp_url, "relay", &cancel).await
+        else {
             break;
         };
         let result = session(&deps, &connection, &cancel).await;
@@ -59,10 +60,16 @@ pub async fn run(deps: Arc<Deps>, cancel: CancellationToken) {
     tracing::info!("outbox relay stopped");
 }
 
-async fn session(deps: &Deps, connection: &Connection, cancel: &CancellationToken) -> Result<(), RelayError> {
+async fn session(
+    deps: &Deps,
+    connection: &Connection,
+    cancel: &CancellationToken,
+) -> Result<(), RelayError> {
     let channel = connection.create_channel().await?;
     super::topology::declare_shared(&channel, &deps.names).await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     loop {
         drain(deps, &channel).await?;
         tokio::select! {
@@ -76,7 +83,9 @@ async fn session(deps: &Deps, connection: &Connection, cancel: &CancellationToke
         Ok(result) => {
             result?;
         }
-        Err(_) => tracing::warn!("outbox relay did not finish flushing before the shutdown timeout; the rest goes out at the next start"),
+        Err(_) => tracing::warn!(
+            "outbox relay did not finish flushing before the shutdown timeout; the rest goes out at the next start"
+        ),
     }
     Ok(())
 }
@@ -136,7 +145,12 @@ async fn round(deps: &Deps, channel: &Channel) -> Result<usize, RelayError> {
                     sent.push(row.id);
                 }
                 Destination::Notification => {
-                    defer(&mut tx, row, "returned: no queue bound for this notification").await?;
+                    defer(
+                        &mut tx,
+                        row,
+                        "returned: no queue bound for this notification",
+                    )
+                    .await?;
                 }
             },
             Err(PublishError::Nacked) => defer(&mut tx, row, "nacked by the broker").await?,
@@ -148,7 +162,11 @@ async fn round(deps: &Deps, channel: &Channel) -> Result<usize, RelayError> {
     Ok(rows.len())
 }
 
-async fn defer(conn: &mut sqlx::PgConnection, row: &Pending, reason: &str) -> Result<(), sqlx::Error> {
+async fn defer(
+    conn: &mut sqlx::PgConnection,
+    row: &Pending,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
     let backoff = Duration::from_secs(1u64 << row.attempts.clamp(0, 8));
     tracing::error!(message_id = %row.message_id, message_type = %row.message_type, attempts = row.attempts + 1, reason, "outbox row not published; will try again");
     let until = Utc::now() + chrono::Duration::from_std(backoff).unwrap_or_default();
@@ -166,13 +184,18 @@ fn build(deps: &Deps, row: &Pending) -> Result<(String, Vec<u8>, BasicProperties
         None => serde_json::to_vec(&row.body),
         Some(sealed) => {
             if sealed.key_id != deps.key.key_id() {
-                return Err(format!("sealed with key {}, this process has key {}", sealed.key_id, deps.key.key_id()));
+                return Err(format!(
+                    "sealed with key {}, this process has key {}",
+                    sealed.key_id,
+                    deps.key.key_id()
+                ));
             }
             let clear = deps
                 .key
                 .open(&sealed.ciphertext, row.message_id.as_bytes())
                 .map_err(|_| "sealed secret does not open with this key".to_owned())?;
-            let clear = std::str::from_utf8(&clear).map_err(|_| "sealed secret is not text".to_owned())?;
+            let clear =
+                std::str::from_utf8(&clear).map_err(|_| "sealed secret is not text".to_owned())?;
             serde_json::to_vec(&with_secret(row.body.clone(), &sealed.field, clear))
         }
     }

@@ -60,22 +60,45 @@ async fn queue(channel: &Channel, name: &str, args: FieldTable) -> Result<(), la
     Ok(())
 }
 
-async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> Result<(), lapin::Error> {
+async fn bind(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+) -> Result<(), lapin::Error> {
     channel
-        .queue_bind(queue, exchange, key, QueueBindOptions::default(), FieldTable::default())
+        .queue_bind(
+            queue,
+            exchange,
+            key,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await
 }
 
 /// The exchanges, the unrouted-command queue and the notification queues.
 pub async fn declare_shared(channel: &Channel, names: &Names) -> Result<(), lapin::Error> {
     let exchange = |name: String, kind: ExchangeKind, args: FieldTable| async move {
-        channel.exchange_declare(&name, kind, DURABLE_EXCHANGE, args).await
+        channel
+            .exchange_declare(&name, kind, DURABLE_EXCHANGE, args)
+            .await
     };
-    exchange(names.unrouted(), ExchangeKind::Fanout, FieldTable::default()).await?;
+    exchange(
+        names.unrouted(),
+        ExchangeKind::Fanout,
+        FieldTable::default(),
+    )
+    .await?;
     let alternate = table(&[("alternate-exchange", text(&names.unrouted()))]);
     exchange(names.commands(), ExchangeKind::Topic, alternate).await?;
     exchange(names.events(), ExchangeKind::Topic, FieldTable::default()).await?;
-    exchange(names.notifications(), ExchangeKind::Topic, FieldTable::default()).await?;
+    exchange(
+        names.notifications(),
+        ExchangeKind::Topic,
+        FieldTable::default(),
+    )
+    .await?;
     exchange(names.dlx(), ExchangeKind::Direct, FieldTable::default()).await?;
 
     queue(channel, &names.unrouted_dlq(), FieldTable::default()).await?;
@@ -83,7 +106,13 @@ pub async fn declare_shared(channel: &Channel, names: &Names) -> Result<(), lapi
     for notify in NOTIFY_CHANNELS {
         let name = names.notify_queue(notify);
         queue(channel, &name, FieldTable::default()).await?;
-        bind(channel, &name, &names.notifications(), &format!("notify.{notify}")).await?;
+        bind(
+            channel,
+            &name,
+            &names.notifications(),
+            &format!("notify.{notify}"),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -105,7 +134,10 @@ pub async fn declare_worker(
         ("x-queue-type", text("quorum")),
         ("x-dead-letter-exchange", text(&names.dlx())),
         ("x-dead-letter-routing-key", text(&work)),
-        ("x-delivery-limit", AMQPValue::LongLongInt(runtime.delivery_limit.into())),
+        (
+            "x-delivery-limit",
+            AMQPValue::LongLongInt(runtime.delivery_limit.into()),
+        ),
     ]);
     queue(channel, &work, args).await?;
     for key in worker.routing_keys {
@@ -169,14 +201,28 @@ pub async fn delete(
     for worker in workers {
         let work = names.work_queue(worker.name);
         queues.push(Names::dlq(&work));
-        queues.extend(retry_ttls(runtime).into_iter().map(|t| Names::retry_queue(&work, t)));
+        queues.extend(
+            retry_ttls(runtime)
+                .into_iter()
+                .map(|t| Names::retry_queue(&work, t)),
+        );
         queues.push(work);
     }
     for name in queues {
-        channel.queue_delete(&name, QueueDeleteOptions::default()).await?;
+        channel
+            .queue_delete(&name, QueueDeleteOptions::default())
+            .await?;
     }
-    for name in [names.commands(), names.unrouted(), names.events(), names.notifications(), names.dlx()] {
-        channel.exchange_delete(&name, ExchangeDeleteOptions::default()).await?;
+    for name in [
+        names.commands(),
+        names.unrouted(),
+        names.events(),
+        names.notifications(),
+        names.dlx(),
+    ] {
+        channel
+            .exchange_delete(&name, ExchangeDeleteOptions::default())
+            .await?;
     }
     Ok(())
 }
@@ -202,7 +248,10 @@ mod tests {
             let (delay, ttl) = retry_delay(&runtime, retry);
             let nominal = runtime.retry_min_delay * 2u32.pow(retry - 1);
             let nominal = nominal.min(runtime.retry_max_delay);
-            assert!(delay >= nominal && delay < ttl, "retry {retry}: {delay:?} {ttl:?}");
+            assert!(
+                delay >= nominal && delay < ttl,
+                "retry {retry}: {delay:?} {ttl:?}"
+            );
             assert_eq!(ttl, nominal * 2);
         }
     }

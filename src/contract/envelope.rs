@@ -116,10 +116,7 @@ impl Envelope {
 }
 
 fn truncate(text: &str, max: usize) -> String {
-    text.chars()
-        .filter(|c| !c.is_control())
-        .take(max)
-        .collect()
+    text.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
 /// serde's messages may quote an offending value (`invalid value: string "..."`);

@@ -21,7 +21,9 @@ impl TraceParent {
         let (version, trace_id, span_id, flags) =
             (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         let hex = |s: &str, n: usize| {
-            s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            s.len() == n
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         };
         let valid = version == "00"
             && parts.next().is_none()
@@ -85,8 +87,12 @@ mod tests {
 
     #[test]
     fn malformed_trace_parents_are_ignored() {
-        for bad in ["", "00-abc-def-01", "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"] {
+        for bad in [
+            "",
+            "00-abc-def-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        ] {
             assert_eq!(TraceParent::parse(bad), None, "{bad}");
         }
     }

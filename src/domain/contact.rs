@@ -34,7 +34,12 @@ impl Mobile {
     pub fn mask(&self) -> String {
         let digits = &self.0[1..];
         let hidden = digits.len().saturating_sub(5);
-        format!("+{}{}{}", &digits[..2], "*".repeat(hidden), &digits[digits.len() - 3..])
+        format!(
+            "+{}{}{}",
+            &digits[..2],
+            "*".repeat(hidden),
+            &digits[digits.len() - 3..]
+        )
     }
 }
 
@@ -48,14 +53,23 @@ impl Email {
     /// characters in all.
     pub fn parse(text: &str) -> Result<Email, ContactError> {
         let (local, domain) = text.split_once('@').ok_or(ContactError::Email)?;
-        let clean = |s: &str| !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control() || c == '@');
+        let clean = |s: &str| {
+            !s.is_empty()
+                && !s
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '@')
+        };
         let ok = text.len() <= 254
             && clean(local)
             && local.len() <= 64
             && clean(domain)
             && domain.contains('.')
             && domain.split('.').all(|label| !label.is_empty());
-        if ok { Ok(Email(text.to_owned())) } else { Err(ContactError::Email) }
+        if ok {
+            Ok(Email(text.to_owned()))
+        } else {
+            Err(ContactError::Email)
+        }
     }
 
     /// The address as text.
@@ -91,26 +105,47 @@ mod tests {
     fn e164_numbers_are_accepted_and_others_refused() {
         assert!(Mobile::parse("+393331234567").is_ok());
         assert!(Mobile::parse("+12345678").is_ok());
-        for bad in ["393331234567", "+1234567", "+1234567890123456", "+39 333 1234567", "+39333abc4567"] {
+        for bad in [
+            "393331234567",
+            "+1234567",
+            "+1234567890123456",
+            "+39 333 1234567",
+            "+39333abc4567",
+        ] {
             assert_eq!(Mobile::parse(bad), Err(ContactError::Mobile), "{bad}");
         }
     }
 
     #[test]
     fn a_mobile_mask_shows_only_its_ends() {
-        assert_eq!(Mobile::parse("+393331234567").unwrap().mask(), "+39*******567");
+        assert_eq!(
+            Mobile::parse("+393331234567").unwrap().mask(),
+            "+39*******567"
+        );
     }
 
     #[test]
     fn e_mail_addresses_are_checked() {
         assert!(Email::parse("mario.rossi@example.org").is_ok());
-        for bad in ["mario", "@example.org", "mario@", "mario@example", "ma rio@example.org", "a@b@c.org", "a@example..org", " a@example.org"] {
+        for bad in [
+            "mario",
+            "@example.org",
+            "mario@",
+            "mario@example",
+            "ma rio@example.org",
+            "a@b@c.org",
+            "a@example..org",
+            " a@example.org",
+        ] {
             assert_eq!(Email::parse(bad), Err(ContactError::Email), "{bad}");
         }
     }
 
     #[test]
     fn an_email_mask_keeps_the_first_letter_and_the_domain() {
-        assert_eq!(Email::parse("mario.rossi@example.org").unwrap().mask(), "m***@example.org");
+        assert_eq!(
+            Email::parse("mario.rossi@example.org").unwrap().mask(),
+            "m***@example.org"
+        );
     }
 }

@@ -91,7 +91,11 @@ impl Credential {
     /// Past its deadline: the initial PIN's window before activation, the validity
     /// period after.
     pub fn is_past_deadline(&self, now: DateTime<Utc>) -> bool {
-        let deadline = if self.activated_at.is_some() { self.valid_until } else { self.initial_pin_expires_at };
+        let deadline = if self.activated_at.is_some() {
+            self.valid_until
+        } else {
+            self.initial_pin_expires_at
+        };
         self.status == Status::Expired || deadline.is_some_and(|d| now >= d)
     }
 
@@ -139,13 +143,24 @@ impl Credential {
     /// failures.
     pub fn fail(&self, threshold: u32) -> Credential {
         let failed_attempts = self.failed_attempts.saturating_add(1);
-        let status = if failed_attempts >= threshold { Status::Locked } else { self.status };
-        Credential { status, failed_attempts, ..self.clone() }
+        let status = if failed_attempts >= threshold {
+            Status::Locked
+        } else {
+            self.status
+        };
+        Credential {
+            status,
+            failed_attempts,
+            ..self.clone()
+        }
     }
 
     /// The right PIN was presented: the failure count starts again.
     pub fn succeed(&self) -> Credential {
-        Credential { failed_attempts: 0, ..self.clone() }
+        Credential {
+            failed_attempts: 0,
+            ..self.clone()
+        }
     }
 
     /// Replaced by a new request after it expired: marked expired for good.
@@ -153,8 +168,15 @@ impl Credential {
         if self.is_live(now) {
             return Err(Refusal::AlreadyActivated);
         }
-        let status = if self.status == Status::Revoked { Status::Revoked } else { Status::Expired };
-        Ok(Credential { status, ..self.clone() })
+        let status = if self.status == Status::Revoked {
+            Status::Revoked
+        } else {
+            Status::Expired
+        };
+        Ok(Credential {
+            status,
+            ..self.clone()
+        })
     }
 }
 
@@ -201,7 +223,10 @@ mod tests {
     fn an_initial_pin_works_once() {
         let now = Utc::now();
         let active = issued(now).activate(now, &six_months()).unwrap();
-        assert_eq!(active.activate(now, &six_months()), Err(Refusal::AlreadyActivated));
+        assert_eq!(
+            active.activate(now, &six_months()),
+            Err(Refusal::AlreadyActivated)
+        );
     }
 
     #[test]
@@ -244,7 +269,10 @@ mod tests {
     #[test]
     fn a_revoked_pin_is_refused_everywhere_and_never_live() {
         let now = Utc::now();
-        let revoked = Credential { status: Status::Revoked, ..issued(now) };
+        let revoked = Credential {
+            status: Status::Revoked,
+            ..issued(now)
+        };
         assert_eq!(revoked.check_verify(now), Err(Refusal::Revoked));
         assert_eq!(revoked.check_first_access(now), Err(Refusal::Revoked));
         assert!(!revoked.is_live(now));

@@ -19,7 +19,11 @@ pub struct HashParams {
 impl Default for HashParams {
     /// The OWASP minimum for Argon2id: 19 MiB, 2 iterations, 1 lane.
     fn default() -> Self {
-        HashParams { m_cost_kib: 19_456, t_cost: 2, p_cost: 1 }
+        HashParams {
+            m_cost_kib: 19_456,
+            t_cost: 2,
+            p_cost: 1,
+        }
     }
 }
 
@@ -43,7 +47,8 @@ impl HashParams {
     }
 
     fn argon2_params(&self) -> Result<Params, HashError> {
-        Params::new(self.m_cost_kib, self.t_cost, self.p_cost, None).map_err(|e| HashError::Params(e.to_string()))
+        Params::new(self.m_cost_kib, self.t_cost, self.p_cost, None)
+            .map_err(|e| HashError::Params(e.to_string()))
     }
 }
 
@@ -57,7 +62,9 @@ pub struct PinHasher {
 impl PinHasher {
     /// A hasher with these parameters.
     pub fn new(params: HashParams) -> Result<PinHasher, HashError> {
-        Ok(PinHasher { params: params.argon2_params()? })
+        Ok(PinHasher {
+            params: params.argon2_params()?,
+        })
     }
 
     fn argon2(&self) -> Argon2<'static> {
@@ -87,14 +94,18 @@ impl PinHasher {
     pub async fn hash_off_thread(&self, secret: String) -> Result<String, HashError> {
         let secret = Zeroizing::new(secret);
         let hasher = self.clone();
-        tokio::task::spawn_blocking(move || hasher.hash(&secret)).await.map_err(|_| HashError::Pool)?
+        tokio::task::spawn_blocking(move || hasher.hash(&secret))
+            .await
+            .map_err(|_| HashError::Pool)?
     }
 
     /// `verify` on tokio's blocking pool.
     pub async fn verify_off_thread(&self, secret: String, phc: String) -> Result<bool, HashError> {
         let secret = Zeroizing::new(secret);
         let hasher = self.clone();
-        tokio::task::spawn_blocking(move || hasher.verify(&secret, &phc)).await.map_err(|_| HashError::Pool)?
+        tokio::task::spawn_blocking(move || hasher.verify(&secret, &phc))
+            .await
+            .map_err(|_| HashError::Pool)?
     }
 }
 
@@ -103,7 +114,12 @@ mod tests {
     use super::*;
 
     fn cheap() -> PinHasher {
-        PinHasher::new(HashParams { m_cost_kib: 64, t_cost: 1, p_cost: 1 }).unwrap()
+        PinHasher::new(HashParams {
+            m_cost_kib: 64,
+            t_cost: 1,
+            p_cost: 1,
+        })
+        .unwrap()
     }
 
     #[test]
@@ -119,25 +135,56 @@ mod tests {
     #[test]
     fn two_hashes_of_one_secret_differ_by_their_salt() {
         let hasher = cheap();
-        assert_ne!(hasher.hash("ABCDEFGH").unwrap(), hasher.hash("ABCDEFGH").unwrap());
+        assert_ne!(
+            hasher.hash("ABCDEFGH").unwrap(),
+            hasher.hash("ABCDEFGH").unwrap()
+        );
     }
 
     #[test]
     fn a_malformed_hash_is_an_error() {
-        assert_eq!(cheap().verify("ABCDEFGH", "not a hash"), Err(HashError::Malformed));
+        assert_eq!(
+            cheap().verify("ABCDEFGH", "not a hash"),
+            Err(HashError::Malformed)
+        );
     }
 
     #[test]
     fn the_default_parameters_are_the_owasp_minimum() {
-        assert_eq!(HashParams::default(), HashParams { m_cost_kib: 19_456, t_cost: 2, p_cost: 1 });
-        assert!(HashParams { m_cost_kib: 1, t_cost: 0, p_cost: 1 }.validate().is_err());
+        assert_eq!(
+            HashParams::default(),
+            HashParams {
+                m_cost_kib: 19_456,
+                t_cost: 2,
+                p_cost: 1
+            }
+        );
+        assert!(
+            HashParams {
+                m_cost_kib: 1,
+                t_cost: 0,
+                p_cost: 1
+            }
+            .validate()
+            .is_err()
+        );
     }
 
     #[tokio::test]
     async fn hashing_off_thread_gives_the_same_answers() {
         let hasher = cheap();
         let phc = hasher.hash_off_thread("ABCDEFGH".into()).await.unwrap();
-        assert!(hasher.verify_off_thread("ABCDEFGH".into(), phc.clone()).await.unwrap());
-        assert!(!hasher.verify_off_thread("XXXXXXXX".into(), phc).await.unwrap());
+        assert!(
+            hasher
+                .verify_off_thread("ABCDEFGH".into(), phc.clone())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify_off_thread("XXXXXXXX".into(), phc)
+                .await
+                .unwrap()
+        );
     }
 }

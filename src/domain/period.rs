@@ -33,15 +33,37 @@ impl Period {
     pub fn parse(text: &str) -> Result<Period, PeriodError> {
         let parsed = iso8601::duration(text).map_err(|_| PeriodError::Syntax)?;
         let period = match parsed {
-            iso8601::Duration::Weeks(w) => Period { months: 0, days: w * 7, seconds: 0 },
-            iso8601::Duration::YMDHMS { year, month, day, hour, minute, second, millisecond } => {
+            iso8601::Duration::Weeks(w) => Period {
+                months: 0,
+                days: w * 7,
+                seconds: 0,
+            },
+            iso8601::Duration::YMDHMS {
+                year,
+                month,
+                day,
+                hour,
+                minute,
+                second,
+                millisecond,
+            } => {
                 if millisecond != 0 {
                     return Err(PeriodError::Fraction);
                 }
-                Period { months: year * 12 + month, days: day, seconds: hour * 3600 + minute * 60 + second }
+                Period {
+                    months: year * 12 + month,
+                    days: day,
+                    seconds: hour * 3600 + minute * 60 + second,
+                }
             }
         };
-        if period == (Period { months: 0, days: 0, seconds: 0 }) {
+        if period
+            == (Period {
+                months: 0,
+                days: 0,
+                seconds: 0,
+            })
+        {
             return Err(PeriodError::Zero);
         }
         Ok(period)
@@ -50,15 +72,23 @@ impl Period {
     /// `t` plus this period: months first (clamped to the end of the month), then
     /// days, then seconds.
     pub fn add_to(&self, t: DateTime<Utc>) -> DateTime<Utc> {
-        let t = t.checked_add_months(Months::new(self.months)).unwrap_or(DateTime::<Utc>::MAX_UTC);
-        let t = t.checked_add_days(Days::new(self.days.into())).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let t = t
+            .checked_add_months(Months::new(self.months))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let t = t
+            .checked_add_days(Days::new(self.days.into()))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         t + Duration::seconds(self.seconds.into())
     }
 
     /// `t` minus this period, the same way round.
     pub fn sub_from(&self, t: DateTime<Utc>) -> DateTime<Utc> {
-        let t = t.checked_sub_months(Months::new(self.months)).unwrap_or(DateTime::<Utc>::MIN_UTC);
-        let t = t.checked_sub_days(Days::new(self.days.into())).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let t = t
+            .checked_sub_months(Months::new(self.months))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let t = t
+            .checked_sub_days(Days::new(self.days.into()))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         t - Duration::seconds(self.seconds.into())
     }
 }
@@ -97,23 +127,51 @@ mod tests {
     #[test]
     fn six_months_from_the_end_of_august_is_the_end_of_february() {
         let p = Period::parse("P6M").unwrap();
-        assert_eq!(p.add_to(at("2026-08-31T10:00:00Z")), at("2027-02-28T10:00:00Z"));
-        assert_eq!(Period::parse("P1M").unwrap().add_to(at("2027-01-31T00:00:00Z")), at("2027-02-28T00:00:00Z"));
+        assert_eq!(
+            p.add_to(at("2026-08-31T10:00:00Z")),
+            at("2027-02-28T10:00:00Z")
+        );
+        assert_eq!(
+            Period::parse("P1M")
+                .unwrap()
+                .add_to(at("2027-01-31T00:00:00Z")),
+            at("2027-02-28T00:00:00Z")
+        );
     }
 
     #[test]
     fn days_hours_and_weeks_add_exactly() {
         let t = at("2026-11-22T10:00:00Z");
-        assert_eq!(Period::parse("P14D").unwrap().add_to(t), at("2026-12-06T10:00:00Z"));
-        assert_eq!(Period::parse("PT24H").unwrap().add_to(t), at("2026-11-23T10:00:00Z"));
-        assert_eq!(Period::parse("P1W").unwrap().add_to(t), at("2026-11-29T10:00:00Z"));
-        assert_eq!(Period::parse("P60D").unwrap().add_to(t), at("2027-01-21T10:00:00Z"));
-        assert_eq!(Period::parse("P3M").unwrap().add_to(t), at("2027-02-22T10:00:00Z"));
+        assert_eq!(
+            Period::parse("P14D").unwrap().add_to(t),
+            at("2026-12-06T10:00:00Z")
+        );
+        assert_eq!(
+            Period::parse("PT24H").unwrap().add_to(t),
+            at("2026-11-23T10:00:00Z")
+        );
+        assert_eq!(
+            Period::parse("P1W").unwrap().add_to(t),
+            at("2026-11-29T10:00:00Z")
+        );
+        assert_eq!(
+            Period::parse("P60D").unwrap().add_to(t),
+            at("2027-01-21T10:00:00Z")
+        );
+        assert_eq!(
+            Period::parse("P3M").unwrap().add_to(t),
+            at("2027-02-22T10:00:00Z")
+        );
     }
 
     #[test]
     fn a_reminder_is_the_period_before_the_deadline() {
-        assert_eq!(Period::parse("P14D").unwrap().sub_from(at("2027-05-22T10:00:00Z")), at("2027-05-08T10:00:00Z"));
+        assert_eq!(
+            Period::parse("P14D")
+                .unwrap()
+                .sub_from(at("2027-05-22T10:00:00Z")),
+            at("2027-05-08T10:00:00Z")
+        );
     }
 
     #[test]

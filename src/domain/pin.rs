@@ -15,7 +15,11 @@ pub const ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
 
 fn random_text(len: usize) -> Zeroizing<String> {
     let mut rng = OsRng;
-    Zeroizing::new((0..len).map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())])).collect())
+    Zeroizing::new(
+        (0..len)
+            .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
+            .collect(),
+    )
 }
 
 macro_rules! secret_type {
@@ -73,7 +77,10 @@ impl InitialPin {
     /// Characters 1-8 and 9-16.
     pub fn split(&self) -> (PinHalf, PinHalf) {
         let (first, second) = self.0.split_at(8);
-        (PinHalf(Zeroizing::new(first.to_owned())), PinHalf(Zeroizing::new(second.to_owned())))
+        (
+            PinHalf(Zeroizing::new(first.to_owned())),
+            PinHalf(Zeroizing::new(second.to_owned())),
+        )
     }
 }
 
@@ -96,7 +103,9 @@ impl ResetToken {
     pub fn generate() -> ResetToken {
         let mut bytes = Zeroizing::new([0u8; 32]);
         OsRng.fill_bytes(bytes.as_mut());
-        ResetToken(Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref())))
+        ResetToken(Zeroizing::new(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref()),
+        ))
     }
 }
 
@@ -123,12 +132,18 @@ mod tests {
         let pin = InitialPin::generate();
         let (first, second) = pin.split();
         assert_eq!((first.expose().len(), second.expose().len()), (8, 8));
-        assert_eq!(format!("{}{}", first.expose(), second.expose()), pin.expose());
+        assert_eq!(
+            format!("{}{}", first.expose(), second.expose()),
+            pin.expose()
+        );
     }
 
     #[test]
     fn two_generations_differ() {
-        assert_ne!(InitialPin::generate().expose(), InitialPin::generate().expose());
+        assert_ne!(
+            InitialPin::generate().expose(),
+            InitialPin::generate().expose()
+        );
         assert_ne!(Pin::generate().expose(), Pin::generate().expose());
         assert_eq!(Pin::generate().expose().len(), 8);
         assert_eq!(ResetToken::generate().expose().len(), 43);
@@ -140,6 +155,9 @@ mod tests {
         let (half, _) = pin.split();
         assert!(!format!("{pin:?}").contains(pin.expose()));
         assert!(!format!("{half:?}").contains(half.expose()));
-        assert_eq!(format!("{:?}", Pin::from_secret_string("ABCDEFGH".into())), "Pin(<redacted>)");
+        assert_eq!(
+            format!("{:?}", Pin::from_secret_string("ABCDEFGH".into())),
+            "Pin(<redacted>)"
+        );
     }
 }

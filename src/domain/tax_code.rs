@@ -113,7 +113,10 @@ mod tests {
 
     #[test]
     fn a_known_valid_code_is_accepted() {
-        assert_eq!(TaxCode::parse("RSSMRA85T10A562S").unwrap().as_str(), "RSSMRA85T10A562S");
+        assert_eq!(
+            TaxCode::parse("RSSMRA85T10A562S").unwrap().as_str(),
+            "RSSMRA85T10A562S"
+        );
     }
 
     #[test]
@@ -126,24 +129,42 @@ mod tests {
 
     #[test]
     fn a_wrong_check_character_is_refused() {
-        assert_eq!(TaxCode::parse("RSSMRA85T10A562T"), Err(TaxCodeError::BadCheckCharacter));
+        assert_eq!(
+            TaxCode::parse("RSSMRA85T10A562T"),
+            Err(TaxCodeError::BadCheckCharacter)
+        );
     }
 
     #[test]
     fn an_eleven_digit_numeric_code_is_refused() {
-        assert_eq!(TaxCode::parse("12345678901"), Err(TaxCodeError::WrongLength(11)));
+        assert_eq!(
+            TaxCode::parse("12345678901"),
+            Err(TaxCodeError::WrongLength(11))
+        );
     }
 
     #[test]
     fn lower_case_is_refused() {
-        assert_eq!(TaxCode::parse("rssmra85t10a562s"), Err(TaxCodeError::BadCharacter(1)));
+        assert_eq!(
+            TaxCode::parse("rssmra85t10a562s"),
+            Err(TaxCodeError::BadCharacter(1))
+        );
     }
 
     #[test]
     fn a_bad_month_letter_or_a_letter_where_a_digit_belongs_is_refused() {
-        assert_eq!(TaxCode::parse(&with_check("RSSMRA85F10A562")), Err(TaxCodeError::BadLayout(9)));
-        assert_eq!(TaxCode::parse(&with_check("RSSMRA8AT10A562")), Err(TaxCodeError::BadLayout(8)));
-        assert_eq!(TaxCode::parse(&with_check("RSSMR185T10A562")), Err(TaxCodeError::BadLayout(6)));
+        assert_eq!(
+            TaxCode::parse(&with_check("RSSMRA85F10A562")),
+            Err(TaxCodeError::BadLayout(9))
+        );
+        assert_eq!(
+            TaxCode::parse(&with_check("RSSMRA8AT10A562")),
+            Err(TaxCodeError::BadLayout(8))
+        );
+        assert_eq!(
+            TaxCode::parse(&with_check("RSSMR185T10A562")),
+            Err(TaxCodeError::BadLayout(6))
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
 use serde_json::{Value, json};
@@ -40,12 +42,36 @@ pub struct Report {
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "messages per phase:              {}", self.messages)?;
-        writeln!(f, "broker publish-confirm ceiling:  {:.0} msg/s", self.broker_publish_rate)?;
-        writeln!(f, "broker consume+ack ceiling:      {:.0} msg/s", self.broker_consume_rate)?;
-        writeln!(f, "pinflow pin.request end to end:  {:.0} req/s", self.pinflow_rate)?;
-        writeln!(f, "ratio to publish-confirm:        {:.3}", self.pinflow_rate / self.broker_publish_rate)?;
-        writeln!(f, "ratio to consume+ack:            {:.3}", self.pinflow_rate / self.broker_consume_rate)?;
-        write!(f, "peak RSS of this process:        {} MiB", self.peak_rss_kib / 1024)
+        writeln!(
+            f,
+            "broker publish-confirm ceiling:  {:.0} msg/s",
+            self.broker_publish_rate
+        )?;
+        writeln!(
+            f,
+            "broker consume+ack ceiling:      {:.0} msg/s",
+            self.broker_consume_rate
+        )?;
+        writeln!(
+            f,
+            "pinflow pin.request end to end:  {:.0} req/s",
+            self.pinflow_rate
+        )?;
+        writeln!(
+            f,
+            "ratio to publish-confirm:        {:.3}",
+            self.pinflow_rate / self.broker_publish_rate
+        )?;
+        writeln!(
+            f,
+            "ratio to consume+ack:            {:.3}",
+            self.pinflow_rate / self.broker_consume_rate
+        )?;
+        write!(
+            f,
+            "peak RSS of this process:        {} MiB",
+            self.peak_rss_kib / 1024
+        )
     }
 }
 
@@ -82,15 +108,21 @@ fn properties(id: &str) -> BasicProperties {
 }
 
 /// Publishes bodies with confirms, keeping `window` confirms outstanding.
-async fn publish_all(channel: &Channel, exchange: &str, key: &str, bodies: &[(String, Vec<u8>)], limit: Duration) -> anyhow::Result<()> {
+async fn publish_all(
+    channel: &Channel,
+    exchange: &str,
+    key: &str,
+    bodies: &[(String, Vec<u8>)],
+    limit: Duration,
+) -> anyhow::Result<()> {
     let window = 256;
     let mut pending = std::collections::VecDeque::new();
     for (id, body) in bodies {
         pending.push_back(publish::start(channel, exchange, key, body, properties(id)).await?);
-        if pending.len() >= window {
-            if let Some(confirm) = pending.pop_front() {
-                publish::confirmed(confirm, limit).await?;
-            }
+        if pending.len() >= window
+            && let Some(confirm) = pending.pop_front()
+        {
+            publish::confirmed(confirm, limit).await?;
         }
     }
     for confirm in pending {
@@ -100,12 +132,20 @@ async fn publish_all(channel: &Channel, exchange: &str, key: &str, bodies: &[(St
 }
 
 /// Runs both phases and cleans up after itself.
-pub async fn run(connections: &Connections, runtime: &Runtime, rules: &Rules, messages: u32) -> anyhow::Result<Report> {
+pub async fn run(
+    connections: &Connections,
+    runtime: &Runtime,
+    rules: &Rules,
+    messages: u32,
+) -> anyhow::Result<Report> {
     let tag = format!("bench{}", &Uuid::new_v4().simple().to_string()[..8]);
     let bodies: Vec<(String, Vec<u8>)> = (0..messages)
         .map(|n| {
             let event = request(n);
-            (event["id"].as_str().unwrap_or_default().to_owned(), serde_json::to_vec(&event).unwrap_or_default())
+            (
+                event["id"].as_str().unwrap_or_default().to_owned(),
+                serde_json::to_vec(&event).unwrap_or_default(),
+            )
         })
         .collect();
 
@@ -116,26 +156,58 @@ pub async fn run(connections: &Connections, runtime: &Runtime, rules: &Rules, me
     // Phase 1: the broker's ceiling, same bodies, same queue type.
     let queue = format!("{tag}.ceiling");
     let mut args = FieldTable::default();
-    args.insert(ShortString::from("x-queue-type"), AMQPValue::LongString(LongString::from("quorum")));
-    channel.queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, args).await?;
+    args.insert(
+        ShortString::from("x-queue-type"),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    channel
+        .queue_declare(
+            &queue,
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await?;
     let started = Instant::now();
     publish_all(&channel, "", &queue, &bodies, runtime.confirm_timeout).await?;
     let broker_publish_rate = f64::from(messages) / started.elapsed().as_secs_f64();
-    channel.basic_qos(runtime.prefetch, BasicQosOptions::default()).await?;
-    let mut consumer = channel.basic_consume(&queue, "bench", BasicConsumeOptions::default(), FieldTable::default()).await?;
+    channel
+        .basic_qos(runtime.prefetch, BasicQosOptions::default())
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            &queue,
+            "bench",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     let started = Instant::now();
     let batch = u32::from(runtime.batch_size);
     for n in 1..=messages {
-        let delivery = consumer.next().await.ok_or_else(|| anyhow::anyhow!("consumer closed"))??;
+        let delivery = consumer
+            .next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("consumer closed"))??;
         if n % batch == 0 || n == messages {
-            channel.basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true }).await?;
+            channel
+                .basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true })
+                .await?;
         }
     }
     let broker_consume_rate = f64::from(messages) / started.elapsed().as_secs_f64();
-    channel.queue_delete(&queue, QueueDeleteOptions::default()).await?;
+    channel
+        .queue_delete(&queue, QueueDeleteOptions::default())
+        .await?;
 
     // Phase 2: pinflow, with the requests already queued.
-    let base = connections.database_url.rsplit_once('/').map(|(head, _)| head).unwrap_or(&connections.database_url);
+    let base = connections
+        .database_url
+        .rsplit_once('/')
+        .map(|(head, _)| head)
+        .unwrap_or(&connections.database_url);
     let bench_connections = Connections {
         amqp_url: connections.amqp_url.clone(),
         database_url: format!("{base}/{tag}"),
@@ -143,8 +215,16 @@ pub async fn run(connections: &Connections, runtime: &Runtime, rules: &Rules, me
     };
     app::declare_topology(&bench_connections, runtime).await?;
     let names = Names::new(&tag);
-    publish_all(&channel, &names.commands(), "pin.request", &bodies, runtime.confirm_timeout).await?;
-    let pool = app::prepare_database(&bench_connections.database_url, 2, &Default::default()).await?;
+    publish_all(
+        &channel,
+        &names.commands(),
+        "pin.request",
+        &bodies,
+        runtime.confirm_timeout,
+    )
+    .await?;
+    let pool =
+        app::prepare_database(&bench_connections.database_url, 2, &Default::default()).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let setup = Setup {
         connections: bench_connections.clone(),
@@ -160,12 +240,20 @@ pub async fn run(connections: &Connections, runtime: &Runtime, rules: &Rules, me
     }));
     let post = names.notify_queue("post");
     loop {
-        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-        let declared = channel.queue_declare(&post, passive, FieldTable::default()).await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let declared = channel
+            .queue_declare(&post, passive, FieldTable::default())
+            .await?;
         if declared.message_count() >= messages {
             break;
         }
-        anyhow::ensure!(!worker.is_finished(), "pinflow stopped during the benchmark");
+        anyhow::ensure!(
+            !worker.is_finished(),
+            "pinflow stopped during the benchmark"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let pinflow_rate = f64::from(messages) / started.elapsed().as_secs_f64();
@@ -175,9 +263,17 @@ pub async fn run(connections: &Connections, runtime: &Runtime, rules: &Rules, me
     let _ = connection.close(200, "done").await;
     pool.close().await;
     let admin = crate::store::connect(&format!("{base}/postgres"), 1).await?;
-    sqlx::query(&format!("drop database if exists {tag} with (force)")).execute(&admin).await?;
+    sqlx::query(&format!("drop database if exists {tag} with (force)"))
+        .execute(&admin)
+        .await?;
     admin.close().await;
-    Ok(Report { messages, broker_publish_rate, broker_consume_rate, pinflow_rate, peak_rss_kib: peak_rss_kib() })
+    Ok(Report {
+        messages,
+        broker_publish_rate,
+        broker_consume_rate,
+        pinflow_rate,
+        peak_rss_kib: peak_rss_kib(),
+    })
 }
 
 fn peak_rss_kib() -> u64 {

@@ -18,8 +18,13 @@ pub async fn check(connections: &Connections, workers: &[&str]) -> anyhow::Resul
     let names = Names::new(&connections.namespace);
     for worker in workers {
         let queue = names.work_queue(worker);
-        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-        let declared = channel.queue_declare(&queue, passive, FieldTable::default()).await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let declared = channel
+            .queue_declare(&queue, passive, FieldTable::default())
+            .await?;
         anyhow::ensure!(declared.consumer_count() > 0, "no worker consumes {queue}");
     }
     let _ = connection.close(200, "done").await;

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use lapin::BasicProperties;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
-use lapin::BasicProperties;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -38,18 +38,26 @@ pub struct Published {
 }
 
 /// Publishes one command.
-pub async fn publish(connections: &Connections, request: PublishRequest) -> anyhow::Result<Published> {
+pub async fn publish(
+    connections: &Connections,
+    request: PublishRequest,
+) -> anyhow::Result<Published> {
     let event: Value = serde_json::from_slice(&request.body)
         .map_err(|e| anyhow::anyhow!("the file is not JSON: {e}"))?;
     let text = |name: &str| event.get(name).and_then(Value::as_str).map(str::to_owned);
-    let message_type = text("type").ok_or_else(|| anyhow::anyhow!("the CloudEvent has no `type`"))?;
+    let message_type =
+        text("type").ok_or_else(|| anyhow::anyhow!("the CloudEvent has no `type`"))?;
     let id = text("id").ok_or_else(|| anyhow::anyhow!("the CloudEvent has no `id`"))?;
 
     let connection = broker::connect(&connections.amqp_url).await?;
     let channel = connection.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
     let mut headers = FieldTable::default();
-    set_str(&mut headers, "traceparent", &TraceParent::start().to_string());
+    set_str(
+        &mut headers,
+        "traceparent",
+        &TraceParent::start().to_string(),
+    );
     let mut properties = BasicProperties::default()
         .with_content_type(ShortString::from(CONTENT_TYPE))
         .with_message_id(ShortString::from(id.clone()))
@@ -60,35 +68,72 @@ pub async fn publish(connections: &Connections, request: PublishRequest) -> anyh
     let mut replies = None;
     let correlation_id = Uuid::new_v4().to_string();
     if request.wait_reply.is_some() {
-        let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-        let queue = channel.queue_declare("", options, FieldTable::default()).await?;
-        let consume = BasicConsumeOptions { no_ack: true, exclusive: true, ..Default::default() };
-        replies = Some(channel.basic_consume(queue.name().as_str(), "pinflow-publish", consume, FieldTable::default()).await?);
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        };
+        let queue = channel
+            .queue_declare("", options, FieldTable::default())
+            .await?;
+        let consume = BasicConsumeOptions {
+            no_ack: true,
+            exclusive: true,
+            ..Default::default()
+        };
+        replies = Some(
+            channel
+                .basic_consume(
+                    queue.name().as_str(),
+                    "pinflow-publish",
+                    consume,
+                    FieldTable::default(),
+                )
+                .await?,
+        );
         properties = properties
             .with_reply_to(queue.name().clone())
             .with_correlation_id(ShortString::from(correlation_id.clone()));
     }
     let exchange = Names::new(&connections.namespace).commands();
-    publish_routed(&channel, &exchange, &message_type, &request.body, properties, request.confirm_timeout).await?;
+    publish_routed(
+        &channel,
+        &exchange,
+        &message_type,
+        &request.body,
+        properties,
+        request.confirm_timeout,
+    )
+    .await?;
 
     let mut reply = None;
     if let (Some(mut consumer), Some(limit)) = (replies, request.wait_reply) {
         let wait = async {
             while let Some(delivery) = consumer.next().await {
                 let delivery = delivery?;
-                let matches = delivery.properties.correlation_id().as_ref().map(|c| c.as_str()) == Some(correlation_id.as_str());
+                let matches = delivery
+                    .properties
+                    .correlation_id()
+                    .as_ref()
+                    .map(|c| c.as_str())
+                    == Some(correlation_id.as_str());
                 if matches {
-                    return Ok::<_, anyhow::Error>(serde_json::from_slice::<Value>(&delivery.data)?);
+                    return Ok::<_, anyhow::Error>(serde_json::from_slice::<Value>(
+                        &delivery.data,
+                    )?);
                 }
             }
             anyhow::bail!("the broker closed the reply queue")
         };
-        reply = Some(
-            tokio::time::timeout(limit, wait)
-                .await
-                .map_err(|_| anyhow::anyhow!("no reply within {limit:?}: is `pinflow run` running?"))??,
-        );
+        reply = Some(tokio::time::timeout(limit, wait).await.map_err(|_| {
+            anyhow::anyhow!("no reply within {limit:?}: is `pinflow run` running?")
+        })??);
     }
     let _ = connection.close(200, "done").await;
-    Ok(Published { id, message_type, exchange, reply })
+    Ok(Published {
+        id,
+        message_type,
+        exchange,
+        reply,
+    })
 }

@@ -52,7 +52,8 @@ const COLUMNS: &str = "id, kind, holder, status, initial_pin_expires_at, activat
     valid_until, failed_attempts, initial_pin_hash, pin_hash";
 
 fn decode(row: PgRow) -> Result<Stored, sqlx::Error> {
-    let bad = |what: &str, value: String| sqlx::Error::Decode(format!("unknown {what} {value}").into());
+    let bad =
+        |what: &str, value: String| sqlx::Error::Decode(format!("unknown {what} {value}").into());
     let kind: String = row.try_get("kind")?;
     let holder: String = row.try_get("holder")?;
     let status: String = row.try_get("status")?;
@@ -74,13 +75,19 @@ fn decode(row: PgRow) -> Result<Stored, sqlx::Error> {
 }
 
 /// The tax code's current credential, or else its most recent one, locked for update.
-pub async fn latest_for_update(conn: &mut PgConnection, tax_code: &str) -> Result<Option<Stored>, sqlx::Error> {
+pub async fn latest_for_update(
+    conn: &mut PgConnection,
+    tax_code: &str,
+) -> Result<Option<Stored>, sqlx::Error> {
     let sql = format!(
         "select {COLUMNS} from credentials where tax_code = $1
          order by (status in ('issued', 'active', 'locked')) desc, issued_at desc
          limit 1 for update"
     );
-    let row = sqlx::query(&sql).bind(tax_code).fetch_optional(conn).await?;
+    let row = sqlx::query(&sql)
+        .bind(tax_code)
+        .fetch_optional(conn)
+        .await?;
     row.map(decode).transpose()
 }
 

@@ -2,7 +2,10 @@
 //! database on the shared server, runs pinflow in-process with an injected clock, and
 //! reads what comes out of the exchanges as a gateway or an upstream system would.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
 
 pub mod services;
 
@@ -141,21 +144,41 @@ pub async fn observer_with(extra: &[&str]) -> (TestApp, Connections, Rules) {
         database_url: database_url.clone(),
         namespace: namespace.clone(),
     };
-    app::declare_topology(&connections, &runtime).await.expect("declare topology");
+    app::declare_topology(&connections, &runtime)
+        .await
+        .expect("declare topology");
     let names = Names::new(&namespace);
     let connection = broker::connect(&services.amqp_url).await.expect("connect");
     let channel = connection.create_channel().await.expect("channel");
-    channel.confirm_select(Default::default()).await.expect("confirms");
+    channel
+        .confirm_select(Default::default())
+        .await
+        .expect("confirms");
     let events_queue = format!("{namespace}.test.events");
     channel
-        .queue_declare(&events_queue, QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            &events_queue,
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await
         .expect("events queue");
     channel
-        .queue_bind(&events_queue, &names.events(), "#", QueueBindOptions::default(), FieldTable::default())
+        .queue_bind(
+            &events_queue,
+            &names.events(),
+            "#",
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .expect("bind events");
-    let pool = app::prepare_database(&database_url, 4, &Default::default()).await.expect("database");
+    let pool = app::prepare_database(&database_url, 4, &Default::default())
+        .await
+        .expect("database");
     let app = TestApp {
         names,
         namespace,
@@ -184,15 +207,24 @@ impl TestApp {
     pub async fn wait_for_consumer(&self, queue: &str) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
             let channel = self.connection.create_channel().await.expect("channel");
-            if let Ok(q) = channel.queue_declare(queue, passive, FieldTable::default()).await {
-                if q.consumer_count() > 0 {
-                    let _ = channel.close(200, "ok").await;
-                    return;
-                }
+            let consumers = channel
+                .queue_declare(queue, passive, FieldTable::default())
+                .await
+                .map(|q| q.consumer_count())
+                .unwrap_or(0);
+            let _ = channel.close(200, "ok").await;
+            if consumers > 0 {
+                return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "no consumer on {queue}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no consumer on {queue}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -203,7 +235,12 @@ impl TestApp {
     }
 
     /// Publishes a command with an RPC `reply_to` and `correlation_id`.
-    pub async fn publish_with(&self, event: &Value, reply_to: Option<&str>, correlation_id: Option<&str>) {
+    pub async fn publish_with(
+        &self,
+        event: &Value,
+        reply_to: Option<&str>,
+        correlation_id: Option<&str>,
+    ) {
         let mut properties = command_properties(event);
         if let Some(reply_to) = reply_to {
             properties = properties.with_reply_to(ShortString::from(reply_to));
@@ -218,23 +255,41 @@ impl TestApp {
 
     /// Publishes any bytes to `pinflow.commands`.
     pub async fn publish_raw(&self, routing_key: &str, body: &[u8], properties: BasicProperties) {
-        publish_routed(&self.channel, &self.names.commands(), routing_key, body, properties, PATIENCE)
-            .await
-            .expect("publish confirmed");
+        publish_routed(
+            &self.channel,
+            &self.names.commands(),
+            routing_key,
+            body,
+            properties,
+            PATIENCE,
+        )
+        .await
+        .expect("publish confirmed");
     }
 
     /// Sends an RPC command and waits for the reply.
     pub async fn rpc(&self, event: &Value) -> Taken {
         let channel = self.connection.create_channel().await.expect("channel");
-        let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-        let queue = channel.queue_declare("", options, FieldTable::default()).await.expect("reply queue");
-        let consume = BasicConsumeOptions { no_ack: true, ..Default::default() };
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        };
+        let queue = channel
+            .queue_declare("", options, FieldTable::default())
+            .await
+            .expect("reply queue");
+        let consume = BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        };
         let mut consumer = channel
             .basic_consume(queue.name().as_str(), "rpc", consume, FieldTable::default())
             .await
             .expect("consume replies");
         let correlation_id = Uuid::new_v4().to_string();
-        self.publish_with(event, Some(queue.name().as_str()), Some(&correlation_id)).await;
+        self.publish_with(event, Some(queue.name().as_str()), Some(&correlation_id))
+            .await;
         let delivery = tokio::time::timeout(PATIENCE, consumer.next())
             .await
             .expect("a reply in time")
@@ -242,7 +297,11 @@ impl TestApp {
             .expect("delivery");
         let _ = channel.close(200, "ok").await;
         assert_eq!(
-            delivery.properties.correlation_id().as_ref().map(|c| c.as_str()),
+            delivery
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|c| c.as_str()),
             Some(correlation_id.as_str()),
             "the reply carries the request's correlation id"
         );
@@ -254,10 +313,21 @@ impl TestApp {
         let mut out = Vec::new();
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while out.len() < n {
-            match self.channel.basic_get(queue, BasicGetOptions { no_ack: true }).await.expect("basic.get") {
-                Some(message) => out.push(taken(message.delivery.data, message.delivery.properties)),
+            match self
+                .channel
+                .basic_get(queue, BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get")
+            {
+                Some(message) => {
+                    out.push(taken(message.delivery.data, message.delivery.properties))
+                }
                 None => {
-                    assert!(tokio::time::Instant::now() < deadline, "only {} of {n} messages on {queue}", out.len());
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "only {} of {n} messages on {queue}",
+                        out.len()
+                    );
                     tokio::time::sleep(Duration::from_millis(25)).await;
                 }
             }
@@ -268,7 +338,12 @@ impl TestApp {
     /// Every message waiting on a queue now, without waiting.
     pub async fn drain(&self, queue: &str) -> Vec<Taken> {
         let mut out = Vec::new();
-        while let Some(message) = self.channel.basic_get(queue, BasicGetOptions { no_ack: true }).await.expect("basic.get") {
+        while let Some(message) = self
+            .channel
+            .basic_get(queue, BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+        {
             out.push(taken(message.delivery.data, message.delivery.properties));
         }
         out
@@ -299,7 +374,10 @@ impl TestApp {
                     return seen.remove(i);
                 }
             }
-            assert!(tokio::time::Instant::now() < deadline, "no {event_type} event");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {event_type} event"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -310,7 +388,10 @@ impl TestApp {
         for taken in self.drain(&self.events_queue).await {
             seen.push(taken.body);
         }
-        seen.iter().filter(|e| e["type"] == event_type).cloned().collect()
+        seen.iter()
+            .filter(|e| e["type"] == event_type)
+            .cloned()
+            .collect()
     }
 
     /// Publishes a request that is refused at once and waits for its refusal: every
@@ -325,19 +406,28 @@ impl TestApp {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let events = self.events_so_far("pin.request.rejected").await;
-            if events.iter().any(|e| e["data"]["tax_code"] == tax_code(999)) {
+            if events
+                .iter()
+                .any(|e| e["data"]["tax_code"] == tax_code(999))
+            {
                 let mut seen = self.seen_events.lock().await;
                 seen.retain(|e| e["data"]["tax_code"] != tax_code(999));
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "barrier not reached");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "barrier not reached"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
     /// A number from the database.
     pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql).fetch_one(&self.pool).await.expect("count query")
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count query")
     }
 
     /// Stops pinflow, then removes the test's queues, exchanges and database.
@@ -346,9 +436,17 @@ impl TestApp {
             let _ = shutdown.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.expect("pinflow task").expect("pinflow stopped cleanly");
+            task.await
+                .expect("pinflow task")
+                .expect("pinflow stopped cleanly");
         }
-        let _ = broker::topology::delete(&self.channel, &self.names, &self.runtime, pinflow::workers::ALL).await;
+        let _ = broker::topology::delete(
+            &self.channel,
+            &self.names,
+            &self.runtime,
+            pinflow::workers::ALL,
+        )
+        .await;
         let _ = self.connection.close(200, "done").await;
         self.pool.close().await;
         drop_database(&self.database_name).await;
@@ -357,8 +455,12 @@ impl TestApp {
 
 /// Drops a test database, disconnecting whoever is still on it.
 pub async fn drop_database(name: &str) {
-    let admin = sqlx::PgPool::connect(&services().await.database_url).await.expect("admin");
-    let _ = sqlx::query(&format!("drop database if exists {name} with (force)")).execute(&admin).await;
+    let admin = sqlx::PgPool::connect(&services().await.database_url)
+        .await
+        .expect("admin");
+    let _ = sqlx::query(&format!("drop database if exists {name} with (force)"))
+        .execute(&admin)
+        .await;
     admin.close().await;
 }
 
@@ -389,7 +491,9 @@ pub fn command_properties(event: &Value) -> BasicProperties {
 /// Checks a published message against its schema: the envelope, then the data.
 pub fn assert_valid(message: &Value) {
     let schemas = Schemas::embedded();
-    schemas.check("cloudevent", message).unwrap_or_else(|e| panic!("not a CloudEvent: {e}: {message}"));
+    schemas
+        .check("cloudevent", message)
+        .unwrap_or_else(|e| panic!("not a CloudEvent: {e}: {message}"));
     let message_type = message["type"].as_str().expect("type");
     schemas
         .check(message_type, &message["data"])
@@ -438,7 +542,9 @@ pub fn pin_request(tax_code: &str, channel: &str) -> Value {
     }
     if channel == "office" {
         data["office_id"] = json!("office-rome-3");
-        data.as_object_mut().expect("object").remove("first_half_via");
+        data.as_object_mut()
+            .expect("object")
+            .remove("first_half_via");
     }
     command("pin.request", data)
 }

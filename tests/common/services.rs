@@ -40,7 +40,11 @@ async fn start() -> Services {
         std::env::var("PINFLOW_TEST_AMQP_URL"),
         std::env::var("PINFLOW_TEST_DATABASE_URL"),
     ) {
-        return Services { amqp_url, database_url, _containers: None };
+        return Services {
+            amqp_url,
+            database_url,
+            _containers: None,
+        };
     }
     let (rabbit_name, rabbit_tag) = pinned("RABBITMQ_IMAGE");
     let rabbit = GenericImage::new(rabbit_name, rabbit_tag)

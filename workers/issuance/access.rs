@@ -31,10 +31,17 @@ impl NewPin {
 }
 
 /// Compares a presented secret with a stored hash (a missing hash never matches).
-async fn matches(worker: &Issuance, presented: &Zeroizing<String>, hash: Option<&String>) -> Result<bool, HandlerError> {
+async fn matches(
+    worker: &Issuance,
+    presented: &Zeroizing<String>,
+    hash: Option<&String>,
+) -> Result<bool, HandlerError> {
     match hash {
         None => Ok(false),
-        Some(hash) => Ok(worker.hasher.verify_off_thread(presented.to_string(), hash.clone()).await?),
+        Some(hash) => Ok(worker
+            .hasher
+            .verify_off_thread(presented.to_string(), hash.clone())
+            .await?),
     }
 }
 
@@ -53,7 +60,16 @@ async fn failed(
         return Ok(("invalid", None));
     }
     let detail = json!({ "failed_attempts": after.failed_attempts });
-    audit(conn, message, &message.envelope.source, "pin.locked", tax_code, Some(after.id), detail).await?;
+    audit(
+        conn,
+        message,
+        &message.envelope.source,
+        "pin.locked",
+        tax_code,
+        Some(after.id),
+        detail,
+    )
+    .await?;
     let event = Outgoing::event(
         "pin.locked",
         json!({ "tax_code": tax_code, "credential_id": after.id, "failed_attempts": after.failed_attempts }),
@@ -77,7 +93,13 @@ pub async fn first_access(
     if let Err(refusal) = stored.credential.check_first_access(message.now) {
         return Ok(vec![reply(message, status(refusal.as_str()), None)]);
     }
-    if !matches(worker, &access.initial_pin, stored.initial_pin_hash.as_ref()).await? {
+    if !matches(
+        worker,
+        &access.initial_pin,
+        stored.initial_pin_hash.as_ref(),
+    )
+    .await?
+    {
         let (answer, event) = failed(worker, &stored, tax_code, message, conn).await?;
         let mut out = vec![reply(message, status(answer), None)];
         out.extend(event);
@@ -94,10 +116,26 @@ pub async fn first_access(
         .map_err(|r| HandlerError::Permanent(format!("activation refused: {}", r.as_str())))?;
     credentials::save(conn, &active, Some(&new_pin.hash), message.now).await?;
     let valid_until = instant(active.valid_until.unwrap_or(message.now));
-    audit(conn, message, &message.envelope.source, "pin.activated", tax_code, Some(active.id), json!({ "valid_until": valid_until })).await?;
-    let secret = SecretField { field: "pin", value: Zeroizing::new(new_pin.pin.expose().to_owned()) };
+    audit(
+        conn,
+        message,
+        &message.envelope.source,
+        "pin.activated",
+        tax_code,
+        Some(active.id),
+        json!({ "valid_until": valid_until }),
+    )
+    .await?;
+    let secret = SecretField {
+        field: "pin",
+        value: Zeroizing::new(new_pin.pin.expose().to_owned()),
+    };
     Ok(vec![
-        reply(message, json!({ "status": "ok", "valid_until": valid_until }), Some(secret)),
+        reply(
+            message,
+            json!({ "status": "ok", "valid_until": valid_until }),
+            Some(secret),
+        ),
         Outgoing::event(
             "pin.activated",
             json!({ "tax_code": tax_code, "credential_id": active.id, "kind": active.kind.as_str(), "valid_until": valid_until }),

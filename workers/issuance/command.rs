@@ -12,7 +12,7 @@ use crate::domain::{Email, Mobile, TaxCode};
 
 /// One of the commands the issuance worker takes.
 pub enum Command {
-    Request(PinRequest),
+    Request(Box<PinRequest>),
     FirstAccess(FirstAccess),
     Verify(Verify),
 }
@@ -130,7 +130,10 @@ pub struct Verify {
 }
 
 fn invalid(field: &str, reason: impl std::fmt::Display) -> ParseError {
-    ParseError::InvalidField { field: field.to_owned(), reason: reason.to_string() }
+    ParseError::InvalidField {
+        field: field.to_owned(),
+        reason: reason.to_string(),
+    }
 }
 
 fn tax_code(text: &str) -> Result<TaxCode, ParseError> {
@@ -142,7 +145,9 @@ fn optional<T, E: std::fmt::Display>(
     value: Option<&str>,
     parse: impl Fn(&str) -> Result<T, E>,
 ) -> Result<Option<T>, ParseError> {
-    value.map(|v| parse(v).map_err(|e| invalid(field, e))).transpose()
+    value
+        .map(|v| parse(v).map_err(|e| invalid(field, e)))
+        .transpose()
 }
 
 impl Command {
@@ -156,10 +161,18 @@ impl Command {
                     Some("email") => Some(FirstHalfVia::Email),
                     _ => None,
                 };
-                Ok(Command::Request(PinRequest {
+                Ok(Command::Request(Box::new(PinRequest {
                     tax_code: tax_code(&data.applicant.tax_code)?,
-                    mobile: optional("contacts.mobile", data.contacts.mobile.as_deref(), Mobile::parse)?,
-                    email: optional("contacts.email", data.contacts.email.as_deref(), Email::parse)?,
+                    mobile: optional(
+                        "contacts.mobile",
+                        data.contacts.mobile.as_deref(),
+                        Mobile::parse,
+                    )?,
+                    email: optional(
+                        "contacts.email",
+                        data.contacts.email.as_deref(),
+                        Email::parse,
+                    )?,
                     pec: optional("contacts.pec", data.contacts.pec.as_deref(), Email::parse)?,
                     channel: data.channel,
                     operator_id: data.operator_id,
@@ -173,7 +186,7 @@ impl Command {
                     health_card: data.applicant.health_card,
                     postal_address: data.postal_address,
                     first_half_via,
-                }))
+                })))
             }
             "pin.first_access" => {
                 let data: FirstAccessData = envelope.data_as()?;
@@ -184,7 +197,10 @@ impl Command {
             }
             "pin.verify" => {
                 let data: VerifyData = envelope.data_as()?;
-                Ok(Command::Verify(Verify { tax_code: tax_code(&data.tax_code)?, pin: Zeroizing::new(data.pin) }))
+                Ok(Command::Verify(Verify {
+                    tax_code: tax_code(&data.tax_code)?,
+                    pin: Zeroizing::new(data.pin),
+                }))
             }
             other => Err(ParseError::UnknownType(other.to_owned())),
         }

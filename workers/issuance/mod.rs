@@ -41,7 +41,7 @@ impl Issuance {
 
 /// A command with its slow part (generating and hashing a new PIN) done.
 pub enum Prepared {
-    Request(PinRequest, Option<request::NewInitialPin>),
+    Request(Box<PinRequest>, Option<request::NewInitialPin>),
     FirstAccess(FirstAccess, access::NewPin),
     Verify(Verify),
 }
@@ -91,8 +91,12 @@ impl Worker for Issuance {
         conn: &'a mut PgConnection,
     ) -> Result<Vec<Outgoing>, HandlerError> {
         match prepared {
-            Prepared::Request(request, pin) => request::handle(self, request, pin.as_ref(), message, conn).await,
-            Prepared::FirstAccess(access, pin) => access::first_access(self, access, pin, message, conn).await,
+            Prepared::Request(request, pin) => {
+                request::handle(self, request, pin.as_ref(), message, conn).await
+            }
+            Prepared::FirstAccess(access, pin) => {
+                access::first_access(self, access, pin, message, conn).await
+            }
             Prepared::Verify(verify) => access::verify(self, verify, message, conn).await,
         }
     }
@@ -128,7 +132,11 @@ async fn audit(
 }
 
 /// The RPC reply to `message`.
-fn reply(message: &Message<'_>, data: Value, secret: Option<crate::contract::SecretField>) -> Outgoing {
+fn reply(
+    message: &Message<'_>,
+    data: Value,
+    secret: Option<crate::contract::SecretField>,
+) -> Outgoing {
     Outgoing::reply(
         &message.envelope.message_type,
         message.reply_to.unwrap_or_default(),

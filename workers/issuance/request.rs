@@ -56,7 +56,11 @@ pub async fn handle(
             Ok(_) => {}
         }
     }
-    let kind = if request.channel == "office" { Kind::Device } else { Kind::Ordinary };
+    let kind = if request.channel == "office" {
+        Kind::Device
+    } else {
+        Kind::Ordinary
+    };
     let holder = Holder::parse(&request.holder)
         .ok_or_else(|| HandlerError::Permanent(format!("unknown holder {}", request.holder)))?;
     let id = Uuid::new_v4();
@@ -82,8 +86,18 @@ pub async fn handle(
         Err(InsertError::AlreadyCurrent) => return already_active(request, message, conn).await,
         Err(InsertError::Database(e)) => return Err(e.into()),
     }
-    let detail = json!({ "kind": kind.as_str(), "holder": holder.as_str(), "channel": request.channel });
-    audit(conn, message, actor, "pin.issued", tax_code, Some(id), detail).await?;
+    let detail =
+        json!({ "kind": kind.as_str(), "holder": holder.as_str(), "channel": request.channel });
+    audit(
+        conn,
+        message,
+        actor,
+        "pin.issued",
+        tax_code,
+        Some(id),
+        detail,
+    )
+    .await?;
 
     let mut out = deliveries(request, id, &pin.pin, message)?;
     out.push(Outgoing::event(
@@ -113,26 +127,62 @@ fn deliveries(
     let secret = |text: &str| Some(Zeroizing::new(text.to_owned()));
     if request.channel == "office" {
         let to = json!({ "office_id": request.office_id, "operator_id": request.operator_id });
-        return Ok(vec![Outgoing::notification("notify.office", "pin_office_issue", to, params, secret(pin.expose()), message.now)]);
+        return Ok(vec![Outgoing::notification(
+            "notify.office",
+            "pin_office_issue",
+            to,
+            params,
+            secret(pin.expose()),
+            message.now,
+        )]);
     }
     let (first, second) = pin.split();
-    let missing = |what: &str| HandlerError::Permanent(format!("first_half_via names {what}, which is not among the contacts"));
+    let missing = |what: &str| {
+        HandlerError::Permanent(format!(
+            "first_half_via names {what}, which is not among the contacts"
+        ))
+    };
     let first_half = match request.first_half_via {
         Some(FirstHalfVia::Sms) => {
             let mobile = request.mobile.as_ref().ok_or_else(|| missing("sms"))?;
-            Outgoing::notification("notify.sms", "pin_first_half", json!(mobile.as_str()), params.clone(), secret(first.expose()), message.now)
+            Outgoing::notification(
+                "notify.sms",
+                "pin_first_half",
+                json!(mobile.as_str()),
+                params.clone(),
+                secret(first.expose()),
+                message.now,
+            )
         }
         Some(FirstHalfVia::Email) => {
             let email = request.email.as_ref().ok_or_else(|| missing("email"))?;
-            Outgoing::notification("notify.email", "pin_first_half", json!(email.as_str()), params.clone(), secret(first.expose()), message.now)
+            Outgoing::notification(
+                "notify.email",
+                "pin_first_half",
+                json!(email.as_str()),
+                params.clone(),
+                secret(first.expose()),
+                message.now,
+            )
         }
-        None => return Err(HandlerError::Permanent("first_half_via is required unless channel is office".into())),
+        None => {
+            return Err(HandlerError::Permanent(
+                "first_half_via is required unless channel is office".into(),
+            ));
+        }
     };
     let to = json!({
         "name": format!("{} {}", request.given_name, request.family_name),
         "postal_address": request.postal_address,
     });
-    let second_half = Outgoing::notification("notify.post", "pin_second_half", to, params, secret(second.expose()), message.now);
+    let second_half = Outgoing::notification(
+        "notify.post",
+        "pin_second_half",
+        to,
+        params,
+        secret(second.expose()),
+        message.now,
+    );
     Ok(vec![first_half, second_half])
 }
 
@@ -144,10 +194,23 @@ async fn refuse(
 ) -> Result<Vec<Outgoing>, HandlerError> {
     let actor = request.actor(&message.envelope.source);
     let tax_code = request.tax_code.as_str();
-    audit(conn, message, actor, "pin.request.rejected", tax_code, None, data.clone()).await?;
+    audit(
+        conn,
+        message,
+        actor,
+        "pin.request.rejected",
+        tax_code,
+        None,
+        data.clone(),
+    )
+    .await?;
     let mut data = data;
     data["tax_code"] = json!(tax_code);
-    Ok(vec![Outgoing::event("pin.request.rejected", data, message.now)])
+    Ok(vec![Outgoing::event(
+        "pin.request.rejected",
+        data,
+        message.now,
+    )])
 }
 
 async fn not_eligible(
@@ -159,7 +222,14 @@ async fn not_eligible(
     let mut out = refuse(request, message, conn, data).await?;
     if let Some(email) = &request.email {
         let params = json!({ "given_name": request.given_name, "alternatives": ALTERNATIVES });
-        out.push(Outgoing::notification("notify.email", "not_eligible", json!(email.as_str()), params, None, message.now));
+        out.push(Outgoing::notification(
+            "notify.email",
+            "not_eligible",
+            json!(email.as_str()),
+            params,
+            None,
+            message.now,
+        ));
     }
     Ok(out)
 }
@@ -169,5 +239,11 @@ async fn already_active(
     message: &Message<'_>,
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
-    refuse(request, message, conn, json!({ "reason": "already_active" })).await
+    refuse(
+        request,
+        message,
+        conn,
+        json!({ "reason": "already_active" }),
+    )
+    .await
 }
