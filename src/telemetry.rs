@@ -42,9 +42,18 @@ pub enum TelemetryError {
 
 /// Installs the global subscriber.
 pub fn init(logging: &Logging) -> Result<(), TelemetryError> {
-    let filter = EnvFilter::builder()
+    let mut filter = EnvFilter::builder()
         .parse(&logging.log)
         .map_err(TelemetryError::Filter)?;
+    // Whatever the filter asks, these never log: lapin prints a returned message
+    // (body included) at warn, and every incoming frame (bodies included) at trace.
+    for quiet in [
+        "lapin::returned_messages=off",
+        "lapin::channels=debug",
+        "amq_protocol=debug",
+    ] {
+        filter = filter.add_directive(quiet.parse().map_err(TelemetryError::Filter)?);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

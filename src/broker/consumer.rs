@@ -45,8 +45,12 @@ pub async fn run<W: Worker>(worker: Arc<W>, deps: Arc<Deps>, cancel: Cancellatio
     let queue = deps.names.work_queue(worker.name());
     let mut delays = super::reconnect_delays();
     while !cancel.is_cancelled() {
-        let Some(connection) =
-            super::connect_with_backoff(&deps.amqp_url, worker.name(), &cancel).await
+        let Some(connection) = super::connect_with_backoff(
+            &deps.amqp_url,
+            &deps.names.connection_name(worker.name()),
+            &cancel,
+        )
+        .await
         else {
             break;
         };

@@ -19,8 +19,14 @@ pub use names::Names;
 
 /// Connects once.
 pub async fn connect(url: &str) -> Result<Connection, lapin::Error> {
+    connect_named(url, "pinflow").await
+}
+
+/// Connects once, under a name the broker shows (`rabbitmqctl list_connections
+/// user_provided_name`), so operators can tell pinflow's connections apart.
+pub async fn connect_named(url: &str, name: &str) -> Result<Connection, lapin::Error> {
     let properties = ConnectionProperties::default()
-        .with_connection_name("pinflow".into())
+        .with_connection_name(name.into())
         .with_executor(tokio_executor_trait::Tokio::current())
         .with_reactor(tokio_reactor_trait::Tokio);
     Connection::connect(url, properties).await
@@ -36,7 +42,7 @@ pub async fn connect_with_backoff(
 ) -> Option<Connection> {
     let mut delays = reconnect_delays();
     loop {
-        match connect(url).await {
+        match connect_named(url, purpose).await {
             Ok(connection) => return Some(connection),
             Err(e) => {
                 let delay = delays.next().unwrap_or(Duration::from_secs(30));

@@ -24,6 +24,12 @@ impl Names {
         Names { prefix }
     }
 
+    /// The name a connection of this installation gives the broker, e.g.
+    /// `pinflow:t42:issuance`.
+    pub fn connection_name(&self, purpose: &str) -> String {
+        format!("pinflow:{}:{purpose}", self.prefix.trim_end_matches('.'))
+    }
+
     fn name(&self, base: &str) -> String {
         format!("{}{base}", self.prefix)
     }

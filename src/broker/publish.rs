@@ -30,16 +30,18 @@ pub enum Confirmed {
     Returned(Box<BasicReturnMessage>),
 }
 
-/// Starts a mandatory publication; await the result with [`confirmed`].
+/// Starts a publication; await the result with [`confirmed`]. With `mandatory`, a
+/// message no queue takes comes back as [`Confirmed::Returned`].
 pub async fn start(
     channel: &Channel,
     exchange: &str,
     routing_key: &str,
     body: &[u8],
     properties: BasicProperties,
+    mandatory: bool,
 ) -> Result<PublisherConfirm, PublishError> {
     let options = BasicPublishOptions {
-        mandatory: true,
+        mandatory,
         ..BasicPublishOptions::default()
     };
     Ok(channel
@@ -71,7 +73,7 @@ pub async fn publish_confirmed(
     properties: BasicProperties,
     limit: Duration,
 ) -> Result<Confirmed, PublishError> {
-    let confirm = start(channel, exchange, routing_key, body, properties).await?;
+    let confirm = start(channel, exchange, routing_key, body, properties, true).await?;
     confirmed(confirm, limit).await
 }
 

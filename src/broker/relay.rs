@@ -40,7 +40,12 @@ pub enum RelayError {
 pub async fn run(deps: Arc<Deps>, cancel: CancellationToken) {
     let mut delays = super::reconnect_delays();
     loop {
-        let Some(connection) = super::connect_with_backoff(&deps.amqp_url, "relay", &cancel).await
+        let Some(connection) = super::connect_with_backoff(
+            &deps.amqp_url,
+            &deps.names.connection_name("relay"),
+            &cancel,
+        )
+        .await
         else {
             break;
         };
@@ -117,9 +122,15 @@ async fn round(deps: &Deps, channel: &Channel) -> Result<usize, RelayError> {
     let mut confirms = Vec::with_capacity(rows.len());
     for row in &rows {
         let outcome = match build(deps, row) {
-            Ok((exchange, body, properties)) => {
-                Ok(publish::start(channel, &exchange, &row.routing_key, &body, properties).await?)
-            }
+            Ok((exchange, body, properties)) => Ok(publish::start(
+                channel,
+                &exchange,
+                &row.routing_key,
+                &body,
+                properties,
+                mandatory(&row.destination),
+            )
+            .await?),
             Err(reason) => Err(reason),
         };
         confirms.push(outcome);
@@ -135,24 +146,14 @@ async fn round(deps: &Deps, channel: &Channel) -> Result<usize, RelayError> {
         };
         match result {
             Ok(Confirmed::Routed) => sent.push(row.id),
-            Ok(Confirmed::Returned(_)) => match row.destination {
-                Destination::Event => {
-                    tracing::debug!(message_type = %row.message_type, "event has no subscriber");
-                    sent.push(row.id);
-                }
-                Destination::Reply => {
-                    tracing::warn!(message_type = %row.message_type, "reply queue is gone; the caller stopped waiting");
-                    sent.push(row.id);
-                }
-                Destination::Notification => {
-                    defer(
-                        &mut tx,
-                        row,
-                        "returned: no queue bound for this notification",
-                    )
-                    .await?;
-                }
-            },
+            Ok(Confirmed::Returned(_)) => {
+                defer(
+                    &mut tx,
+                    row,
+                    "returned: no queue bound for this notification",
+                )
+                .await?;
+            }
             Err(PublishError::Nacked) => defer(&mut tx, row, "nacked by the broker").await?,
             Err(e) => return Err(e.into()),
         }
@@ -160,6 +161,15 @@ async fn round(deps: &Deps, channel: &Channel) -> Result<usize, RelayError> {
     outbox::delete(&mut tx, &sent).await?;
     tx.commit().await?;
     Ok(rows.len())
+}
+
+/// Only notifications are published `mandatory`: a notification that no queue takes
+/// means the topology is broken and must be kept for later, while an event without
+/// subscribers and a reply whose caller stopped waiting are normal and dropped by the
+/// broker. Returns then always belong to notifications, whatever lapin pairs them
+/// with among pipelined confirms.
+fn mandatory(destination: &Destination) -> bool {
+    *destination == Destination::Notification
 }
 
 async fn defer(

@@ -1,8 +1,11 @@
 //! Argon2id hashing of PINs, with the work moved off the async threads.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use std::sync::Arc;
+
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::rngs::OsRng;
+use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 /// Argon2id cost parameters.
@@ -57,13 +60,19 @@ impl HashParams {
 pub struct PinHasher {
     /// The checked parameters.
     params: Params,
+    /// Hashing is CPU- and memory-bound: at most one hash per core at a time, so a
+    /// burst of requests queues here instead of holding one Argon2 buffer per
+    /// blocking thread.
+    permits: Arc<Semaphore>,
 }
 
 impl PinHasher {
     /// A hasher with these parameters.
     pub fn new(params: HashParams) -> Result<PinHasher, HashError> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(PinHasher {
             params: params.argon2_params()?,
+            permits: Arc::new(Semaphore::new(cores)),
         })
     }
 
@@ -94,6 +103,7 @@ impl PinHasher {
     pub async fn hash_off_thread(&self, secret: String) -> Result<String, HashError> {
         let secret = Zeroizing::new(secret);
         let hasher = self.clone();
+        let _permit = self.permits.acquire().await.map_err(|_| HashError::Pool)?;
         tokio::task::spawn_blocking(move || hasher.hash(&secret))
             .await
             .map_err(|_| HashError::Pool)?
@@ -103,6 +113,7 @@ impl PinHasher {
     pub async fn verify_off_thread(&self, secret: String, phc: String) -> Result<bool, HashError> {
         let secret = Zeroizing::new(secret);
         let hasher = self.clone();
+        let _permit = self.permits.acquire().await.map_err(|_| HashError::Pool)?;
         tokio::task::spawn_blocking(move || hasher.verify(&secret, &phc))
             .await
             .map_err(|_| HashError::Pool)?

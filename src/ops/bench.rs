@@ -118,7 +118,8 @@ async fn publish_all(
     let window = 256;
     let mut pending = std::collections::VecDeque::new();
     for (id, body) in bodies {
-        pending.push_back(publish::start(channel, exchange, key, body, properties(id)).await?);
+        pending
+            .push_back(publish::start(channel, exchange, key, body, properties(id), true).await?);
         if pending.len() >= window
             && let Some(confirm) = pending.pop_front()
         {

@@ -1,0 +1,86 @@
+//! The broker drops pinflow's connections mid-run: the worker and the relay reconnect
+//! with backoff, redeclare their topology and resume; nothing is lost or doubled.
+//! Closes only this test's connections (by their names), so it runs beside the rest.
+
+mod common;
+
+use common::{TestApp, pin_request, spawn_app, tax_code};
+use serde_json::Value;
+
+/// Closes every broker connection whose client-provided name starts with `prefix`;
+/// returns how many.
+fn close_connections(prefix: &str) -> usize {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "pid",
+            "client_properties",
+            "--formatter",
+            "json",
+            "-q",
+        ])
+        .output()
+        .expect("this test needs rabbitmqctl for the broker under test");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&output.stdout).expect("json rows");
+    let mut closed = 0;
+    for row in rows {
+        if !row["client_properties"].to_string().contains(prefix) {
+            continue;
+        }
+        let pid = row["pid"].as_str().expect("pid");
+        let status = std::process::Command::new("rabbitmqctl")
+            .args([
+                "close_connection",
+                pid,
+                "test: broker drops the connection",
+                "-q",
+            ])
+            .status()
+            .expect("close_connection");
+        assert!(status.success());
+        closed += 1;
+    }
+    closed
+}
+
+async fn halves(app: &TestApp) -> usize {
+    app.take(&app.notify_queue("sms"), 1).await;
+    app.take(&app.notify_queue("post"), 1).await;
+    2
+}
+
+#[tokio::test]
+async fn the_worker_and_the_relay_reconnect_when_the_broker_drops_them() {
+    let app = spawn_app().await;
+    app.publish(&pin_request(&tax_code(70), "online")).await;
+    halves(&app).await;
+
+    let closed = close_connections(&format!("pinflow:{}:", app.namespace));
+    assert_eq!(
+        closed, 2,
+        "the issuance worker's and the relay's connections"
+    );
+    app.publish(&pin_request(&tax_code(71), "online")).await;
+    halves(&app).await;
+    app.barrier().await;
+    assert!(
+        app.drain(&app.notify_queue("sms")).await.is_empty(),
+        "nothing doubled"
+    );
+    assert_eq!(
+        app.count("select count(*) from credentials").await,
+        2,
+        "nothing lost"
+    );
+    assert_eq!(
+        app.count("select count(*) from outbox").await,
+        0,
+        "the relay sent everything"
+    );
+    app.stop().await;
+}
