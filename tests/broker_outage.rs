@@ -13,13 +13,22 @@ fn close_connections(prefix: &str) -> usize {
         .args(["list_connections", "pid", "client_properties", "-s"])
         .output()
         .expect("this test needs rabbitmqctl for the broker under test");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let listing = String::from_utf8_lossy(&output.stdout).into_owned();
     let mut closed = 0;
     for line in listing.lines().filter(|l| l.contains(prefix)) {
         let pid = line.split('\t').next().expect("pid column");
         let status = std::process::Command::new("rabbitmqctl")
-            .args(["close_connection", pid, "test: broker drops the connection", "-q"])
+            .args([
+                "close_connection",
+                pid,
+                "test: broker drops the connection",
+                "-q",
+            ])
             .status()
             .expect("close_connection");
         assert!(status.success(), "close {pid}");

@@ -183,3 +183,21 @@ fn schema_errors_never_quote_the_value() {
     let error = schemas.check("pin.verify", &data).unwrap_err();
     assert!(!error.contains("12345678"), "{error}");
 }
+
+#[test]
+fn every_payload_the_asyncapi_document_names_exists() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let text = std::fs::read_to_string(dir.join("asyncapi.yaml")).unwrap();
+    let refs: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("$ref: './"))
+        .map(|r| r.trim_end_matches('\''))
+        .collect();
+    assert!(refs.len() >= 45, "one payload per message type");
+    for file in refs {
+        assert!(
+            dir.join(file).exists(),
+            "asyncapi.yaml names {file}, which does not exist"
+        );
+    }
+}
