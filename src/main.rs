@@ -73,6 +73,19 @@ enum Command {
         #[command(flatten)]
         runtime: Runtime,
     },
+    /// Dead letters: list, group, show, replay, edit, purge, export. A message fails
+    /// for a reason (`list` and `groups` say which); fix the cause, then `replay` puts
+    /// the messages back where they failed, keeping their ids, so nothing is lost or
+    /// doubled. Every replay, edit and purge is audited.
+    Dlq {
+        #[command(subcommand)]
+        command: pinflow::ops::dlq::cli::DlqCommand,
+    },
+    /// What the support desk may see of a credential.
+    Credential {
+        #[command(subcommand)]
+        command: CredentialCommand,
+    },
     /// Exit 0 when the broker and the database answer and the workers' queues have
     /// consumers (for container health checks).
     Health {
@@ -102,6 +115,18 @@ enum Command {
         /// Write the key to this file (mode 0600) unless it already exists.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CredentialCommand {
+    /// State, kind, holder, deadlines, lock, masked contacts and audit history of
+    /// every credential of a tax code; never a secret.
+    Show {
+        /// The tax code.
+        tax_code: String,
+        #[command(flatten)]
+        connections: Connections,
     },
 }
 
@@ -232,6 +257,22 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             if let Some(reply) = outcome.reply {
                 println!("{}", serde_json::to_string_pretty(&reply)?);
             }
+            Ok(())
+        }
+        Command::Dlq { command } => pinflow::ops::dlq::cli::run(command).await,
+        Command::Credential {
+            command:
+                CredentialCommand::Show {
+                    tax_code,
+                    connections,
+                },
+        } => {
+            let pool = pinflow::store::connect(&connections.database_url, 1)
+                .await
+                .context("cannot reach the database (PINFLOW_DATABASE_URL)")?;
+            let shown = pinflow::ops::credential::show(&pool, &tax_code).await;
+            pool.close().await;
+            println!("{}", serde_json::to_string_pretty(&shown?)?);
             Ok(())
         }
         Command::Health {

@@ -2,5 +2,7 @@
 //! no worker.
 
 pub mod bench;
+pub mod credential;
+pub mod dlq;
 pub mod health;
 pub mod publish;

@@ -1,0 +1,87 @@
+//! `pinflow credential show`: a credential as the support desk sees it — state, kind,
+//! holder, deadlines, lock, masked contacts and its audit history — and never a secret
+//! (the hashes are not even read).
+
+use serde_json::{Value, json};
+use sqlx::{PgPool, Row as _};
+
+use crate::domain::{Email, Mobile, TaxCode};
+
+fn masked(contacts: &Value) -> Value {
+    let mask = |name: &str, value: &Value| -> Option<String> {
+        let text = value.as_str()?;
+        Some(match name {
+            "mobile" => Mobile::parse(text)
+                .map(|m| m.mask())
+                .unwrap_or_else(|_| "***".into()),
+            _ => Email::parse(text)
+                .map(|e| e.mask())
+                .unwrap_or_else(|_| "***".into()),
+        })
+    };
+    let mut out = serde_json::Map::new();
+    if let Some(map) = contacts.as_object() {
+        for (name, value) in map {
+            if let Some(m) = mask(name, value) {
+                out.insert(name.clone(), Value::String(m));
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// Every credential of a tax code, newest first, with its audit history.
+pub async fn show(pool: &PgPool, tax_code: &str) -> anyhow::Result<Value> {
+    let tax_code =
+        TaxCode::parse(tax_code).map_err(|e| anyhow::anyhow!("invalid tax code: {e}"))?;
+    let rows = sqlx::query(
+        "select id, kind, holder, channel, status, contacts, issued_at, initial_pin_expires_at,
+                activated_at, valid_until, failed_attempts, locked_at, ended_at
+         from credentials where tax_code = $1 order by issued_at desc",
+    )
+    .bind(tax_code.as_str())
+    .fetch_all(pool)
+    .await?;
+    anyhow::ensure!(!rows.is_empty(), "no credential for {tax_code}");
+    let mut credentials = Vec::new();
+    for row in rows {
+        let time = |name: &str| -> Value {
+            row.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(name)
+                .ok()
+                .flatten()
+                .map_or(Value::Null, |t| json!(t.to_rfc3339()))
+        };
+        credentials.push(json!({
+            "credential_id": row.try_get::<uuid::Uuid, _>("id")?,
+            "status": row.try_get::<String, _>("status")?,
+            "kind": row.try_get::<String, _>("kind")?,
+            "holder": row.try_get::<String, _>("holder")?,
+            "channel": row.try_get::<String, _>("channel")?,
+            "contacts": masked(&row.try_get::<Value, _>("contacts")?),
+            "issued_at": time("issued_at"),
+            "initial_pin_expires_at": time("initial_pin_expires_at"),
+            "activated_at": time("activated_at"),
+            "valid_until": time("valid_until"),
+            "failed_attempts": row.try_get::<i32, _>("failed_attempts")?,
+            "locked_at": time("locked_at"),
+            "ended_at": time("ended_at"),
+        }));
+    }
+    let history = sqlx::query("select at, actor, action, credential_id, message_id, detail from audit_log where tax_code = $1 order by at, id")
+        .bind(tax_code.as_str())
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|row| {
+            json!({
+                "at": row.try_get::<chrono::DateTime<chrono::Utc>, _>("at").map(|t| t.to_rfc3339()).unwrap_or_default(),
+                "actor": row.try_get::<String, _>("actor").unwrap_or_default(),
+                "action": row.try_get::<String, _>("action").unwrap_or_default(),
+                "credential_id": row.try_get::<Option<uuid::Uuid>, _>("credential_id").ok().flatten(),
+                "message_id": row.try_get::<Option<String>, _>("message_id").ok().flatten(),
+                "detail": row.try_get::<Value, _>("detail").unwrap_or(Value::Null),
+            })
+        })
+        .collect::<Vec<_>>();
+    Ok(json!({ "tax_code": tax_code.as_str(), "credentials": credentials, "history": history }))
+}

@@ -1,0 +1,370 @@
+//! Putting a dead letter back: republished with confirms to the queue it failed on
+//! (commands no worker bound go back to `pinflow.commands`), keeping its `id` so a
+//! replay of something that had in fact succeeded has no second effect, with a replay
+//! counter; removed from the dead-letter queue only after the broker confirmed the
+//! copy.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use lapin::Channel;
+use lapin::options::BasicAckOptions;
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use serde_json::Value;
+
+use super::{DeadLetter, REPLAYS};
+use crate::broker::Names;
+use crate::broker::dead_letter::{ATTEMPTS, ERROR, FAILED_AT, SEALED_PREFIX};
+use crate::broker::publish::{Confirmed, PublishError, publish_confirmed};
+use crate::contract::SECRET_FIELDS;
+use crate::seal::OutboxKey;
+
+/// What a replay may do.
+pub struct ReplayPolicy<'a> {
+    /// Replays allowed before `--force` is needed (stops replay loops).
+    pub max_replays: u32,
+    /// Replay even past `max_replays`.
+    pub force: bool,
+    /// Opens secrets sealed in dead-letter copies.
+    pub key: Option<&'a OutboxKey>,
+    /// Longest wait for the broker's confirm.
+    pub confirm_timeout: Duration,
+}
+
+/// What became of one dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Republished, confirmed, and removed from the dead-letter queue.
+    Replayed,
+    /// Left where it was, for this reason.
+    Refused(String),
+}
+
+/// Why the replay could not go on at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("broker error")]
+    Broker(#[from] lapin::Error),
+    #[error("publish failed")]
+    Publish(#[from] PublishError),
+}
+
+/// Replays one dead letter, with `body` in place of its own when given (an edit).
+pub async fn replay(
+    channel: &Channel,
+    names: &Names,
+    letter: &DeadLetter,
+    body: Option<Vec<u8>>,
+    policy: &ReplayPolicy<'_>,
+) -> Result<Outcome, ReplayError> {
+    if letter.replays >= policy.max_replays && !policy.force {
+        return Ok(Outcome::Refused(format!(
+            "replayed {} times already; use --force to replay it again",
+            letter.replays
+        )));
+    }
+    let body = match body {
+        Some(body) => body,
+        None => match unseal(&letter.message.delivery.data, policy.key) {
+            Ok(body) => body,
+            Err(reason) => return Ok(Outcome::Refused(reason)),
+        },
+    };
+    let properties = letter.message.delivery.properties.clone();
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    let kept: FieldTable = {
+        let mut table = FieldTable::default();
+        for (key, value) in headers.inner() {
+            if ![
+                ERROR,
+                FAILED_AT,
+                ATTEMPTS,
+                "x-death",
+                "x-first-death-exchange",
+                "x-first-death-queue",
+                "x-first-death-reason",
+            ]
+            .contains(&key.as_str())
+            {
+                table.insert(key.clone(), value.clone());
+            }
+        }
+        table
+    };
+    headers = kept;
+    headers.insert(
+        ShortString::from(REPLAYS),
+        AMQPValue::LongLongInt(i64::from(letter.replays) + 1),
+    );
+    let properties = without_expiration(properties.with_headers(headers));
+    let (exchange, routing_key) = match &letter.work_queue {
+        Some(queue) => (String::new(), queue.clone()),
+        None => (names.commands(), letter.routing_key.clone()),
+    };
+    match publish_confirmed(
+        channel,
+        &exchange,
+        &routing_key,
+        &body,
+        properties,
+        policy.confirm_timeout,
+    )
+    .await?
+    {
+        Confirmed::Routed => {
+            channel
+                .basic_ack(letter.tag, BasicAckOptions { multiple: false })
+                .await?;
+            Ok(Outcome::Replayed)
+        }
+        Confirmed::Returned(_) => Ok(Outcome::Refused(format!(
+            "target queue {routing_key} no longer exists"
+        ))),
+    }
+}
+
+/// A retried message carried a per-message TTL from its delay queue; a replay must
+/// not expire on the way.
+fn without_expiration(properties: lapin::BasicProperties) -> lapin::BasicProperties {
+    let mut fresh = lapin::BasicProperties::default();
+    if let Some(v) = properties.content_type() {
+        fresh = fresh.with_content_type(v.clone());
+    }
+    if let Some(v) = properties.message_id() {
+        fresh = fresh.with_message_id(v.clone());
+    }
+    if let Some(v) = properties.kind() {
+        fresh = fresh.with_type(v.clone());
+    }
+    if let Some(v) = properties.correlation_id() {
+        fresh = fresh.with_correlation_id(v.clone());
+    }
+    if let Some(v) = properties.reply_to() {
+        fresh = fresh.with_reply_to(v.clone());
+    }
+    if let Some(v) = properties.headers() {
+        fresh = fresh.with_headers(v.clone());
+    }
+    if let Some(v) = properties.timestamp() {
+        fresh = fresh.with_timestamp(*v);
+    }
+    fresh.with_delivery_mode(2)
+}
+
+/// The body with every sealed secret opened again.
+fn unseal(body: &[u8], key: Option<&OutboxKey>) -> Result<Vec<u8>, String> {
+    let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
+        return Ok(body.to_vec());
+    };
+    let Some(data) = value.get_mut("data").and_then(Value::as_object_mut) else {
+        return Ok(body.to_vec());
+    };
+    let mut opened = false;
+    for field in SECRET_FIELDS {
+        let Some(Value::String(text)) = data.get_mut(*field) else {
+            continue;
+        };
+        let Some(rest) = text.strip_prefix(SEALED_PREFIX) else {
+            continue;
+        };
+        let key = key.ok_or("it holds a sealed secret: set PINFLOW_OUTBOX_KEY to replay it")?;
+        let (key_id, sealed) = rest.split_once(':').ok_or("malformed sealed secret")?;
+        if key_id != key.key_id() {
+            return Err(format!(
+                "its secret is sealed with key {key_id}, not this key"
+            ));
+        }
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(sealed)
+            .map_err(|_| "malformed sealed secret")?;
+        let clear = key
+            .open(&sealed, b"dead-letter")
+            .map_err(|_| "its sealed secret does not open with this key")?;
+        *text = String::from_utf8(clear.to_vec()).map_err(|_| "sealed secret is not text")?;
+        opened = true;
+    }
+    if !opened {
+        return Ok(body.to_vec());
+    }
+    serde_json::to_vec(&value).map_err(|e| e.to_string())
+}
+
+/// `pinflow dlq replay`.
+pub async fn run_replay(
+    common: super::cli::Common,
+    selection: super::cli::Selection,
+    dry_run: bool,
+    force: bool,
+    max_replays: u32,
+) -> anyhow::Result<()> {
+    use super::cli::{ask, close_connection, dlqs_for, open_session, pick};
+    let key = common.secrets.outbox_key().ok();
+    let (connection, channel, names) = open_session(&common).await?;
+    let queues = dlqs_for(&names, selection.queue.as_deref())?;
+    let letters = super::read_all(&channel, &names, &queues).await?;
+    let picked = pick(&letters, &selection)?;
+    if picked.is_empty() {
+        eprintln!("no dead letters to replay");
+        close_connection(connection).await;
+        return Ok(());
+    }
+    if dry_run {
+        for letter in &picked {
+            let target = letter
+                .work_queue
+                .clone()
+                .unwrap_or_else(|| names.commands());
+            println!(
+                "would replay {} ({}) to {target}",
+                letter.id, letter.message_type
+            );
+        }
+        close_connection(connection).await;
+        return Ok(());
+    }
+    if !ask(
+        &format!("replay {} dead letters?", picked.len()),
+        selection.yes,
+    )? {
+        eprintln!("nothing replayed");
+        close_connection(connection).await;
+        return Ok(());
+    }
+    let pool = crate::store::connect(&common.connections.database_url, 1).await?;
+    let policy = ReplayPolicy {
+        max_replays,
+        force,
+        key: key.as_ref(),
+        confirm_timeout: Duration::from_secs(10),
+    };
+    let result = super::cli::replay_letters(&channel, &names, &picked, &policy).await;
+    let operator = super::audit::operator(common.operator.as_deref());
+    let (replayed, refused) = match &result {
+        Ok((replayed, refused)) => (replayed.clone(), refused.clone()),
+        Err(_) => (Vec::new(), Vec::new()),
+    };
+    let outcome = match &result {
+        Ok(_) if refused.is_empty() => "replayed".to_owned(),
+        Ok(_) => format!("replayed {}, refused {}", replayed.len(), refused.len()),
+        Err(e) => format!("failed: {e}"),
+    };
+    let refused_json: Vec<serde_json::Value> = refused
+        .iter()
+        .map(|(id, why)| serde_json::json!({ "id": id, "reason": why }))
+        .collect();
+    super::audit::record(
+        &pool,
+        &operator,
+        "replay",
+        selection.queue.as_deref(),
+        &replayed,
+        &outcome,
+        serde_json::json!({ "refused": refused_json }),
+    )
+    .await?;
+    eprintln!(
+        "replayed {} of {} dead letters",
+        replayed.len(),
+        picked.len()
+    );
+    close_connection(connection).await;
+    pool.close().await;
+    result.map(|_| ())
+}
+
+/// `pinflow dlq edit`.
+pub async fn run_edit(
+    common: super::cli::Common,
+    id: String,
+    data: Option<std::path::PathBuf>,
+    yes: bool,
+) -> anyhow::Result<()> {
+    use super::cli::{ask, close_connection, open_session};
+    use anyhow::Context as _;
+    let key = common.secrets.outbox_key().ok();
+    let (connection, channel, names) = open_session(&common).await?;
+    let letters = super::read_all(&channel, &names, &super::dead_letter_queues(&names)).await?;
+    let letter = letters
+        .iter()
+        .find(|l| l.id == id)
+        .with_context(|| format!("no dead letter with id {id}"))?;
+    let original =
+        unseal(&letter.message.delivery.data, key.as_ref()).map_err(|e| anyhow::anyhow!(e))?;
+    let mut event: Value = serde_json::from_slice(&original)
+        .context("the dead letter is not JSON; edit cannot help it, purge it")?;
+    let new_data: Value = match data {
+        Some(path) => serde_json::from_str(
+            &std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        )
+        .context("the data file is not JSON")?,
+        None => edit_in_editor(&event["data"])?,
+    };
+    let message_type = event["type"].as_str().unwrap_or_default().to_owned();
+    crate::contract::schemas::Schemas::embedded()
+        .check(&message_type, &new_data)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the edited data breaks the {message_type} schema at {e}; nothing replayed"
+            )
+        })?;
+    let mut before = event.clone();
+    event["data"] = new_data;
+    if !ask(&format!("replay the edited {id}?"), yes)? {
+        close_connection(connection).await;
+        return Ok(());
+    }
+    let body = serde_json::to_vec(&event)?;
+    let policy = ReplayPolicy {
+        max_replays: u32::MAX,
+        force: true,
+        key: key.as_ref(),
+        confirm_timeout: Duration::from_secs(10),
+    };
+    let outcome = replay(&channel, &names, letter, Some(body), &policy).await?;
+    let pool = crate::store::connect(&common.connections.database_url, 1).await?;
+    let mut after = event.clone();
+    super::redact(&mut before);
+    super::redact(&mut after);
+    let operator = super::audit::operator(common.operator.as_deref());
+    let text = match &outcome {
+        Outcome::Replayed => "replayed edited copy".to_owned(),
+        Outcome::Refused(reason) => format!("refused: {reason}"),
+    };
+    super::audit::record(
+        &pool,
+        &operator,
+        "edit",
+        letter.work_queue.as_deref(),
+        std::slice::from_ref(&id),
+        &text,
+        serde_json::json!({ "original": before, "edited": after }),
+    )
+    .await?;
+    super::cli::report(letter, &outcome);
+    close_connection(connection).await;
+    pool.close().await;
+    Ok(())
+}
+
+fn edit_in_editor(data: &Value) -> anyhow::Result<Value> {
+    use anyhow::Context as _;
+    let editor = std::env::var("EDITOR")
+        .or_else(|_| std::env::var("VISUAL"))
+        .context("set $EDITOR or pass --data FILE")?;
+    let path = std::env::temp_dir().join(format!("pinflow-edit-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(&path, serde_json::to_string_pretty(data)?)?;
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(&path)
+        .status()?;
+    let text = std::fs::read_to_string(&path);
+    let _ = std::fs::remove_file(&path);
+    anyhow::ensure!(
+        status.success(),
+        "the editor exited with {status}; nothing replayed"
+    );
+    serde_json::from_str(&text?).context("the edited data is not JSON; nothing replayed")
+}
