@@ -42,29 +42,36 @@ pub enum TelemetryError {
 
 /// Installs the global subscriber.
 pub fn init(logging: &Logging) -> Result<(), TelemetryError> {
-    let mut filter = EnvFilter::builder()
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let filter = EnvFilter::builder()
         .parse(&logging.log)
         .map_err(TelemetryError::Filter)?;
-    // Whatever the filter asks, these never log: lapin prints a returned message
-    // (body included) at warn, and every incoming frame (bodies included) at trace.
-    for quiet in [
-        "lapin::returned_messages=off",
-        "lapin::channels=debug",
-        "amq_protocol=debug",
-    ] {
-        filter = filter.add_directive(quiet.parse().map_err(TelemetryError::Filter)?);
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Whatever the filter asks, these never log: lapin prints a returned message (body
+    // included) at warn, and lapin and amq-protocol print frames (bodies included) at
+    // trace.
+    let quiet = tracing_subscriber::filter::filter_fn(|meta| {
+        let target = meta.target();
+        let noisy = target.starts_with("lapin") || target.starts_with("amq_protocol");
+        let body_bearing = target.starts_with("lapin::returned_messages")
+            || (noisy && *meta.level() == tracing::Level::TRACE);
+        !body_bearing
+    });
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(true);
-    let result = match logging.log_format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+    let layer = match logging.log_format {
+        LogFormat::Text => layer.boxed(),
+        LogFormat::Json => layer
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
+            .boxed(),
     };
-    result.map_err(|_| TelemetryError::AlreadySet)
+    tracing_subscriber::registry()
+        .with(layer.with_filter(filter).with_filter(quiet))
+        .try_init()
+        .map_err(|_| TelemetryError::AlreadySet)
 }

@@ -63,6 +63,7 @@ pub async fn publish(
         .with_message_id(ShortString::from(id.clone()))
         .with_type(ShortString::from(message_type.clone()))
         .with_delivery_mode(2)
+        .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64)
         .with_headers(headers);
 
     let mut replies = None;

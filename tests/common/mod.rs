@@ -100,6 +100,10 @@ pub struct TestApp {
     pub clock: ShiftedClock,
     pub channel: Channel,
     pub runtime: Runtime,
+    /// The outbox key pinflow runs with (base64), for operator commands.
+    pub key: String,
+    /// The broker.
+    pub amqp_url: String,
     connection: Connection,
     events_queue: String,
     seen_events: Mutex<Vec<Value>>,
@@ -120,7 +124,7 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
         connections,
         runtime: app.runtime.clone(),
         rules,
-        key: OutboxKey::generate(),
+        key: OutboxKey::from_base64(&app.key).expect("test key"),
         clock: Arc::new(app.clock.clone()),
         workers: Vec::new(),
     };
@@ -188,6 +192,8 @@ pub async fn observer_with(extra: &[&str]) -> (TestApp, Connections, Rules) {
         clock: ShiftedClock::new(),
         channel,
         runtime,
+        key: OutboxKey::generate().to_base64(),
+        amqp_url: services.amqp_url.clone(),
         connection,
         events_queue,
         seen_events: Mutex::new(Vec::new()),
@@ -428,6 +434,27 @@ impl TestApp {
             .fetch_one(&self.pool)
             .await
             .expect("count query")
+    }
+
+    /// Runs `pinflow ARGS` against this test's namespace and database, as an operator
+    /// would; returns (success, stdout, stderr).
+    pub fn pinflow(&self, args: &[&str]) -> (bool, String, String) {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_pinflow"))
+            .args(args)
+            .env("PINFLOW_AMQP_URL", &self.amqp_url)
+            .env("PINFLOW_DATABASE_URL", &self.database_url)
+            .env("PINFLOW_NAMESPACE", &self.namespace)
+            .env("PINFLOW_OUTBOX_KEY", &self.key)
+            .env("PINFLOW_LOG", "warn")
+            .env("USER", "test-operator")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run pinflow");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     }
 
     /// Stops pinflow, then removes the test's queues, exchanges and database.

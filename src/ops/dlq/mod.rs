@@ -92,7 +92,12 @@ impl DeadLetter {
         let failed_at = header_str(headers, FAILED_AT)
             .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
             .map(|t| t.with_timezone(&Utc))
-            .or_else(|| x_death(headers).and_then(|d| d.1));
+            .or_else(|| x_death(headers).and_then(|d| d.1))
+            .or_else(|| {
+                properties
+                    .timestamp()
+                    .and_then(|t| DateTime::from_timestamp(t as i64, 0))
+            });
         let reason =
             header_str(headers, ERROR).unwrap_or_else(|| match (unrouted, x_death(headers)) {
                 (true, _) => "no worker binds this type".to_owned(),
