@@ -1,7 +1,9 @@
-//! Crash points for fault-injection tests: `PINFLOW_FAILPOINTS=after-commit` makes the
+//! Crash points for fault-injection tests. `PINFLOW_FAILPOINTS=after-commit` makes the
 //! process exit at once right after a batch's transaction commits and before its
-//! acknowledgement, the window in which a crash must not double an effect. Unset in
-//! production, where `hit` is one relaxed load.
+//! acknowledgement, the window in which a crash must not double an effect;
+//! `relay-after-publish` right after the broker confirmed a round of outbox rows and
+//! before they are deleted, the window that makes delivery at-least-once. Unset in
+//! production, where `hit` reads a once-initialised empty list.
 
 use std::sync::OnceLock;
 

@@ -158,6 +158,9 @@ async fn round(deps: &Deps, channel: &Channel) -> Result<usize, RelayError> {
             Err(e) => return Err(e.into()),
         }
     }
+    if !sent.is_empty() {
+        crate::failpoint::hit("relay-after-publish");
+    }
     outbox::delete(&mut tx, &sent).await?;
     tx.commit().await?;
     Ok(rows.len())

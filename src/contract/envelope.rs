@@ -38,7 +38,9 @@ pub enum ParseError {
     MalformedJson(String),
     #[error("not a cloudevent: {0}")]
     NotCloudEvent(String),
-    #[error("unknown type {0}")]
+    /// The type is kept for the caller but not quoted in the reason, which never
+    /// echoes the body.
+    #[error("unknown type: no schema or worker for this message's type")]
     UnknownType(String),
     #[error("schema violation in {message_type} at {detail}")]
     SchemaViolation {

@@ -7,6 +7,7 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+pub mod process;
 pub mod services;
 
 use std::sync::Arc;
@@ -455,6 +456,48 @@ impl TestApp {
             String::from_utf8_lossy(&output.stdout).into_owned(),
             String::from_utf8_lossy(&output.stderr).into_owned(),
         )
+    }
+
+    /// A new connection and channel for the test itself (after the broker dropped the
+    /// old ones); the test's event queue is declared again.
+    pub async fn reconnect(&mut self) {
+        self.connection = broker::connect(&self.amqp_url).await.expect("reconnect");
+        self.channel = self.connection.create_channel().await.expect("channel");
+        self.channel
+            .confirm_select(Default::default())
+            .await
+            .expect("confirms");
+        let exclusive = QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        self.channel
+            .queue_declare(&self.events_queue, exclusive, FieldTable::default())
+            .await
+            .expect("events queue");
+        self.channel
+            .queue_bind(
+                &self.events_queue,
+                &self.names.events(),
+                "#",
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind events");
+    }
+
+    /// Messages ready in a queue.
+    pub async fn ready(&self, queue: &str) -> u32 {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        self.channel
+            .queue_declare(queue, passive, FieldTable::default())
+            .await
+            .expect("queue exists")
+            .message_count()
     }
 
     /// Stops pinflow, then removes the test's queues, exchanges and database.

@@ -1,0 +1,720 @@
+//! The reliability suite: break things on purpose and count what was lost, doubled or
+//! leaked (in the manner of RabbitMQ's Jepsen checks). The worker under test is the
+//! real binary, started and killed as a child process. These tests stop or cut off
+//! shared services, so this binary runs on its own (cargo runs test binaries one after
+//! another) and its tests one at a time; every test brings the services back, even
+//! when it fails. Each prints the counts it checked.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::process::{Pinflow, key, start};
+use common::{PATIENCE, Taken, TestApp, command, observer_with};
+use pinflow::config::Connections;
+use pinflow::ops::bench::{request, tax_code};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+/// What a scenario counted.
+struct Counts {
+    scenario: &'static str,
+    sent: usize,
+    processed: usize,
+    lost: usize,
+    duplicated: usize,
+    redelivered: usize,
+    leaked: usize,
+}
+
+impl Counts {
+    fn report_and_check(&self) {
+        println!(
+            "{}: sent={} processed={} lost={} duplicated={} redelivered={} leaked={}",
+            self.scenario,
+            self.sent,
+            self.processed,
+            self.lost,
+            self.duplicated,
+            self.redelivered,
+            self.leaked
+        );
+        assert_eq!(
+            (self.lost, self.duplicated, self.leaked),
+            (0, 0, 0),
+            "{}",
+            self.scenario
+        );
+        assert_eq!(self.processed, self.sent, "{}", self.scenario);
+    }
+}
+
+fn children_env(level: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("PINFLOW_LOG", level.to_owned()),
+        ("PINFLOW_RETRY_MIN_DELAY", "PT1S".into()),
+        ("PINFLOW_RETRY_MAX_DELAY", "PT2S".into()),
+        ("PINFLOW_RETRY_MAX_ATTEMPTS", "10".into()),
+    ]
+}
+
+fn run(connections: &Connections, key: &str, env: &[(&'static str, String)]) -> Pinflow {
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    start(connections, key, &pairs)
+}
+
+async fn publish_all(app: &TestApp, requests: &[Value]) {
+    for request in requests {
+        app.publish(request).await;
+    }
+}
+
+/// Waits until every request has its credential and the outbox is empty.
+async fn settle(app: &TestApp, credentials: i64, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let done = app.count("select count(*) from credentials").await >= credentials
+            && app.count("select count(*) from outbox").await == 0;
+        if done {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "did not settle: {} credentials",
+            app.count("select count(*) from credentials").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every notification on a queue, and per credential the distinct notification ids.
+async fn by_credential(
+    app: &TestApp,
+    channel: &str,
+) -> (Vec<Taken>, BTreeMap<String, BTreeSet<String>>) {
+    let taken = app.drain(&app.notify_queue(channel)).await;
+    let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for t in &taken {
+        let credential = t.body["data"]["params"]["credential_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let id = t.body["data"]["notification_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        map.entry(credential).or_default().insert(id);
+    }
+    (taken, map)
+}
+
+/// Counts requests whose halves went out exactly once (by notification id), lost ones
+/// and doubled ones; redelivered counts copies of one notification id on the wire.
+async fn split_delivery_counts(
+    app: &TestApp,
+    sent: usize,
+) -> (usize, usize, usize, usize, Vec<String>) {
+    let (sms, sms_by) = by_credential(app, "sms").await;
+    let (post, post_by) = by_credential(app, "post").await;
+    let credentials: BTreeSet<&String> = sms_by.keys().chain(post_by.keys()).collect();
+    let complete = credentials
+        .iter()
+        .filter(|c| {
+            sms_by.get(**c).map_or(0, BTreeSet::len) == 1
+                && post_by.get(**c).map_or(0, BTreeSet::len) == 1
+        })
+        .count();
+    let doubled = credentials
+        .iter()
+        .filter(|c| {
+            sms_by.get(**c).map_or(0, BTreeSet::len) > 1
+                || post_by.get(**c).map_or(0, BTreeSet::len) > 1
+        })
+        .count();
+    let rows = app.count("select count(*) from credentials").await as usize;
+    let per_tax_code = app.count("select count(*) from (select tax_code from credentials group by tax_code having count(*) > 1) t").await as usize;
+    let distinct_sms: usize = sms_by.values().map(BTreeSet::len).sum();
+    let distinct_post: usize = post_by.values().map(BTreeSet::len).sum();
+    let redelivered = (sms.len() - distinct_sms) + (post.len() - distinct_post);
+    let secrets = sms
+        .iter()
+        .chain(&post)
+        .filter_map(|t| t.body["data"]["secret"].as_str().map(str::to_owned))
+        .collect();
+    (
+        complete,
+        sent.saturating_sub(rows.min(complete)),
+        doubled + per_tax_code,
+        redelivered,
+        secrets,
+    )
+}
+
+fn pg_dump(app: &TestApp) -> String {
+    let dump = std::process::Command::new("pg_dump")
+        .arg("--data-only")
+        .arg(&app.database_url)
+        .output()
+        .expect("pg_dump");
+    assert!(dump.status.success());
+    String::from_utf8_lossy(&dump.stdout).into_owned()
+}
+
+fn count_leaks(secrets: &[String], places: &[&str]) -> usize {
+    secrets
+        .iter()
+        .filter(|s| places.iter().any(|p| p.contains(s.as_str())))
+        .count()
+}
+
+#[tokio::test]
+async fn killing_the_worker_anywhere_loses_and_doubles_nothing() {
+    let _serial = SERIAL.lock().await;
+    let (app, connections, _) = observer_with(&[]).await;
+    let key = key();
+    let sent = 1500;
+    let requests: Vec<Value> = (0..sent).map(|n| request(n as u32)).collect();
+    publish_all(&app, &requests).await;
+    let env = children_env("debug");
+    let mut logs = String::new();
+    let mut kills = 0;
+    for round in 0..8u64 {
+        let pinflow = run(&connections, &key, &env);
+        // Random moments: receive, commit, ack and relay all happen within these.
+        let pause = 150 + (rand_u64() % 400) + round * 10;
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        logs.push_str(&pinflow.kill().await);
+        kills += 1;
+    }
+    let pinflow = run(&connections, &key, &env);
+    settle(&app, sent as i64, Duration::from_secs(120)).await;
+    let (status, log) = pinflow.terminate().await;
+    assert!(status.success());
+    logs.push_str(&log);
+    assert_eq!(
+        app.ready(&app.work_queue()).await,
+        0,
+        "every request consumed"
+    );
+    let (processed, lost, duplicated, redelivered, secrets) =
+        split_delivery_counts(&app, sent).await;
+    let dump = pg_dump(&app);
+    let leaked = count_leaks(&secrets, &[&logs, &dump]);
+    println!("kill-anywhere: {kills} kills");
+    Counts {
+        scenario: "kill-anywhere",
+        sent,
+        processed,
+        lost,
+        duplicated,
+        redelivered,
+        leaked,
+    }
+    .report_and_check();
+    assert!(
+        app.drain(&app.dlq()).await.is_empty(),
+        "nothing dead-lettered"
+    );
+    app.stop().await;
+}
+
+fn rand_u64() -> u64 {
+    use rand::Rng;
+    rand::thread_rng().r#gen()
+}
+
+/// Brings RabbitMQ's application back however the test ends.
+struct BrokerBack;
+
+impl Drop for BrokerBack {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["start_app", "-q"])
+            .status();
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["await_startup", "-q"])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_broker_restart_mid_run_loses_and_doubles_nothing() {
+    let _serial = SERIAL.lock().await;
+    let (mut app, connections, _) = observer_with(&[]).await;
+    let key = key();
+    let sent = 800;
+    let requests: Vec<Value> = (0..sent).map(|n| request(n as u32)).collect();
+    publish_all(&app, &requests).await;
+    let pinflow = run(&connections, &key, &children_env("info"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    {
+        let _back = BrokerBack;
+        let stopped = std::process::Command::new("rabbitmqctl")
+            .args(["stop_app", "-q"])
+            .status()
+            .expect("rabbitmqctl");
+        assert!(stopped.success());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    app.reconnect().await;
+    settle(&app, sent as i64, Duration::from_secs(120)).await;
+    let (status, log) = pinflow.terminate().await;
+    assert!(status.success(), "{status:?}");
+    assert!(
+        log.contains("reconnecting") || log.contains("cannot connect"),
+        "the worker noticed the restart"
+    );
+    let (processed, lost, duplicated, redelivered, _) = split_delivery_counts(&app, sent).await;
+    Counts {
+        scenario: "broker-restart",
+        sent,
+        processed,
+        lost,
+        duplicated,
+        redelivered,
+        leaked: 0,
+    }
+    .report_and_check();
+    app.stop().await;
+}
+
+/// Lets the database accept connections again however the test ends.
+struct DatabaseBack(String, String);
+
+impl Drop for DatabaseBack {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .arg(&self.0)
+            .arg("-c")
+            .arg(format!("alter database {} allow_connections true", self.1))
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn a_database_outage_mid_run_is_retried_and_leaves_no_open_transaction() {
+    let _serial = SERIAL.lock().await;
+    let (app, connections, _) = observer_with(&[]).await;
+    let key = key();
+    let sent = 600;
+    let requests: Vec<Value> = (0..sent).map(|n| request(n as u32)).collect();
+    publish_all(&app, &requests).await;
+    let pinflow = run(&connections, &key, &children_env("info"));
+    let admin = sqlx::PgPool::connect(&common::services().await.database_url)
+        .await
+        .unwrap();
+    let terminate = "select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid() and application_name = 'pinflow'";
+    let mut terminated: i64 = 0;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        terminated += sqlx::query_scalar::<_, i64>(terminate)
+            .bind(&app.database_name)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+    }
+    {
+        let _back = DatabaseBack(
+            common::services().await.database_url.clone(),
+            app.database_name.clone(),
+        );
+        sqlx::query(&format!(
+            "alter database {} allow_connections false",
+            app.database_name
+        ))
+        .execute(&admin)
+        .await
+        .unwrap();
+        terminated += sqlx::query_scalar::<_, i64>(terminate)
+            .bind(&app.database_name)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    // The test's own pool was cut off too; sqlx reconnects it.
+    settle(&app, sent as i64, Duration::from_secs(120)).await;
+    let idle_in_transaction: i64 = sqlx::query_scalar("select count(*) from pg_stat_activity where datname = $1 and state like 'idle in transaction%'")
+        .bind(&app.database_name)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    let (status, _) = pinflow.terminate().await;
+    assert!(status.success());
+    assert!(terminated > 0, "the outage hit pinflow's sessions");
+    assert_eq!(
+        idle_in_transaction, 0,
+        "no session left idle in transaction"
+    );
+    let (processed, lost, duplicated, redelivered, _) = split_delivery_counts(&app, sent).await;
+    println!("database-outage: {terminated} sessions terminated");
+    Counts {
+        scenario: "database-outage",
+        sent,
+        processed,
+        lost,
+        duplicated,
+        redelivered,
+        leaked: 0,
+    }
+    .report_and_check();
+    assert!(
+        app.drain(&app.dlq()).await.is_empty(),
+        "retried, not dead-lettered"
+    );
+    admin.close().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_relay_crash_after_publishing_repeats_messages_with_the_same_ids() {
+    let _serial = SERIAL.lock().await;
+    let (app, connections, _) = observer_with(&[]).await;
+    let key = key();
+    app.publish(&request(0)).await;
+    let mut env = children_env("info");
+    env.push(("PINFLOW_FAILPOINTS", "relay-after-publish".into()));
+    let crashing = run(&connections, &key, &env);
+    let (status, _) = crashing.wait_exit().await;
+    assert_eq!(
+        status.code(),
+        Some(86),
+        "the relay crashed after the broker's confirm"
+    );
+    let pinflow = run(&connections, &key, &children_env("info"));
+    settle(&app, 1, PATIENCE).await;
+    let (status, _) = pinflow.terminate().await;
+    assert!(status.success());
+    let sms = app.drain(&app.notify_queue("sms")).await;
+    let post = app.drain(&app.notify_queue("post")).await;
+    assert_eq!(sms.len(), 2, "at least once: the first half went out twice");
+    assert_eq!(
+        sms[0].body["data"]["notification_id"], sms[1].body["data"]["notification_id"],
+        "with the same notification_id"
+    );
+    assert_eq!(
+        sms[0].body["id"], sms[1].body["id"],
+        "and the same event id"
+    );
+    let distinct = |taken: &[Taken]| {
+        taken
+            .iter()
+            .map(|t| t.body["data"]["notification_id"].to_string())
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    let credentials = app.count("select count(*) from credentials").await as usize;
+    let (sms_ids, post_ids) = (distinct(&sms), distinct(&post));
+    Counts {
+        scenario: "relay-crash",
+        sent: 1,
+        processed: credentials,
+        lost: usize::from(sms_ids == 0 || post_ids == 0),
+        duplicated: (sms_ids + post_ids).saturating_sub(2) + credentials.saturating_sub(1),
+        redelivered: sms.len() + post.len() - sms_ids - post_ids,
+        leaked: 0,
+    }
+    .report_and_check();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn poison_and_hostile_input_is_dead_lettered_one_for_one() {
+    let _serial = SERIAL.lock().await;
+    let (app, connections, _) = observer_with(&[]).await;
+    let pinflow = run(&connections, &key(), &children_env("info"));
+    app.wait_for_consumer(&app.work_queue()).await;
+    let props = |id: &str| {
+        lapin::BasicProperties::default()
+            .with_message_id(id.into())
+            .with_content_type("application/cloudevents+json".into())
+    };
+    let nested = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let huge_array = json!({ "specversion": "1.0", "id": "huge", "source": "x", "type": "pin.request", "data": { "items": vec![1; 200_000] } });
+    let big = vec![b'x'; 10 * 1024 * 1024];
+    let mut hostile = request(1);
+    hostile["data"]["applicant"]["given_name"] = json!("Robert'); DROP TABLE credentials;--");
+    hostile["data"]["applicant"]["family_name"] = json!("<script>alert(1)</script>");
+    hostile["data"]["postal_address"]["line1"] = json!("1' OR '1'='1");
+    hostile["data"]["applicant"]["tax_code"] = json!("RSSMRA85T10A562T");
+    let mut no_id = request(2);
+    no_id.as_object_mut().unwrap().remove("id");
+    let bodies: Vec<(&str, Vec<u8>, lapin::BasicProperties)> = vec![
+        ("malformed", b"{\"specversion\":".to_vec(), props("p1")),
+        ("10 MiB", big, props("p2")),
+        ("deeply nested", nested.into_bytes(), props("p3")),
+        ("invalid utf-8", vec![0xc3, 0x28, 0xff], props("p4")),
+        (
+            "wrong content type",
+            serde_json::to_vec(&request(3)).unwrap(),
+            props("p5").with_content_type("application/xml".into()),
+        ),
+        (
+            "missing id",
+            serde_json::to_vec(&no_id).unwrap(),
+            props("p6"),
+        ),
+        (
+            "huge array",
+            serde_json::to_vec(&huge_array).unwrap(),
+            props("p7"),
+        ),
+        (
+            "unknown type",
+            serde_json::to_vec(&command("pin.request", json!({})))
+                .unwrap()
+                .replace_type("pin.nonsense"),
+            props("p8"),
+        ),
+        (
+            "sql and script strings with a bad tax code",
+            serde_json::to_vec(&hostile).unwrap(),
+            props("p9"),
+        ),
+    ];
+    let sent = bodies.len();
+    for (_, body, properties) in &bodies {
+        app.publish_raw("pin.request", body, properties.clone())
+            .await;
+    }
+    let dead = app.take(&app.dlq(), sent).await;
+    for ((name, _, _), letter) in bodies.iter().zip(&dead) {
+        println!(
+            "hostile: {name}: {}",
+            letter.header("x-pinflow-error").unwrap_or_default()
+        );
+    }
+    // Throughput is kept: a valid request right after is handled.
+    app.publish(&request(4)).await;
+    app.take(&app.notify_queue("sms"), 1).await;
+    let (status, _) = pinflow.terminate().await;
+    assert!(status.success());
+    assert_eq!(
+        app.count("select count(*) from credentials").await,
+        1,
+        "only the valid request did anything"
+    );
+    assert!(
+        app.drain(&app.dlq()).await.is_empty(),
+        "exactly one dead letter per poison message"
+    );
+    Counts {
+        scenario: "hostile-input",
+        sent,
+        processed: dead.len(),
+        lost: sent - dead.len(),
+        duplicated: 0,
+        redelivered: 0,
+        leaked: 0,
+    }
+    .report_and_check();
+    app.stop().await;
+}
+
+trait ReplaceType {
+    fn replace_type(self, to: &str) -> Vec<u8>;
+}
+
+impl ReplaceType for Vec<u8> {
+    fn replace_type(self, to: &str) -> Vec<u8> {
+        let mut value: Value = serde_json::from_slice(&self).unwrap();
+        value["type"] = json!(to);
+        serde_json::to_vec(&value).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_storm_on_two_workers_has_one_effect() {
+    let _serial = SERIAL.lock().await;
+    let (app, connections, _) = observer_with(&[]).await;
+    let key = key();
+    let env = children_env("trace");
+    let first = run(&connections, &key, &env);
+    let second = run(&connections, &key, &env);
+    app.wait_for_consumer(&app.work_queue()).await;
+    let the_request = request(7);
+    let copies = 100;
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let connections = connections.clone();
+        let body = serde_json::to_vec(&the_request).unwrap();
+        let properties = common::command_properties(&the_request);
+        tasks.push(tokio::spawn(async move {
+            let connection = pinflow::broker::connect(&connections.amqp_url)
+                .await
+                .unwrap();
+            let channel = connection.create_channel().await.unwrap();
+            channel.confirm_select(Default::default()).await.unwrap();
+            let exchange = pinflow::broker::Names::new(&connections.namespace).commands();
+            for _ in 0..copies / 10 {
+                pinflow::broker::publish::publish_routed(
+                    &channel,
+                    &exchange,
+                    "pin.request",
+                    &body,
+                    properties.clone(),
+                    PATIENCE,
+                )
+                .await
+                .unwrap();
+            }
+            let _ = connection.close(200, "done").await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while app.ready(&app.work_queue()).await > 0
+        || app.count("select count(*) from outbox").await > 0
+        || app.count("select count(*) from credentials").await == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the storm did not settle"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s1, log1) = first.terminate().await;
+    let (s2, log2) = second.terminate().await;
+    assert!(s1.success() && s2.success());
+    assert!(
+        log1.contains("consuming") && log2.contains("consuming"),
+        "both workers consumed"
+    );
+    let sms = app.drain(&app.notify_queue("sms")).await;
+    let post = app.drain(&app.notify_queue("post")).await;
+    let credentials = app.count("select count(*) from credentials").await as usize;
+    let secrets: Vec<String> = sms
+        .iter()
+        .chain(&post)
+        .filter_map(|t| t.body["data"]["secret"].as_str().map(str::to_owned))
+        .collect();
+    let leaked = count_leaks(&secrets, &[&log1, &log2, &pg_dump(&app)]);
+    let duplicated = (credentials + sms.len() + post.len()).saturating_sub(3);
+    assert_eq!(
+        (credentials, sms.len(), post.len()),
+        (1, 1, 1),
+        "one PIN, one SMS half, one letter"
+    );
+    Counts {
+        scenario: "duplicate-storm",
+        sent: 1,
+        processed: credentials,
+        lost: 1 - credentials.min(1),
+        duplicated,
+        redelivered: copies - 1,
+        leaked,
+    }
+    .report_and_check();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_thousand_wrong_pins_lock_the_credential_and_leak_nothing() {
+    let _serial = SERIAL.lock().await;
+    let (app, connections, _) = observer_with(&[]).await;
+    let pinflow = run(&connections, &key(), &children_env("trace"));
+    app.wait_for_consumer(&app.work_queue()).await;
+    let the_request = request(9);
+    let code = the_request["data"]["applicant"]["tax_code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.publish(&the_request).await;
+    let first = app.take(&app.notify_queue("sms"), 1).await.remove(0).body["data"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = app.take(&app.notify_queue("post"), 1).await.remove(0).body["data"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reply = app
+        .rpc(&command(
+            "pin.first_access",
+            json!({ "tax_code": code, "initial_pin": format!("{first}{second}") }),
+        ))
+        .await;
+    let pin = reply.body["data"]["pin"].as_str().unwrap().to_owned();
+
+    let attempts = 1000;
+    let channel = app.channel.clone();
+    let options = lapin::options::QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let replies = channel
+        .queue_declare("", options, Default::default())
+        .await
+        .unwrap();
+    for n in 0..attempts {
+        let wrong = command(
+            "pin.verify",
+            json!({ "tax_code": code, "pin": format!("W{n:07}") }),
+        );
+        app.publish_with(&wrong, Some(replies.name().as_str()), Some(&n.to_string()))
+            .await;
+    }
+    let answers = app.take(replies.name().as_str(), attempts).await;
+    let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+    for answer in &answers {
+        *statuses
+            .entry(answer.body["data"]["status"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    println!("brute-force: replies {statuses:?}");
+    assert_eq!(
+        statuses.get("invalid"),
+        Some(&4),
+        "four failures are counted"
+    );
+    assert_eq!(
+        statuses.get("locked"),
+        Some(&(attempts - 4)),
+        "the fifth locks, and it stays locked"
+    );
+    let right = app
+        .rpc(&command(
+            "pin.verify",
+            json!({ "tax_code": code, "pin": pin }),
+        ))
+        .await;
+    assert_eq!(
+        right.body["data"]["status"], "locked",
+        "the right PIN no longer verifies"
+    );
+    app.event("pin.locked").await;
+    let (status, log) = pinflow.terminate().await;
+    assert!(status.success());
+    let secrets = vec![first, second, pin];
+    let leaked = count_leaks(&secrets, &[&log, &pg_dump(&app)]);
+    Counts {
+        scenario: "brute-force",
+        sent: attempts,
+        processed: answers.len(),
+        lost: attempts - answers.len(),
+        duplicated: 0,
+        redelivered: 0,
+        leaked,
+    }
+    .report_and_check();
+    assert!(
+        app.events_so_far("pin.locked").await.is_empty(),
+        "locked once"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_tax_codes_used_here_are_distinct_and_valid() {
+    let codes: BTreeSet<String> = (0..1500).map(tax_code).collect();
+    assert_eq!(codes.len(), 1500);
+    for code in codes.iter().take(50) {
+        pinflow::domain::TaxCode::parse(code).unwrap();
+    }
+}
