@@ -624,22 +624,15 @@ async fn a_thousand_wrong_pins_lock_the_credential_and_leak_nothing() {
         .as_str()
         .unwrap()
         .to_owned();
-    app.publish(&the_request).await;
-    let first = app.take(&app.notify_queue("sms"), 1).await.remove(0).body["data"]["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let second = app.take(&app.notify_queue("post"), 1).await.remove(0).body["data"]["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (first, second) = app.halves_of(&the_request).await;
+    let initial_pin = format!("{first}{second}");
     let reply = app
-        .rpc(&command(
+        .ask(
             "pin.first_access",
-            json!({ "tax_code": code, "initial_pin": format!("{first}{second}") }),
-        ))
+            json!({ "tax_code": code, "initial_pin": initial_pin }),
+        )
         .await;
-    let pin = reply.body["data"]["pin"].as_str().unwrap().to_owned();
+    let pin = reply["pin"].as_str().unwrap().to_owned();
 
     let attempts = 1000;
     let channel = app.channel.clone();

@@ -4,38 +4,24 @@
 mod common;
 
 use chrono::{DateTime, Duration, Utc};
-use common::{TestApp, assert_valid, command, pin_request, spawn_app, tax_code};
+use common::{TestApp, assert_valid, pin_request, spawn_app, tax_code};
 use serde_json::{Value, json};
 
-/// Issues an online PIN and returns (first half, second half).
 async fn issue(app: &TestApp, tax_code: &str) -> (String, String) {
-    app.publish(&pin_request(tax_code, "online")).await;
-    let sms = app.take(&app.notify_queue("sms"), 1).await.remove(0);
-    let post = app.take(&app.notify_queue("post"), 1).await.remove(0);
-    let half = |n: &Value| n["data"]["secret"].as_str().expect("secret").to_owned();
-    (half(&sms.body), half(&post.body))
+    app.halves_of(&pin_request(tax_code, "online")).await
 }
 
 async fn first_access(app: &TestApp, tax_code: &str, initial_pin: &str) -> Value {
-    let reply = app
-        .rpc(&command(
-            "pin.first_access",
-            json!({ "tax_code": tax_code, "initial_pin": initial_pin }),
-        ))
-        .await;
-    assert_valid(&reply.body);
-    reply.body["data"].clone()
+    app.ask(
+        "pin.first_access",
+        json!({ "tax_code": tax_code, "initial_pin": initial_pin }),
+    )
+    .await
 }
 
 async fn verify(app: &TestApp, tax_code: &str, pin: &str) -> Value {
-    let reply = app
-        .rpc(&command(
-            "pin.verify",
-            json!({ "tax_code": tax_code, "pin": pin }),
-        ))
-        .await;
-    assert_valid(&reply.body);
-    reply.body["data"].clone()
+    app.ask("pin.verify", json!({ "tax_code": tax_code, "pin": pin }))
+        .await
 }
 
 #[tokio::test]

@@ -255,30 +255,26 @@ async fn purge_removes_exactly_what_it_names_and_edit_replays_only_the_fix() {
     assert_eq!(ids, vec![broken["id"].clone(), others[1]["id"].clone()]);
 
     let fixed = std::env::temp_dir().join(format!("pinflow-fix-{}.json", app.namespace));
+    let edit = || {
+        app.pinflow(&[
+            "dlq",
+            "edit",
+            broken["id"].as_str().unwrap(),
+            "--data",
+            fixed.to_str().unwrap(),
+            "--yes",
+        ])
+    };
     let mut data = broken["data"].clone();
     std::fs::write(&fixed, json!({ "wrong": true }).to_string()).unwrap();
-    let (ok, _, err) = app.pinflow(&[
-        "dlq",
-        "edit",
-        broken["id"].as_str().unwrap(),
-        "--data",
-        fixed.to_str().unwrap(),
-        "--yes",
-    ]);
+    let (ok, _, err) = edit();
     assert!(
         !ok && err.contains("schema"),
         "an edit that breaks the schema is refused: {err}"
     );
     data["contacts"] = json!({ "mobile": "+4915112345678" });
     std::fs::write(&fixed, data.to_string()).unwrap();
-    let (ok, _, err) = app.pinflow(&[
-        "dlq",
-        "edit",
-        broken["id"].as_str().unwrap(),
-        "--data",
-        fixed.to_str().unwrap(),
-        "--yes",
-    ]);
+    let (ok, _, err) = edit();
     assert!(ok, "{err}");
     let sms = app.take(&app.notify_queue("sms"), 1).await.remove(0);
     assert_eq!(sms.body["data"]["to"], "+4915112345678");

@@ -70,32 +70,22 @@ async fn no_pin_or_half_leaks_into_logs_events_dead_letters_or_the_database() {
     let mut events = Vec::new();
     for n in 0..3 {
         let code = tax_code(50 + n);
-        app.publish(&pin_request(&code, "online")).await;
-        let first = app.take(&app.notify_queue("sms"), 1).await.remove(0).body["data"]["secret"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let second = app.take(&app.notify_queue("post"), 1).await.remove(0).body["data"]["secret"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (first, second) = app.halves_of(&pin_request(&code, "online")).await;
+        let initial_pin = format!("{first}{second}");
         let reply = app
-            .rpc(&command(
+            .ask(
                 "pin.first_access",
-                json!({ "tax_code": code, "initial_pin": format!("{first}{second}") }),
-            ))
+                json!({ "tax_code": code, "initial_pin": initial_pin }),
+            )
             .await;
-        let pin = reply.body["data"]["pin"]
+        let pin = reply["pin"]
             .as_str()
             .expect("a PIN in the reply")
             .to_owned();
         let ok = app
-            .rpc(&command(
-                "pin.verify",
-                json!({ "tax_code": code, "pin": pin }),
-            ))
+            .ask("pin.verify", json!({ "tax_code": code, "pin": pin }))
             .await;
-        assert_eq!(ok.body["data"]["status"], "ok");
+        assert_eq!(ok["status"], "ok");
         // A verify that dead-letters (no reply_to) with the right PIN in it.
         app.publish(&command(
             "pin.verify",

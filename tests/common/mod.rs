@@ -429,6 +429,32 @@ impl TestApp {
         }
     }
 
+    /// Publishes a `pin.request` for an ordinary PIN and returns its two halves, as
+    /// the SMS and the letter carry them.
+    pub async fn halves_of(&self, request: &Value) -> (String, String) {
+        self.publish(request).await;
+        let half = |taken: Taken| {
+            taken.body["data"]["secret"]
+                .as_str()
+                .expect("a half")
+                .to_owned()
+        };
+        let first = self
+            .take(&self.notify_queue(&first_half_channel(request)), 1)
+            .await
+            .remove(0);
+        let second = self.take(&self.notify_queue("post"), 1).await.remove(0);
+        (half(first), half(second))
+    }
+
+    /// Sends an RPC command for a credential and returns the reply's data, checked
+    /// against its schema.
+    pub async fn ask(&self, message_type: &str, data: Value) -> Value {
+        let reply = self.rpc(&command(message_type, data)).await;
+        assert_valid(&reply.body);
+        reply.body["data"].clone()
+    }
+
     /// A number from the database.
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql)
@@ -540,6 +566,13 @@ fn taken(data: Vec<u8>, properties: BasicProperties) -> Taken {
         raw: data,
         headers: properties.headers().clone().unwrap_or_default(),
         properties,
+    }
+}
+
+fn first_half_channel(request: &Value) -> String {
+    match request["data"]["first_half_via"].as_str() {
+        Some("email") => "email".to_owned(),
+        _ => "sms".to_owned(),
     }
 }
 
