@@ -43,6 +43,11 @@ pub struct Runtime {
     #[arg(long, env = "PINFLOW_PREFETCH", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
 
+    /// Consumer loops per worker in one process, each with its own connection and
+    /// transaction, competing on the worker's queue.
+    #[arg(long, env = "PINFLOW_CONSUMERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub consumers: u16,
+
     /// Deliveries handled in one database transaction and acknowledged together.
     #[arg(long, env = "PINFLOW_BATCH_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub batch_size: u16,

@@ -50,9 +50,9 @@ async fn the_worker_and_the_relay_reconnect_when_the_broker_drops_them() {
     halves(&app).await;
 
     let closed = close_connections(&format!("pinflow:{}:", app.namespace));
-    assert_eq!(
-        closed, 2,
-        "the issuance worker's and the relay's connections"
+    assert!(
+        closed >= 2,
+        "the issuance consumers and the relay: {closed}"
     );
     app.publish(&pin_request(&tax_code(71), "online")).await;
     halves(&app).await;

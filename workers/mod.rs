@@ -39,7 +39,8 @@ pub fn choose(requested: &[String]) -> anyhow::Result<Vec<&'static str>> {
         .collect()
 }
 
-/// Starts one worker's consumer loop on `tracker`.
+/// Starts a worker's consumer loops (`PINFLOW_CONSUMERS` of them, competing on its
+/// queue, so one waits on the database while another works) on `tracker`.
 pub fn spawn(
     name: &str,
     tracker: &TaskTracker,
@@ -50,6 +51,8 @@ pub fn spawn(
 ) {
     if name == issuance::QUEUE.name {
         let worker = Arc::new(issuance::Issuance::new(rules.clone(), hasher.clone()));
-        tracker.spawn(consumer::run(worker, deps.clone(), cancel));
+        for _ in 0..deps.runtime.consumers {
+            tracker.spawn(consumer::run(worker.clone(), deps.clone(), cancel.clone()));
+        }
     }
 }

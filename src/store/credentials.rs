@@ -4,7 +4,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
-use sqlx::{Connection as _, PgConnection, Row as _};
+use sqlx::{PgConnection, Row as _};
 use uuid::Uuid;
 
 use crate::domain::credential::{Credential, Holder, Kind, Status};
@@ -91,16 +91,16 @@ pub async fn latest_for_update(
     row.map(decode).transpose()
 }
 
-/// Inserts a new credential; `AlreadyCurrent` when the tax code has a current one.
-/// The insert runs in its own savepoint, so the caller's transaction stays usable
-/// after a refusal.
+/// Inserts a new credential; `AlreadyCurrent` when the tax code has a current one
+/// (also when a concurrent request inserted it first: the insert then waits for that
+/// transaction and does nothing). No error aborts the caller's transaction.
 pub async fn insert(conn: &mut PgConnection, new: &NewCredential<'_>) -> Result<(), InsertError> {
-    let mut savepoint = conn.begin().await?;
-    let result = sqlx::query(
+    let inserted = sqlx::query(
         "insert into credentials (id, tax_code, kind, holder, channel, status, given_name,
              family_name, birth_date, residence_country, contacts, postal_address,
              health_card, initial_pin_hash, initial_pin_expires_at, issued_at)
-         values ($1, $2, $3, $4, $5, 'issued', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         values ($1, $2, $3, $4, $5, 'issued', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+         on conflict (tax_code) where status in ('issued', 'active', 'locked') do nothing",
     )
     .bind(new.id)
     .bind(new.tax_code)
@@ -117,15 +117,13 @@ pub async fn insert(conn: &mut PgConnection, new: &NewCredential<'_>) -> Result<
     .bind(new.initial_pin_hash)
     .bind(new.initial_pin_expires_at)
     .bind(new.issued_at)
-    .execute(&mut *savepoint)
-    .await;
-    match result {
-        Ok(_) => Ok(savepoint.commit().await?),
-        Err(sqlx::Error::Database(db)) if db.constraint() == Some("credential_current_key") => {
-            savepoint.rollback().await?;
-            Err(InsertError::AlreadyCurrent)
-        }
-        Err(e) => Err(InsertError::Database(e)),
+    .execute(conn)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        Ok(())
+    } else {
+        Err(InsertError::AlreadyCurrent)
     }
 }
 
