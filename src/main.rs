@@ -109,6 +109,17 @@ enum Command {
         #[command(flatten)]
         rules: Rules,
     },
+    /// Print every event and notification pinflow publishes, as it happens (from a
+    /// private queue: the gateways' queues keep theirs). Secrets print as <redacted>
+    /// unless --show-secrets.
+    Watch {
+        /// Print PIN halves and other secrets in clear (for trying pinflow out on test
+        /// data only).
+        #[arg(long)]
+        show_secrets: bool,
+        #[command(flatten)]
+        connections: Connections,
+    },
     /// Print a new random outbox key (base64) for PINFLOW_OUTBOX_KEY, or write it to a
     /// file that does not exist yet.
     Keygen {
@@ -149,7 +160,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli.command)) {
+    let result = runtime.block_on(execute(cli.command));
+    telemetry::finished();
+    drop(runtime);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -259,6 +273,10 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Watch {
+            show_secrets,
+            connections,
+        } => pinflow::ops::watch::watch(&connections, show_secrets, shutdown_signal()).await,
         Command::Dlq { command } => pinflow::ops::dlq::cli::run(command).await,
         Command::Credential {
             command:

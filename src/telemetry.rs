@@ -40,6 +40,15 @@ pub enum TelemetryError {
     AlreadySet,
 }
 
+/// Set once the command's work is done: lapin's I/O thread may still report the
+/// closing connection as an error while the runtime shuts down, which is not news.
+static FINISHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Silences the broker client from here on (the command has finished).
+pub fn finished() {
+    FINISHED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Installs the global subscriber.
 pub fn init(logging: &Logging) -> Result<(), TelemetryError> {
     use tracing_subscriber::Layer as _;
@@ -57,7 +66,8 @@ pub fn init(logging: &Logging) -> Result<(), TelemetryError> {
         let noisy = target.starts_with("lapin") || target.starts_with("amq_protocol");
         let body_bearing = target.starts_with("lapin::returned_messages")
             || (noisy && *meta.level() == tracing::Level::TRACE);
-        !body_bearing
+        let after_the_end = noisy && FINISHED.load(std::sync::atomic::Ordering::Relaxed);
+        !body_bearing && !after_the_end
     });
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)

@@ -92,6 +92,7 @@ async fn session(
             "outbox relay did not finish flushing before the shutdown timeout; the rest goes out at the next start"
         ),
     }
+    channel.close(200, "pinflow stopping").await?;
     Ok(())
 }
 

@@ -6,3 +6,4 @@ pub mod credential;
 pub mod dlq;
 pub mod health;
 pub mod publish;
+pub mod watch;

@@ -130,6 +130,7 @@ pub async fn publish(
             anyhow::anyhow!("no reply within {limit:?}: is `pinflow run` running?")
         })??);
     }
+    let _ = channel.close(200, "done").await;
     let _ = connection.close(200, "done").await;
     Ok(Published {
         id,
