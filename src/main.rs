@@ -77,6 +77,17 @@ enum Command {
     /// for a reason (`list` and `groups` say which); fix the cause, then `replay` puts
     /// the messages back where they failed, keeping their ids, so nothing is lost or
     /// doubled. Every replay, edit and purge is audited.
+    #[command(after_help = "A typical session:\n  \
+        pinflow dlq groups                          what failed, and why, by cause\n  \
+        pinflow dlq list --error TEXT --since PT1H  one line per dead letter\n  \
+        pinflow dlq show ID                         one message in full, secrets redacted\n  \
+        ... fix the cause ...\n  \
+        pinflow dlq replay --group G --dry-run      what would go back, and where\n  \
+        pinflow dlq replay --group G --yes          put them back (confirmed, then removed)\n  \
+        pinflow dlq edit ID --data fixed.json       when the content itself was wrong\n  \
+        pinflow dlq purge ID... --yes               when it must never run\n\n\
+        Connection settings (PINFLOW_AMQP_URL, PINFLOW_DATABASE_URL, PINFLOW_NAMESPACE,\n\
+        PINFLOW_OUTBOX_KEY) are those of `pinflow run`; see each command's --help.")]
     Dlq {
         #[command(subcommand)]
         command: pinflow::ops::dlq::cli::DlqCommand,
