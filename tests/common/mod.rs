@@ -43,7 +43,8 @@ struct Settings {
     rules: Rules,
 }
 
-/// Settings for tests: cheap Argon2 and short retry delays; everything else default.
+/// Settings for tests: cheap Argon2, short retry delays, one consumer per worker;
+/// everything else default.
 pub fn test_settings(extra: &[&str]) -> (Runtime, Rules) {
     let mut args = vec![
         "test",
@@ -57,6 +58,10 @@ pub fn test_settings(extra: &[&str]) -> (Runtime, Rules) {
         "PT4S",
         "--relay-interval",
         "PT1S",
+        // One consumer, so tests can rely on queue order (the `pinflow` binary in the
+        // reliability suite runs the default, several).
+        "--consumers",
+        "1",
     ];
     args.extend_from_slice(extra);
     let settings = Settings::parse_from(args);
