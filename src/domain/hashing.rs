@@ -1,9 +1,11 @@
 //! Argon2id hashing of PINs, with the work moved off the async threads.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use std::sync::Mutex;
+
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use std::sync::Arc;
 
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::rngs::OsRng;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
@@ -64,7 +66,14 @@ pub struct PinHasher {
     /// burst of requests queues here instead of holding one Argon2 buffer per
     /// blocking thread.
     permits: Arc<Semaphore>,
+    /// Argon2's work memory (19 MiB at the default cost), reused from hash to hash:
+    /// at most one buffer per permit ever exists, instead of a fresh allocation each
+    /// time that the allocator keeps long after it is freed.
+    buffers: Arc<Mutex<Vec<Vec<Block>>>>,
 }
+
+/// Length of the stored hash.
+const OUTPUT_LEN: usize = 32;
 
 impl PinHasher {
     /// A hasher with these parameters.
@@ -73,30 +82,74 @@ impl PinHasher {
         Ok(PinHasher {
             params: params.argon2_params()?,
             permits: Arc::new(Semaphore::new(cores)),
+            buffers: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
-    fn argon2(&self) -> Argon2<'static> {
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    /// Runs Argon2id with `params` into `out`, in a pooled buffer.
+    fn compute(
+        &self,
+        params: Params,
+        secret: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), HashError> {
+        let blocks = params.block_count();
+        let pooled = self.buffers.lock().map_err(|_| HashError::Pool)?.pop();
+        let mut memory = match pooled {
+            Some(buffer) if buffer.len() == blocks => buffer,
+            _ => vec![Block::default(); blocks],
+        };
+        let result = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_into_with_memory(secret, salt, out, &mut memory)
+            .map_err(|e| HashError::Hash(e.to_string()));
+        if blocks == self.params.block_count() {
+            self.buffers
+                .lock()
+                .map_err(|_| HashError::Pool)?
+                .push(memory);
+        }
+        result
     }
 
     /// The PHC string of `secret`, with a random salt.
     pub fn hash(&self, secret: &str) -> Result<String, HashError> {
         let salt = SaltString::generate(&mut OsRng);
-        self.argon2()
-            .hash_password(secret.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| HashError::Hash(e.to_string()))
+        let mut salt_bytes = [0u8; 64];
+        let salt_raw = salt
+            .decode_b64(&mut salt_bytes)
+            .map_err(|e| HashError::Hash(e.to_string()))?;
+        let mut out = [0u8; OUTPUT_LEN];
+        self.compute(self.params.clone(), secret.as_bytes(), salt_raw, &mut out)?;
+        let hash = PasswordHash {
+            algorithm: argon2::ARGON2ID_IDENT,
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&self.params)
+                .map_err(|e| HashError::Hash(e.to_string()))?,
+            salt: Some(salt.as_salt()),
+            hash: Some(Output::new(&out).map_err(|e| HashError::Hash(e.to_string()))?),
+        };
+        Ok(hash.to_string())
     }
 
-    /// Whether `secret` matches the PHC string `phc`.
+    /// Whether `secret` matches the PHC string `phc` (compared in constant time).
     pub fn verify(&self, secret: &str, phc: &str) -> Result<bool, HashError> {
         let parsed = PasswordHash::new(phc).map_err(|_| HashError::Malformed)?;
-        match self.argon2().verify_password(secret.as_bytes(), &parsed) {
-            Ok(()) => Ok(true),
-            Err(argon2::password_hash::Error::Password) => Ok(false),
-            Err(_) => Err(HashError::Malformed),
+        if parsed.algorithm != argon2::ARGON2ID_IDENT {
+            return Err(HashError::Malformed);
         }
+        let params = Params::try_from(&parsed).map_err(|_| HashError::Malformed)?;
+        let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+            return Err(HashError::Malformed);
+        };
+        let mut salt_bytes = [0u8; 64];
+        let salt_raw = salt
+            .decode_b64(&mut salt_bytes)
+            .map_err(|_| HashError::Malformed)?;
+        let mut out = vec![0u8; expected.len()];
+        self.compute(params, secret.as_bytes(), salt_raw, &mut out)?;
+        let computed = Output::new(&out).map_err(|_| HashError::Malformed)?;
+        Ok(computed == expected)
     }
 
     /// `hash` on tokio's blocking pool.
@@ -141,6 +194,39 @@ mod tests {
         assert!(!phc.contains("ABCDEFGH"));
         assert_eq!(hasher.verify("ABCDEFGH", &phc), Ok(true));
         assert_eq!(hasher.verify("ABCDEFGJ", &phc), Ok(false));
+    }
+
+    #[test]
+    fn hashes_agree_with_the_argon2_crates_own_phc_api() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let hasher = cheap();
+        let params = Params::new(64, 1, 1, None).unwrap();
+        let reference = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = reference
+            .hash_password(b"ABCDEFGH", &salt)
+            .unwrap()
+            .to_string();
+        assert_eq!(hasher.verify("ABCDEFGH", &theirs), Ok(true));
+        assert_eq!(hasher.verify("ABCDEFGX", &theirs), Ok(false));
+        let ours = hasher.hash("ABCDEFGH").unwrap();
+        assert!(
+            reference
+                .verify_password(b"ABCDEFGH", &PasswordHash::new(&ours).unwrap())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_hash_made_with_other_costs_still_verifies() {
+        let old = PinHasher::new(HashParams {
+            m_cost_kib: 128,
+            t_cost: 2,
+            p_cost: 1,
+        })
+        .unwrap();
+        let phc = old.hash("ABCDEFGH").unwrap();
+        assert_eq!(cheap().verify("ABCDEFGH", &phc), Ok(true));
     }
 
     #[test]
