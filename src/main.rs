@@ -288,7 +288,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             show_secrets,
             connections,
         } => pinflow::ops::watch::watch(&connections, show_secrets, shutdown_signal()).await,
-        Command::Dlq { command } => pinflow::ops::dlq::cli::run(command).await,
+        Command::Dlq { command } => pinflow::ops::dlq::commands::run(command).await,
         Command::Credential {
             command:
                 CredentialCommand::Show {

@@ -404,3 +404,42 @@ async fn a_replay_killed_half_way_loses_nothing() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn clear_errors_for_a_gone_target_queue_an_empty_queue_and_an_unreachable_broker() {
+    let (app, _, _) = common::observer_with(&[]).await;
+    let (ok, _, err) = app.pinflow(&["dlq", "list"]);
+    assert!(ok && err.contains("no dead letters"), "{err}");
+
+    // A dead letter whose work queue has since been removed.
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(
+        "x-pinflow-queue".into(),
+        lapin::types::AMQPValue::LongString(format!("{}.gone", app.namespace).into()),
+    );
+    let orphan = command("pin.request", json!({}));
+    let properties = common::command_properties(&orphan).with_headers(headers);
+    pinflow::broker::publish::publish_routed(
+        &app.channel,
+        &app.names.dlx(),
+        &app.work_queue(),
+        &serde_json::to_vec(&orphan).unwrap(),
+        properties,
+        common::PATIENCE,
+    )
+    .await
+    .unwrap();
+    wait_for_dead_letters(&app, 1).await;
+    let (_, _, err) = app.pinflow(&["dlq", "replay", "--all", "--yes"]);
+    assert!(err.contains("no longer exists"), "{err}");
+    assert_eq!(dead_letter_count(&app).await, 1, "kept where it was");
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pinflow"))
+        .args(["dlq", "list"])
+        .env("PINFLOW_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach the broker"));
+    app.stop().await;
+}

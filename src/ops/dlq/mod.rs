@@ -5,7 +5,10 @@
 
 pub mod audit;
 pub mod cli;
+pub mod commands;
+pub mod edit;
 pub mod replay;
+pub mod session;
 
 use std::collections::BTreeMap;
 

@@ -152,7 +152,7 @@ fn without_expiration(properties: lapin::BasicProperties) -> lapin::BasicPropert
 }
 
 /// The body with every sealed secret opened again.
-fn unseal(body: &[u8], key: Option<&OutboxKey>) -> Result<Vec<u8>, String> {
+pub(super) fn unseal(body: &[u8], key: Option<&OutboxKey>) -> Result<Vec<u8>, String> {
     let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
         return Ok(body.to_vec());
     };
@@ -197,7 +197,7 @@ pub async fn run_replay(
     force: bool,
     max_replays: u32,
 ) -> anyhow::Result<()> {
-    use super::cli::{ask, close_connection, dlqs_for, open_session, pick};
+    use super::session::{ask, close_connection, dlqs_for, open_session, pick};
     let key = common.secrets.outbox_key().ok();
     let (connection, channel, names) = open_session(&common).await?;
     let queues = dlqs_for(&names, selection.queue.as_deref())?;
@@ -237,7 +237,7 @@ pub async fn run_replay(
         key: key.as_ref(),
         confirm_timeout: Duration::from_secs(10),
     };
-    let result = super::cli::replay_letters(&channel, &names, &picked, &policy).await;
+    let result = replay_letters(&channel, &names, &picked, &policy).await;
     let operator = super::audit::operator(common.operator.as_deref());
     let (replayed, refused) = match &result {
         Ok((replayed, refused)) => (replayed.clone(), refused.clone()),
@@ -272,99 +272,36 @@ pub async fn run_replay(
     result.map(|_| ())
 }
 
-/// `pinflow dlq edit`.
-pub async fn run_edit(
-    common: super::cli::Common,
-    id: String,
-    data: Option<std::path::PathBuf>,
-    yes: bool,
-) -> anyhow::Result<()> {
-    use super::cli::{ask, close_connection, open_session};
-    use anyhow::Context as _;
-    let key = common.secrets.outbox_key().ok();
-    let (connection, channel, names) = open_session(&common).await?;
-    let letters = super::read_all(&channel, &names, &super::dead_letter_queues(&names)).await?;
-    let letter = letters
-        .iter()
-        .find(|l| l.id == id)
-        .with_context(|| format!("no dead letter with id {id}"))?;
-    let original =
-        unseal(&letter.message.delivery.data, key.as_ref()).map_err(|e| anyhow::anyhow!(e))?;
-    let mut event: Value = serde_json::from_slice(&original)
-        .context("the dead letter is not JSON; edit cannot help it, purge it")?;
-    let new_data: Value = match data {
-        Some(path) => serde_json::from_str(
-            &std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?,
-        )
-        .context("the data file is not JSON")?,
-        None => edit_in_editor(&event["data"])?,
-    };
-    let message_type = event["type"].as_str().unwrap_or_default().to_owned();
-    crate::contract::schemas::Schemas::embedded()
-        .check(&message_type, &new_data)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "the edited data breaks the {message_type} schema at {e}; nothing replayed"
-            )
-        })?;
-    let mut before = event.clone();
-    event["data"] = new_data;
-    if !ask(&format!("replay the edited {id}?"), yes)? {
-        close_connection(connection).await;
-        return Ok(());
+pub(super) async fn replay_letters(
+    channel: &lapin::Channel,
+    names: &Names,
+    letters: &[&DeadLetter],
+    policy: &ReplayPolicy<'_>,
+) -> anyhow::Result<(Vec<String>, Vec<(String, String)>)> {
+    let mut replayed = Vec::new();
+    let mut refused = Vec::new();
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    for (n, letter) in letters.iter().enumerate() {
+        if futures_util::FutureExt::now_or_never(&mut interrupted).is_some() {
+            eprintln!(
+                "interrupted: {} of {} replayed; the rest stay in the dead-letter queue",
+                replayed.len(),
+                letters.len()
+            );
+            break;
+        }
+        let outcome = replay(channel, names, letter, None, policy).await?;
+        match &outcome {
+            Outcome::Replayed => replayed.push(letter.id.clone()),
+            Outcome::Refused(reason) => {
+                super::session::report(letter, &outcome);
+                refused.push((letter.id.clone(), reason.clone()));
+            }
+        }
+        if (n + 1) % 100 == 0 {
+            eprintln!("replayed {}/{}", n + 1, letters.len());
+        }
     }
-    let body = serde_json::to_vec(&event)?;
-    let policy = ReplayPolicy {
-        max_replays: u32::MAX,
-        force: true,
-        key: key.as_ref(),
-        confirm_timeout: Duration::from_secs(10),
-    };
-    let outcome = replay(&channel, &names, letter, Some(body), &policy).await?;
-    let pool = crate::store::connect(&common.connections.database_url, 1).await?;
-    let mut after = event.clone();
-    super::redact(&mut before);
-    super::redact(&mut after);
-    let operator = super::audit::operator(common.operator.as_deref());
-    let text = match &outcome {
-        Outcome::Replayed => "replayed edited copy".to_owned(),
-        Outcome::Refused(reason) => format!("refused: {reason}"),
-    };
-    super::audit::record(
-        &pool,
-        &operator,
-        "edit",
-        letter.work_queue.as_deref(),
-        std::slice::from_ref(&id),
-        &text,
-        serde_json::json!({ "original": before, "edited": after }),
-    )
-    .await?;
-    super::cli::report(letter, &outcome);
-    close_connection(connection).await;
-    pool.close().await;
-    Ok(())
-}
-
-fn edit_in_editor(data: &Value) -> anyhow::Result<Value> {
-    use anyhow::Context as _;
-    let editor = std::env::var("EDITOR")
-        .or_else(|_| std::env::var("VISUAL"))
-        .context("set $EDITOR or pass --data FILE")?;
-    let path = std::env::temp_dir().join(format!("pinflow-edit-{}.json", uuid::Uuid::new_v4()));
-    std::fs::write(&path, serde_json::to_string_pretty(data)?)?;
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("{editor} \"$1\""))
-        .arg("sh")
-        .arg(&path)
-        .status()?;
-    let text = std::fs::read_to_string(&path);
-    let _ = std::fs::remove_file(&path);
-    anyhow::ensure!(
-        status.success(),
-        "the editor exited with {status}; nothing replayed"
-    );
-    serde_json::from_str(&text?).context("the edited data is not JSON; nothing replayed")
+    Ok((replayed, refused))
 }
