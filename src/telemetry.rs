@@ -63,11 +63,16 @@ pub fn init(logging: &Logging) -> Result<(), TelemetryError> {
     // trace.
     let quiet = tracing_subscriber::filter::filter_fn(|meta| {
         let target = meta.target();
-        let noisy = target.starts_with("lapin") || target.starts_with("amq_protocol");
+        let noisy = target.starts_with("lapin")
+            || target.starts_with("amq_protocol")
+            || target.starts_with("pinky_swear");
+        // PostgreSQL's notices ("relation already exists, skipping") say nothing new.
+        let notice =
+            target.starts_with("sqlx::postgres::notice") && *meta.level() >= tracing::Level::INFO;
         let body_bearing = target.starts_with("lapin::returned_messages")
             || (noisy && *meta.level() == tracing::Level::TRACE);
         let after_the_end = noisy && FINISHED.load(std::sync::atomic::Ordering::Relaxed);
-        !body_bearing && !after_the_end
+        !body_bearing && !after_the_end && !notice
     });
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
