@@ -175,7 +175,7 @@ async fn killing_the_worker_anywhere_loses_and_doubles_nothing() {
     let _serial = SERIAL.lock().await;
     let (app, connections, _) = observer_with(&[]).await;
     let key = key();
-    let sent = 1500;
+    let sent = 2500;
     let requests: Vec<Value> = (0..sent).map(|n| request(n as u32)).collect();
     publish_all(&app, &requests).await;
     let env = children_env("debug");
@@ -724,8 +724,8 @@ async fn a_thousand_wrong_pins_lock_the_credential_and_leak_nothing() {
 
 #[tokio::test]
 async fn the_tax_codes_used_here_are_distinct_and_valid() {
-    let codes: BTreeSet<String> = (0..1500).map(tax_code).collect();
-    assert_eq!(codes.len(), 1500);
+    let codes: BTreeSet<String> = (0..2500).map(tax_code).collect();
+    assert_eq!(codes.len(), 2500);
     for code in codes.iter().take(50) {
         pinflow::domain::TaxCode::parse(code).unwrap();
     }
