@@ -66,6 +66,13 @@ fn run(connections: &Connections, key: &str, env: &[(&'static str, String)]) -> 
     start(connections, key, &pairs)
 }
 
+/// Starts `pinflow run` and waits until it consumes.
+async fn running(app: &TestApp, connections: &Connections, level: &str) -> Pinflow {
+    let pinflow = run(connections, &key(), &children_env(level));
+    app.wait_for_consumer(&app.work_queue()).await;
+    pinflow
+}
+
 async fn publish_all(app: &TestApp, requests: &[Value]) {
     for request in requests {
         app.publish(request).await;
@@ -425,8 +432,7 @@ async fn a_relay_crash_after_publishing_repeats_messages_with_the_same_ids() {
 async fn poison_and_hostile_input_is_dead_lettered_one_for_one() {
     let _serial = SERIAL.lock().await;
     let (app, connections, _) = observer_with(&[]).await;
-    let pinflow = run(&connections, &key(), &children_env("info"));
-    app.wait_for_consumer(&app.work_queue()).await;
+    let pinflow = running(&app, &connections, "info").await;
     let props = |id: &str| {
         lapin::BasicProperties::default()
             .with_message_id(id.into())
@@ -636,8 +642,7 @@ async fn a_duplicate_storm_on_two_workers_has_one_effect() {
 async fn a_thousand_wrong_pins_lock_the_credential_and_leak_nothing() {
     let _serial = SERIAL.lock().await;
     let (app, connections, _) = observer_with(&[]).await;
-    let pinflow = run(&connections, &key(), &children_env("trace"));
-    app.wait_for_consumer(&app.work_queue()).await;
+    let pinflow = running(&app, &connections, "trace").await;
     let the_request = request(9);
     let code = the_request["data"]["applicant"]["tax_code"]
         .as_str()
@@ -654,16 +659,7 @@ async fn a_thousand_wrong_pins_lock_the_credential_and_leak_nothing() {
     let pin = reply["pin"].as_str().unwrap().to_owned();
 
     let attempts = 1000;
-    let channel = app.channel.clone();
-    let options = lapin::options::QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..Default::default()
-    };
-    let replies = channel
-        .queue_declare("", options, Default::default())
-        .await
-        .unwrap();
+    let replies = pinflow::broker::private_queue(&app.channel).await.unwrap();
     for n in 0..attempts {
         let wrong = command(
             "pin.verify",

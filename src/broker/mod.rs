@@ -61,6 +61,19 @@ pub async fn connect_with_backoff(
     }
 }
 
+/// A server-named queue that lives as long as this channel's connection and only it
+/// may use: for RPC replies and for watching exchanges.
+pub async fn private_queue(channel: &lapin::Channel) -> Result<lapin::Queue, lapin::Error> {
+    let options = lapin::options::QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare("", options, lapin::types::FieldTable::default())
+        .await
+}
+
 /// The delays between reconnection attempts: 200 ms doubling to 30 s, with jitter,
 /// for ever.
 pub fn reconnect_delays() -> impl Iterator<Item = Duration> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::BasicProperties;
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::{FieldTable, ShortString};
 use serde_json::Value;
 use uuid::Uuid;
@@ -69,14 +69,7 @@ pub async fn publish(
     let mut replies = None;
     let correlation_id = Uuid::new_v4().to_string();
     if request.wait_reply.is_some() {
-        let options = QueueDeclareOptions {
-            exclusive: true,
-            auto_delete: true,
-            ..Default::default()
-        };
-        let queue = channel
-            .queue_declare("", options, FieldTable::default())
-            .await?;
+        let queue = crate::broker::private_queue(&channel).await?;
         let consume = BasicConsumeOptions {
             no_ack: true,
             exclusive: true,

@@ -3,7 +3,7 @@
 //! queues. Secrets print as `<redacted>` unless asked for (trying pinflow out).
 
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{BasicConsumeOptions, QueueBindOptions};
 use lapin::types::FieldTable;
 use serde_json::Value;
 
@@ -21,14 +21,7 @@ pub async fn watch(
         broker::connect_named(&connections.amqp_url, &names.connection_name("watch")).await?;
     let channel = connection.create_channel().await?;
     broker::topology::declare_shared(&channel, &names).await?;
-    let options = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..Default::default()
-    };
-    let queue = channel
-        .queue_declare("", options, FieldTable::default())
-        .await?;
+    let queue = crate::broker::private_queue(&channel).await?;
     for exchange in [names.events(), names.notifications()] {
         channel
             .queue_bind(

@@ -282,13 +282,7 @@ impl TestApp {
     /// Sends an RPC command and waits for the reply.
     pub async fn rpc(&self, event: &Value) -> Taken {
         let channel = self.connection.create_channel().await.expect("channel");
-        let options = QueueDeclareOptions {
-            exclusive: true,
-            auto_delete: true,
-            ..Default::default()
-        };
-        let queue = channel
-            .queue_declare("", options, FieldTable::default())
+        let queue = pinflow::broker::private_queue(&channel)
             .await
             .expect("reply queue");
         let consume = BasicConsumeOptions {
