@@ -296,15 +296,7 @@ async fn apply<W: Worker>(
             .await
         {
             Ok(outgoing) => {
-                for out in &outgoing {
-                    outbox::insert(
-                        &mut savepoint,
-                        out,
-                        &item.trace.child().to_string(),
-                        &deps.key,
-                    )
-                    .await?;
-                }
+                outbox::insert_all(&mut savepoint, &outgoing, &item.trace, &deps.key).await?;
                 savepoint.commit().await?;
                 outcomes.push((item.index, None));
             }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, Row as _};
 
+use crate::contract::trace::TraceParent;
 use crate::contract::{Destination, Outgoing};
 use crate::seal::OutboxKey;
 
@@ -44,35 +45,63 @@ pub struct Sealed {
     pub key_id: String,
 }
 
-/// Writes one outgoing message.
-pub async fn insert(
+/// Writes a message's outgoing messages in one statement, in their order; each gets
+/// its own child of the message's trace context.
+pub async fn insert_all(
     conn: &mut PgConnection,
-    message: &Outgoing,
-    traceparent: &str,
+    messages: &[Outgoing],
+    trace: &TraceParent,
     key: &OutboxKey,
 ) -> Result<(), sqlx::Error> {
-    let (field, sealed, key_id) = match &message.secret {
-        Some(secret) => (
-            Some(secret.field),
-            Some(key.seal(secret.value.as_bytes(), message.message_id.as_bytes())),
-            Some(key.key_id()),
-        ),
-        None => (None, None, None),
-    };
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut destination = Vec::with_capacity(messages.len());
+    let mut routing_key = Vec::with_capacity(messages.len());
+    let mut message_id = Vec::with_capacity(messages.len());
+    let mut message_type = Vec::with_capacity(messages.len());
+    let mut correlation_id = Vec::with_capacity(messages.len());
+    let mut traceparent = Vec::with_capacity(messages.len());
+    let mut body = Vec::with_capacity(messages.len());
+    let mut secret_field = Vec::with_capacity(messages.len());
+    let mut sealed_secret = Vec::with_capacity(messages.len());
+    let mut key_id = Vec::with_capacity(messages.len());
+    for message in messages {
+        destination.push(message.destination.as_str());
+        routing_key.push(message.routing_key.as_str());
+        message_id.push(message.message_id.as_str());
+        message_type.push(message.message_type());
+        correlation_id.push(message.correlation_id.as_deref());
+        traceparent.push(trace.child().to_string());
+        body.push(&message.body);
+        let sealed = message.secret.as_ref().map(|secret| {
+            (
+                secret.field,
+                key.seal(secret.value.as_bytes(), message.message_id.as_bytes()),
+            )
+        });
+        secret_field.push(sealed.as_ref().map(|(field, _)| *field));
+        key_id.push(sealed.as_ref().map(|_| key.key_id()));
+        sealed_secret.push(sealed.map(|(_, bytes)| bytes));
+    }
     sqlx::query(
         "insert into outbox (destination, routing_key, message_id, message_type,
              correlation_id, traceparent, body, secret_field, sealed_secret, key_id)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         select d, r, i, t, c, p, b, f, s, k
+         from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+             $6::text[], $7::jsonb[], $8::text[], $9::bytea[], $10::text[])
+         with ordinality as m(d, r, i, t, c, p, b, f, s, k, n)
+         order by n",
     )
-    .bind(message.destination.as_str())
-    .bind(&message.routing_key)
-    .bind(&message.message_id)
-    .bind(message.message_type())
-    .bind(&message.correlation_id)
+    .bind(destination)
+    .bind(routing_key)
+    .bind(message_id)
+    .bind(message_type)
+    .bind(correlation_id)
     .bind(traceparent)
-    .bind(&message.body)
-    .bind(field)
-    .bind(sealed)
+    .bind(body)
+    .bind(secret_field)
+    .bind(sealed_secret)
     .bind(key_id)
     .execute(conn)
     .await?;
