@@ -1,13 +1,29 @@
-//! Embeds every schema in `schemas/` into the binary, so the worker validates against
-//! exactly the files in the repository and needs nothing on disk at run time.
+//! Embeds every schema in `schemas/` (and every example in `schemas/examples/`) into
+//! the binary, so the worker validates against exactly the files in the repository and
+//! needs nothing on disk at run time.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let mut out = String::new();
+    embed(&dir, "FILES", "Every schema file", &mut out);
+    embed(
+        &dir.join("examples"),
+        "EXAMPLES",
+        "Every example command",
+        &mut out,
+    );
+    let target =
+        Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("schemas.rs");
+    std::fs::write(target, out).expect("OUT_DIR is writable");
+}
+
+/// Appends `pub static NAME: &[(file name, contents)]` for the `.json` files of `dir`.
+fn embed(dir: &Path, name: &str, doc: &str, out: &mut String) {
     println!("cargo:rerun-if-changed={}", dir.display());
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
@@ -17,21 +33,20 @@ fn main() {
         })
         .unwrap_or_default();
     names.sort();
-    let mut out = String::from(
-        "/// Every schema file: (file name, contents).\npub static FILES: &[(&str, &str)] = &[\n",
-    );
-    for name in &names {
-        let path = dir.join(name);
+    writeln!(
+        out,
+        "/// {doc}: (file name, contents).\npub static {name}: &[(&str, &str)] = &["
+    )
+    .expect("writing to a String cannot fail");
+    for file in &names {
+        let path = dir.join(file);
         println!("cargo:rerun-if-changed={}", path.display());
         writeln!(
             out,
-            "    ({name:?}, include_str!({:?})),",
+            "    ({file:?}, include_str!({:?})),",
             path.display().to_string()
         )
         .expect("writing to a String cannot fail");
     }
     out.push_str("];\n");
-    let target =
-        Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("schemas.rs");
-    std::fs::write(target, out).expect("OUT_DIR is writable");
 }

@@ -88,6 +88,14 @@ pub struct Runtime {
     /// Largest number of database connections in the pool.
     #[arg(long, env = "PINFLOW_DB_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub db_max_connections: u32,
+
+    /// How often the timed jobs (sweeps of due deadlines) run a pass.
+    #[arg(long, env = "PINFLOW_SWEEP_INTERVAL", default_value = "PT1M", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+
+    /// Rows a timed job claims and handles in one transaction.
+    #[arg(long, env = "PINFLOW_SWEEP_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub sweep_batch: u32,
 }
 
 /// The business rules that a decree may change: periods, lockout, hashing cost.

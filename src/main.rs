@@ -9,12 +9,16 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand};
+use pinflow::app::bench::BenchSetup;
 use pinflow::app::{self, Setup};
 use pinflow::clock::SystemClock;
 use pinflow::config::{Connections, Rules, Runtime, Secrets, parse_duration};
+use pinflow::manifest::{Description, Source};
 use pinflow::ops::publish::{self, PublishRequest};
+use pinflow::runtime::{JobTrigger, descriptions};
 use pinflow::seal::OutboxKey;
 use pinflow::telemetry::{self, Logging};
+use pinflow::workers::REGISTRY;
 use tokio_util::sync::CancellationToken;
 
 /// Runs the life of the PIN credential as message-driven workflows on RabbitMQ and
@@ -106,13 +110,17 @@ enum Command {
         #[command(flatten)]
         connections: Connections,
     },
-    /// Measure throughput: the broker's own ceiling for the message pattern, then
-    /// pinflow handling `pin.request`s end to end, in one run, as ratios. Uses a
-    /// namespace and a database of its own and removes them afterwards.
+    /// Measure throughput: the broker's own ceiling for a command's message pattern
+    /// (from its worker's description), then pinflow handling that command end to
+    /// end, in one run, as ratios. Uses a namespace and a database of its own and
+    /// removes them afterwards.
     Bench {
-        /// Requests per phase.
+        /// Commands per phase.
         #[arg(long, default_value_t = 2000)]
         messages: u32,
+        /// The command type to drive (its example in schemas/examples/ is the body).
+        #[arg(long = "type", default_value = "pin.request")]
+        message_type: String,
         #[command(flatten)]
         connections: Connections,
         #[command(flatten)]
@@ -131,6 +139,8 @@ enum Command {
         #[command(flatten)]
         connections: Connections,
     },
+    /// List the registered workers: their queues, bindings and timed jobs.
+    Workers,
     /// Print a new random outbox key (base64) for PINFLOW_OUTBOX_KEY, or write it to a
     /// file that does not exist yet.
     Keygen {
@@ -232,7 +242,9 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 rules,
                 key,
                 clock: Arc::new(SystemClock),
+                registry: REGISTRY.to_vec(),
                 workers,
+                jobs_now: JobTrigger::default(),
             };
             app::run(setup, shutdown_signal()).await
         }
@@ -249,7 +261,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             connections,
             runtime,
         } => {
-            app::declare_topology(&connections, &runtime).await?;
+            app::declare_topology(&connections, &runtime, &descriptions(REGISTRY)).await?;
             println!("topology declared (namespace: {:?})", connections.namespace);
             Ok(())
         }
@@ -268,7 +280,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             } else {
                 body = std::fs::read(&file).with_context(|| format!("cannot read {file}"))?;
             }
-            app::declare_topology(&connections, &runtime).await?;
+            app::declare_topology(&connections, &runtime, &descriptions(REGISTRY)).await?;
             let request = PublishRequest {
                 body,
                 wait_reply: reply.then_some(timeout),
@@ -288,7 +300,9 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             show_secrets,
             connections,
         } => pinflow::ops::watch::watch(&connections, show_secrets, shutdown_signal()).await,
-        Command::Dlq { command } => pinflow::ops::dlq::commands::run(command).await,
+        Command::Dlq { command } => {
+            pinflow::ops::dlq::commands::run(command, &descriptions(REGISTRY)).await
+        }
         Command::Credential {
             command:
                 CredentialCommand::Show {
@@ -308,19 +322,34 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             workers,
             connections,
         } => {
-            let chosen = pinflow::workers::choose(&workers)?;
+            let all = descriptions(REGISTRY);
+            let chosen = pinflow::manifest::choose(&all, &workers).map_err(anyhow::Error::msg)?;
             pinflow::ops::health::check(&connections, &chosen).await?;
             println!("healthy");
             Ok(())
         }
         Command::Bench {
             messages,
+            message_type,
             connections,
             runtime,
             rules,
         } => {
-            let report = pinflow::ops::bench::run(&connections, &runtime, &rules, messages).await?;
+            let bench = BenchSetup {
+                runtime: &runtime,
+                rules: &rules,
+                registry: REGISTRY,
+                message_type: &message_type,
+                messages,
+            };
+            let report = app::bench::run(&connections, bench).await?;
             println!("{report}");
+            Ok(())
+        }
+        Command::Workers => {
+            for description in descriptions(REGISTRY) {
+                print_description(&description);
+            }
             Ok(())
         }
         Command::Keygen { out } => {
@@ -331,6 +360,25 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+fn print_description(description: &Description) {
+    println!("{}", description.name);
+    if description.has_queue() {
+        println!("  queue pinflow.{}", description.name);
+    }
+    for binding in description.bindings {
+        let exchange = match binding.source {
+            Source::Commands => "pinflow.commands",
+            Source::Events => "pinflow.events",
+        };
+        let rpc = if binding.rpc { " (rpc)" } else { "" };
+        let causes = binding.causes.join(", ");
+        println!("  {exchange} {}{rpc} -> {causes}", binding.message_type);
+    }
+    for job in description.jobs {
+        println!("  job {} every {}", job.name, job.interval_setting);
     }
 }
 

@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{TestApp, pin_request, spawn_app, tax_code};
+use common::issuance::{IssuanceApp, pin_request};
+use common::{TestApp, spawn_app, tax_code};
 
 /// Closes every broker connection whose client-provided name starts with `prefix`;
 /// returns how many.

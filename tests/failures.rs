@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{Taken, command, command_properties, pin_request, spawn_app, tax_code};
+use common::issuance::{IssuanceApp, pin_request};
+use common::{Taken, command, command_properties, spawn_app, tax_code};
 use lapin::BasicProperties;
 use lapin::types::ShortString;
 use pinflow::broker::dead_letter::{ATTEMPTS, ERROR, FAILED_AT, QUEUE, ROUTING_KEY};

@@ -10,10 +10,11 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use common::issuance::IssuanceApp;
+use common::issuance::{many_tax_code as tax_code, request};
 use common::process::{Pinflow, key, start};
 use common::{PATIENCE, Taken, TestApp, command, observer_with};
 use pinflow::config::Connections;
-use pinflow::ops::bench::{request, tax_code};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 

@@ -4,7 +4,8 @@
 mod common;
 
 use chrono::{DateTime, Duration, Utc};
-use common::{TestApp, assert_valid, pin_request, spawn_app, tax_code};
+use common::issuance::{IssuanceApp, pin_request};
+use common::{TestApp, assert_valid, spawn_app, tax_code};
 use serde_json::{Value, json};
 
 async fn issue(app: &TestApp, tax_code: &str) -> (String, String) {

@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{TestApp, command, pin_request, spawn_app, spawn_app_with, tax_code};
+use common::issuance::{IssuanceApp, pin_request};
+use common::{TestApp, command, spawn_app, spawn_app_with, tax_code};
 use serde_json::{Value, json};
 
 fn json_lines(text: &str) -> Vec<Value> {

@@ -5,8 +5,9 @@
 
 mod common;
 
+use common::issuance::{IssuanceApp, pin_request};
 use common::process::{key, start};
-use common::{TestApp, command, observer_with, pin_request, tax_code};
+use common::{TestApp, command, observer_with, tax_code};
 use serde_json::json;
 
 async fn cleanup(app: TestApp) {

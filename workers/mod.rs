@@ -1,58 +1,21 @@
-//! The dedicated workers of the product, each only its handlers. `src/` is the
-//! machinery they share; this module only lists them and starts the chosen ones.
+//! The dedicated workers of the product, each in its own folder with only its
+//! handlers and its description. This file is the registry: one line per worker.
+//! `src/` is the machinery they share and never names one; `main` hands this list to
+//! the runtime and to the operator commands.
 
-pub mod issuance;
+use crate::runtime::Registration;
 
-use std::sync::Arc;
+/// Declares each worker's module and lists its registration, so adding a worker is
+/// its folder and one line below.
+macro_rules! registry {
+    ($($worker:ident),* $(,)?) => {
+        $(pub mod $worker;)*
 
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
-use crate::app::Deps;
-use crate::broker::consumer;
-use crate::broker::topology::WorkerQueue;
-use crate::config::Rules;
-use crate::domain::PinHasher;
-
-/// Every worker's queue and bindings, for declaring the whole topology at once.
-pub const ALL: &[WorkerQueue] = &[issuance::QUEUE];
-
-/// Checks the names given to `--worker`; none means every worker.
-pub fn choose(requested: &[String]) -> anyhow::Result<Vec<&'static str>> {
-    if requested.is_empty() {
-        return Ok(ALL.iter().map(|w| w.name).collect());
-    }
-    requested
-        .iter()
-        .map(|name| {
-            ALL.iter()
-                .map(|w| w.name)
-                .find(|known| known == name)
-                .ok_or_else(|| {
-                    let known: Vec<_> = ALL.iter().map(|w| w.name).collect();
-                    anyhow::anyhow!(
-                        "unknown worker `{name}`; the workers are: {}",
-                        known.join(", ")
-                    )
-                })
-        })
-        .collect()
+        /// Every worker, in the order `pinflow run` starts them.
+        pub const REGISTRY: &[Registration] = &[$($worker::WORKER),*];
+    };
 }
 
-/// Starts a worker's consumer loops (`PINFLOW_CONSUMERS` of them, competing on its
-/// queue, so one waits on the database while another works) on `tracker`.
-pub fn spawn(
-    name: &str,
-    tracker: &TaskTracker,
-    deps: &Arc<Deps>,
-    rules: &Rules,
-    hasher: &PinHasher,
-    cancel: CancellationToken,
-) {
-    if name == issuance::QUEUE.name {
-        let worker = Arc::new(issuance::Issuance::new(rules.clone(), hasher.clone()));
-        for _ in 0..deps.runtime.consumers {
-            tracker.spawn(consumer::run(worker.clone(), deps.clone(), cancel.clone()));
-        }
-    }
+registry! {
+    issuance,
 }

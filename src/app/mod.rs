@@ -1,8 +1,8 @@
 //! Wiring: builds what the workers share from the settings and runs the chosen
-//! workers and the outbox relay until the shutdown future completes. `main` passes
-//! SIGTERM/Ctrl-C; tests pass their own future.
+//! workers, their timed jobs and the outbox relay until the shutdown future completes.
+//! `main` passes the registry and SIGTERM/Ctrl-C; tests pass their own.
 
-pub mod worker;
+pub mod bench;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,10 +16,11 @@ use tokio_util::task::TaskTracker;
 use crate::broker::{self, Names};
 use crate::clock::Clock;
 use crate::config::{Connections, Rules, Runtime};
+use crate::manifest::{self, Description};
+use crate::runtime::registry::Starter;
+use crate::runtime::{Deps, JobTrigger, Registration, descriptions};
 use crate::seal::OutboxKey;
 use crate::store;
-use crate::workers;
-pub use worker::{Deps, Message, Worker};
 
 /// Creates the database if needed, connects (retrying while the database is not up
 /// yet) and migrates under sqlx's advisory lock.
@@ -65,22 +66,28 @@ pub struct Setup {
     pub key: OutboxKey,
     /// "Now".
     pub clock: Arc<dyn Clock>,
+    /// Every registered worker: the whole topology is declared from it.
+    pub registry: Vec<Registration>,
     /// Which workers to run; empty means all.
     pub workers: Vec<String>,
+    /// Starts a pass of every timed job at once.
+    pub jobs_now: JobTrigger,
 }
 
 /// Declares the topology of every worker once (so publishers can start before the
-/// workers), used by `pinflow topology` and at the start of `run`.
-pub async fn declare_topology(connections: &Connections, runtime: &Runtime) -> anyhow::Result<()> {
+/// workers), used by `pinflow topology` and `pinflow publish`; `run` declares it at
+/// every (re)connection.
+pub async fn declare_topology(
+    connections: &Connections,
+    runtime: &Runtime,
+    workers: &[Description],
+) -> anyhow::Result<()> {
     let connection = broker::connect(&connections.amqp_url)
         .await
         .context("cannot connect to the broker")?;
     let channel = connection.create_channel().await?;
     let names = Names::new(&connections.namespace);
-    broker::topology::declare_shared(&channel, &names).await?;
-    for worker in workers::ALL {
-        broker::topology::declare_worker(&channel, &names, runtime, worker).await?;
-    }
+    broker::topology::declare_all(&channel, &names, runtime, workers).await?;
     connection.close(200, "done").await?;
     Ok(())
 }
@@ -89,7 +96,12 @@ pub async fn declare_topology(connections: &Connections, runtime: &Runtime) -> a
 /// consuming, lets in-flight batches finish, flushes the relay and returns.
 pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
-    let chosen = workers::choose(&setup.workers)?;
+    let all = descriptions(&setup.registry);
+    let chosen: Vec<Registration> = manifest::choose(&all, &setup.workers)
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .filter_map(|d| setup.registry.iter().find(|r| r.description == *d).copied())
+        .collect();
     let mut shutdown = std::pin::pin!(shutdown);
     let pool = tokio::select! {
         pool = prepare_database(&setup.connections.database_url, setup.runtime.db_max_connections, &cancel) => pool?,
@@ -103,17 +115,31 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
         key: Arc::new(setup.key),
         clock: setup.clock,
         relay_wake: Arc::new(Notify::new()),
+        workers: all.into(),
+        jobs_now: setup.jobs_now.clone(),
     });
     let hasher = crate::domain::PinHasher::new(setup.rules.hash_params())
         .context("invalid Argon2 settings")?;
     let tracker = TaskTracker::new();
     let relay_cancel = CancellationToken::new();
-    for name in &chosen {
-        workers::spawn(name, &tracker, &deps, &setup.rules, &hasher, cancel.clone());
+    for registration in &chosen {
+        let starter = Starter {
+            description: registration.description,
+            deps: &deps,
+            rules: &setup.rules,
+            hasher: &hasher,
+            tracker: &tracker,
+            cancel: &cancel,
+        };
+        (registration.start)(&starter);
     }
-    tracker.spawn(broker::relay::run(deps.clone(), relay_cancel.clone()));
+    tracker.spawn(crate::runtime::relay::run(
+        deps.clone(),
+        relay_cancel.clone(),
+    ));
     tracker.close();
-    tracing::info!(workers = ?chosen, namespace = %setup.connections.namespace, "pinflow running");
+    let names: Vec<&str> = chosen.iter().map(|r| r.description.name).collect();
+    tracing::info!(workers = ?names, namespace = %setup.connections.namespace, "pinflow running");
 
     shutdown.await;
     tracing::info!("stopping: finishing in-flight messages");

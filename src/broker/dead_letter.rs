@@ -12,8 +12,9 @@ use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use serde_json::Value;
 
+use super::Names;
 use super::publish::{PublishError, header_str, header_u32, publish_routed, set_str};
-use crate::app::worker::Deps;
+use crate::config::Runtime;
 use crate::contract::SECRET_FIELDS;
 use crate::seal::OutboxKey;
 
@@ -53,62 +54,74 @@ fn headers_for(delivery: &Delivery, queue: &str, attempts: u32) -> FieldTable {
     headers
 }
 
-/// Publishes a copy of `delivery` to `<queue>.dlq` with the reason, and waits for the
-/// confirm. Secret fields in the body are sealed with the outbox key.
-pub async fn to_dead_letter_queue(
-    channel: &lapin::Channel,
-    deps: &Deps,
-    queue: &str,
-    delivery: &Delivery,
-    reason: &str,
-    attempts: u32,
-) -> Result<(), PublishError> {
-    let mut headers = headers_for(delivery, queue, attempts);
-    set_str(&mut headers, ERROR, reason);
-    set_str(
-        &mut headers,
-        FAILED_AT,
-        &Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-    );
-    let properties = delivery.properties.clone().with_headers(headers);
-    let body = seal_secrets(&delivery.data, &deps.key);
-    publish_routed(
-        channel,
-        &deps.names.dlx(),
-        queue,
-        &body,
-        properties,
-        deps.runtime.confirm_timeout,
-    )
-    .await
+/// Sends deliveries that failed elsewhere, on one channel with confirms.
+pub struct DeadLetterer<'a> {
+    /// A channel in confirm mode.
+    pub channel: &'a lapin::Channel,
+    /// This installation's names.
+    pub names: &'a Names,
+    /// Seals secret fields in dead-letter copies.
+    pub key: &'a OutboxKey,
+    /// The confirm timeout.
+    pub runtime: &'a Runtime,
 }
 
-/// Publishes `delivery` to the delay queue of `ttl`, to come back to `queue` after
-/// `delay`, with the attempt counter raised.
-pub async fn to_retry_queue(
-    channel: &lapin::Channel,
-    deps: &Deps,
-    queue: &str,
-    delivery: &Delivery,
-    attempts: u32,
-    delay: Duration,
-    ttl: Duration,
-) -> Result<(), PublishError> {
-    let headers = headers_for(delivery, queue, attempts);
-    let properties = delivery
-        .properties
-        .clone()
-        .with_headers(headers)
-        .with_expiration(ShortString::from(delay.as_millis().to_string()));
-    publish_routed(
-        channel,
-        "",
-        &super::Names::retry_queue(queue, ttl),
-        &delivery.data,
-        properties,
-        deps.runtime.confirm_timeout,
-    )
-    .await
+impl DeadLetterer<'_> {
+    /// Publishes a copy of `delivery` to `<queue>.dlq` with the reason, and waits for
+    /// the confirm. Secret fields in the body are sealed with the outbox key.
+    pub async fn to_dead_letter_queue(
+        &self,
+        queue: &str,
+        delivery: &Delivery,
+        reason: &str,
+        attempts: u32,
+    ) -> Result<(), PublishError> {
+        let mut headers = headers_for(delivery, queue, attempts);
+        set_str(&mut headers, ERROR, reason);
+        set_str(
+            &mut headers,
+            FAILED_AT,
+            &Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        );
+        let properties = delivery.properties.clone().with_headers(headers);
+        let body = seal_secrets(&delivery.data, self.key);
+        publish_routed(
+            self.channel,
+            &self.names.dlx(),
+            queue,
+            &body,
+            properties,
+            self.runtime.confirm_timeout,
+        )
+        .await
+    }
+
+    /// Publishes `delivery` to the delay queue of `ttl`, to come back to `queue` after
+    /// `delay`, with the attempt counter raised.
+    pub async fn to_retry_queue(
+        &self,
+        queue: &str,
+        delivery: &Delivery,
+        attempts: u32,
+        delay: Duration,
+        ttl: Duration,
+    ) -> Result<(), PublishError> {
+        let headers = headers_for(delivery, queue, attempts);
+        let properties = delivery
+            .properties
+            .clone()
+            .with_headers(headers)
+            .with_expiration(ShortString::from(delay.as_millis().to_string()));
+        publish_routed(
+            self.channel,
+            "",
+            &Names::retry_queue(queue, ttl),
+            &delivery.data,
+            properties,
+            self.runtime.confirm_timeout,
+        )
+        .await
+    }
 }
 
 /// A copy of a body whose secret `data` fields are sealed, so a dead letter never

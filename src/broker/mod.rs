@@ -1,12 +1,10 @@
-//! RabbitMQ through lapin: connecting and reconnecting, the topology, publishing with
-//! confirms, the consumer loop, retries and dead letters, and the outbox relay.
-//! Knows the `Worker` trait but no worker.
+//! RabbitMQ through lapin: connecting and reconnecting, names, the topology,
+//! publishing with confirms, and sending failed deliveries to delay and dead-letter
+//! queues. Talks to lapin and imports nothing above it: no runtime, no worker.
 
-pub mod consumer;
 pub mod dead_letter;
 pub mod names;
 pub mod publish;
-pub mod relay;
 pub mod topology;
 
 use std::time::Duration;

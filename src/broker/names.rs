@@ -25,7 +25,7 @@ impl Names {
     }
 
     /// The name a connection of this installation gives the broker, e.g.
-    /// `pinflow:t42:issuance`.
+    /// `pinflow:t42:relay`.
     pub fn connection_name(&self, purpose: &str) -> String {
         format!("pinflow:{}:{purpose}", self.prefix.trim_end_matches('.'))
     }
@@ -88,8 +88,8 @@ mod tests {
         assert_eq!(names.commands(), "t42.pinflow.commands");
         assert_eq!(names.unrouted_dlq(), "t42.pinflow.unrouted.dlq");
         assert_eq!(
-            Names::dlq(&names.work_queue("issuance")),
-            "t42.pinflow.issuance.dlq"
+            Names::dlq(&names.work_queue("sample")),
+            "t42.pinflow.sample.dlq"
         );
         assert_eq!(Names::new("").events(), "pinflow.events");
     }

@@ -13,15 +13,7 @@ use lapin::{Channel, ExchangeKind};
 
 use super::names::{NOTIFY_CHANNELS, Names};
 use crate::config::Runtime;
-
-/// What the topology needs to know of one worker.
-#[derive(Debug, Clone)]
-pub struct WorkerQueue {
-    /// The worker's name (its queue is `pinflow.<name>`).
-    pub name: &'static str,
-    /// The command types it consumes.
-    pub routing_keys: &'static [&'static str],
-}
+use crate::manifest::{Description, Source};
 
 fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
     let mut table = FieldTable::default();
@@ -117,14 +109,35 @@ pub async fn declare_shared(channel: &Channel, names: &Names) -> Result<(), lapi
     Ok(())
 }
 
+/// The shared part and every described worker's queues: what `run` declares before
+/// anything is published, so an event published before its subscriber first starts is
+/// already routed to the subscriber's queue.
+pub async fn declare_all(
+    channel: &Channel,
+    names: &Names,
+    runtime: &Runtime,
+    workers: &[Description],
+) -> Result<(), lapin::Error> {
+    declare_shared(channel, names).await?;
+    for worker in workers {
+        declare_worker(channel, names, runtime, worker).await?;
+    }
+    Ok(())
+}
+
 /// A worker's quorum work queue (with the broker's own dead-lettering and delivery
-/// limit as the last guard), its dead-letter queue and its delay queues.
+/// limit as the last guard), its bindings on `pinflow.commands` and
+/// `pinflow.events`, its dead-letter queue and its delay queues. A worker made only of
+/// timed jobs has no queue.
 pub async fn declare_worker(
     channel: &Channel,
     names: &Names,
     runtime: &Runtime,
-    worker: &WorkerQueue,
+    worker: &Description,
 ) -> Result<(), lapin::Error> {
+    if !worker.has_queue() {
+        return Ok(());
+    }
     let work = names.work_queue(worker.name);
     let dlq = Names::dlq(&work);
     queue(channel, &dlq, FieldTable::default()).await?;
@@ -140,8 +153,12 @@ pub async fn declare_worker(
         ),
     ]);
     queue(channel, &work, args).await?;
-    for key in worker.routing_keys {
-        bind(channel, &work, &names.commands(), key).await?;
+    for binding in worker.bindings {
+        let exchange = match binding.source {
+            Source::Commands => names.commands(),
+            Source::Events => names.events(),
+        };
+        bind(channel, &work, &exchange, binding.message_type).await?;
     }
     for ttl in retry_ttls(runtime) {
         let args = table(&[
@@ -194,11 +211,11 @@ pub async fn delete(
     channel: &Channel,
     names: &Names,
     runtime: &Runtime,
-    workers: &[WorkerQueue],
+    workers: &[Description],
 ) -> Result<(), lapin::Error> {
     let mut queues = vec![names.unrouted_dlq()];
     queues.extend(NOTIFY_CHANNELS.iter().map(|c| names.notify_queue(c)));
-    for worker in workers {
+    for worker in workers.iter().filter(|w| w.has_queue()) {
         let work = names.work_queue(worker.name);
         queues.push(Names::dlq(&work));
         queues.extend(

@@ -9,7 +9,7 @@ pub mod schemas;
 pub mod trace;
 
 pub use envelope::{Envelope, ParseError};
-pub use outgoing::{Destination, Outgoing, SecretField};
+pub use outgoing::{Carries, Destination, Notice, NotifyChannel, Outgoing, SecretField};
 
 /// The CloudEvents content type of every body pinflow reads and writes.
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";

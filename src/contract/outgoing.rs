@@ -48,6 +48,102 @@ pub struct SecretField {
     pub value: Zeroizing<String>,
 }
 
+/// A delivery gateway's channel: the routing key is `notify.<channel>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyChannel {
+    Sms,
+    Email,
+    Pec,
+    Post,
+    Office,
+}
+
+impl NotifyChannel {
+    /// Every channel, each with a durable queue for its gateway.
+    pub const ALL: [NotifyChannel; 5] = [
+        NotifyChannel::Sms,
+        NotifyChannel::Email,
+        NotifyChannel::Pec,
+        NotifyChannel::Post,
+        NotifyChannel::Office,
+    ];
+
+    /// The name (`sms`, `email`, ...), as stored in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyChannel::Sms => "sms",
+            NotifyChannel::Email => "email",
+            NotifyChannel::Pec => "pec",
+            NotifyChannel::Post => "post",
+            NotifyChannel::Office => "office",
+        }
+    }
+
+    /// The routing key on `pinflow.notifications`.
+    pub fn routing_key(self) -> String {
+        format!("notify.{}", self.as_str())
+    }
+}
+
+/// Which secret a notification carries (the ledger keeps this, never the secret).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carries {
+    /// Characters 1-8 of an initial PIN.
+    FirstHalf,
+    /// Characters 9-16 of an initial PIN.
+    SecondHalf,
+    /// A whole initial PIN (office issue).
+    WholePin,
+    /// A single-use link token.
+    Token,
+}
+
+impl Carries {
+    /// The name stored in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Carries::FirstHalf => "first_half",
+            Carries::SecondHalf => "second_half",
+            Carries::WholePin => "whole_pin",
+            Carries::Token => "token",
+        }
+    }
+}
+
+/// What a handler says about a notification; the runtime builds the CloudEvent and
+/// records it in the notification ledger.
+pub struct Notice {
+    /// The gateway.
+    pub channel: NotifyChannel,
+    /// The message the gateway renders (`pin_first_half`, ...).
+    pub template: &'static str,
+    /// The recipient, in the channel's shape.
+    pub to: Value,
+    /// What the template needs; never a secret.
+    pub params: Value,
+    /// Whose notification it is.
+    pub tax_code: String,
+    /// The credential it concerns, if any.
+    pub credential_id: Option<Uuid>,
+    /// The secret it delivers, and which one it is.
+    pub secret: Option<(Carries, Zeroizing<String>)>,
+}
+
+/// What the notification ledger keeps of a notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// The gateway.
+    pub channel: NotifyChannel,
+    /// The template.
+    pub template: &'static str,
+    /// Whose.
+    pub tax_code: String,
+    /// Which credential.
+    pub credential_id: Option<Uuid>,
+    /// Which secret it carried, if any.
+    pub carries: Option<Carries>,
+}
+
 /// One message to publish once the handler's transaction commits.
 pub struct Outgoing {
     /// Exchange kind.
@@ -63,6 +159,18 @@ pub struct Outgoing {
     pub body: Value,
     /// The secret to put back into `data` at publish time, if any.
     pub secret: Option<SecretField>,
+    /// For a notification, what the ledger keeps of it.
+    pub ledger: Option<LedgerEntry>,
+}
+
+/// The namespace of the ids pinflow derives (UUIDv5) from what a message announces.
+const DERIVED_IDS: Uuid = Uuid::from_u128(0x6b1f_0c55_2f7e_4d1a_9c4e_70f1_6e66_6c77);
+
+/// An id derived from what a message announces (for example the credential, the
+/// deadline's kind and the deadline), so a retried timed job announces the same thing
+/// under the same id and consumers drop the second copy.
+pub fn derived_id(parts: &[&str]) -> String {
+    Uuid::new_v5(&DERIVED_IDS, parts.join("\u{1f}").as_bytes()).to_string()
 }
 
 fn cloudevent(id: &str, message_type: &str, now: DateTime<Utc>, data: Value) -> Value {
@@ -88,37 +196,51 @@ impl Outgoing {
             message_id: id,
             correlation_id: None,
             secret: None,
+            ledger: None,
         }
     }
 
     /// A notification for a delivery gateway on `pinflow.notifications`, with a stable
-    /// `notification_id` and, where it delivers PIN characters, the `secret`.
-    pub fn notification(
-        routing_key: &str,
-        template: &str,
-        to: Value,
-        params: Value,
-        secret: Option<Zeroizing<String>>,
-        now: DateTime<Utc>,
-    ) -> Outgoing {
+    /// `notification_id` and, where it delivers a secret, the `secret`.
+    pub fn notification(notice: Notice, now: DateTime<Utc>) -> Outgoing {
         let notification_id = Uuid::new_v4().to_string();
+        let routing_key = notice.channel.routing_key();
         let data = json!({
             "notification_id": notification_id,
-            "template": template,
-            "to": to,
-            "params": params,
+            "template": notice.template,
+            "to": notice.to,
+            "params": notice.params,
         });
+        let carries = notice.secret.as_ref().map(|(carries, _)| *carries);
         Outgoing {
             destination: Destination::Notification,
-            routing_key: routing_key.to_owned(),
-            body: cloudevent(&notification_id, routing_key, now, data),
+            body: cloudevent(&notification_id, &routing_key, now, data),
+            routing_key,
             message_id: notification_id,
             correlation_id: None,
-            secret: secret.map(|value| SecretField {
+            secret: notice.secret.map(|(_, value)| SecretField {
                 field: "secret",
                 value,
             }),
+            ledger: Some(LedgerEntry {
+                channel: notice.channel,
+                template: notice.template,
+                tax_code: notice.tax_code,
+                credential_id: notice.credential_id,
+                carries,
+            }),
         }
+    }
+
+    /// The same message under another id (see [`derived_id`]); a notification's
+    /// `notification_id` follows.
+    pub fn with_id(mut self, id: String) -> Outgoing {
+        self.body["id"] = Value::String(id.clone());
+        if self.destination == Destination::Notification {
+            self.body["data"]["notification_id"] = Value::String(id.clone());
+        }
+        self.message_id = id;
+        self
     }
 
     /// The reply to an RPC command, to the default exchange with the request's
@@ -140,6 +262,7 @@ impl Outgoing {
             message_id: id,
             correlation_id: correlation_id.map(str::to_owned),
             secret,
+            ledger: None,
         }
     }
 
@@ -155,4 +278,49 @@ pub fn with_secret(mut body: Value, field: &str, value: &str) -> Value {
         data.insert(field.to_owned(), Value::String(value.to_owned()));
     }
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice() -> Notice {
+        Notice {
+            channel: NotifyChannel::Sms,
+            template: "pin_first_half",
+            to: json!("+393331234567"),
+            params: json!({}),
+            tax_code: "RSSMRA85T10A562S".into(),
+            credential_id: None,
+            secret: Some((Carries::FirstHalf, Zeroizing::new("ABCDEFGH".into()))),
+        }
+    }
+
+    #[test]
+    fn a_notification_keeps_its_secret_out_of_the_body_and_the_ledger() {
+        let out = Outgoing::notification(notice(), Utc::now());
+        assert_eq!(out.routing_key, "notify.sms");
+        assert!(!out.body.to_string().contains("ABCDEFGH"));
+        let ledger = out.ledger.as_ref().expect("a ledger entry");
+        assert_eq!(ledger.carries, Some(Carries::FirstHalf));
+        assert!(!format!("{ledger:?}").contains("ABCDEFGH"));
+        assert_eq!(out.body["data"]["notification_id"], out.body["id"]);
+    }
+
+    #[test]
+    fn derived_ids_are_stable_and_follow_into_the_body() {
+        let a = derived_id(&["credential", "expiry", "2027-05-01T00:00:00Z"]);
+        assert_eq!(
+            a,
+            derived_id(&["credential", "expiry", "2027-05-01T00:00:00Z"])
+        );
+        assert_ne!(
+            a,
+            derived_id(&["credential", "reminder", "2027-05-01T00:00:00Z"])
+        );
+        let out = Outgoing::notification(notice(), Utc::now()).with_id(a.clone());
+        assert_eq!(out.message_id, a);
+        assert_eq!(out.body["id"], a.as_str());
+        assert_eq!(out.body["data"]["notification_id"], a.as_str());
+    }
 }

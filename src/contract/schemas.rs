@@ -94,6 +94,20 @@ impl Schemas {
         }
     }
 
+    /// The example of a message type (`schemas/examples/<type>.json`), if there is one.
+    pub fn example(message_type: &str) -> Option<serde_json::Value> {
+        let file = format!("{message_type}.json");
+        embedded::EXAMPLES
+            .iter()
+            .find(|(name, _)| *name == file)
+            .and_then(|(_, text)| serde_json::from_str(text).ok())
+    }
+
+    /// Every example command: (file name, contents).
+    pub fn examples() -> &'static [(&'static str, &'static str)] {
+        embedded::EXAMPLES
+    }
+
     /// The message types with a schema.
     pub fn types(&self) -> impl Iterator<Item = &str> {
         self.validators.keys().map(String::as_str)

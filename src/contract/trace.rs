@@ -1,5 +1,6 @@
-//! W3C trace context: continue the caller's trace in everything published because of
-//! a message, or start one. No I/O.
+//! W3C trace context: continue the caller's trace (`traceparent`, and the vendor
+//! data in `tracestate`) in everything published because of a message, or start one.
+//! No I/O.
 
 use rand::RngCore;
 
@@ -59,6 +60,58 @@ impl TraceParent {
     }
 }
 
+/// The longest `tracestate` kept (the W3C limit for what a vendor must propagate).
+pub const MAX_TRACESTATE: usize = 512;
+
+/// A message's trace context: its `traceparent` and, when the caller sent one with a
+/// valid parent, its `tracestate`, passed on unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// Trace id, parent span, flags.
+    pub parent: TraceParent,
+    /// The caller's vendor-specific trace state, if any.
+    pub state: Option<String>,
+}
+
+impl TraceContext {
+    /// From the two headers. A malformed `traceparent` starts a new trace, and then the
+    /// `tracestate` that came with it is dropped, as the W3C rules say; a `tracestate`
+    /// that is too long or not printable ASCII is dropped too.
+    pub fn from_headers(traceparent: Option<&str>, tracestate: Option<&str>) -> TraceContext {
+        match traceparent.and_then(TraceParent::parse) {
+            None => TraceContext::start(),
+            Some(parent) => TraceContext {
+                parent,
+                state: tracestate
+                    .map(str::trim)
+                    .filter(|s| {
+                        !s.is_empty()
+                            && s.len() <= MAX_TRACESTATE
+                            && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+                    })
+                    .map(str::to_owned),
+            },
+        }
+    }
+
+    /// A new trace, without state.
+    pub fn start() -> TraceContext {
+        TraceContext {
+            parent: TraceParent::start(),
+            state: None,
+        }
+    }
+
+    /// The context for a message published because of this one: same trace and
+    /// state, new span.
+    pub fn child(&self) -> TraceContext {
+        TraceContext {
+            parent: self.parent.child(),
+            state: self.state.clone(),
+        }
+    }
+}
+
 impl std::fmt::Display for TraceParent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
@@ -83,6 +136,22 @@ mod tests {
         assert_eq!(child.trace_id, parent.trace_id);
         assert_ne!(child.span_id, parent.span_id);
         assert_eq!(TraceParent::parse(&child.to_string()), Some(child));
+    }
+
+    #[test]
+    fn trace_state_travels_only_with_a_valid_parent() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let context = TraceContext::from_headers(Some(parent), Some("congo=t61rcWkgMzE"));
+        assert_eq!(context.state.as_deref(), Some("congo=t61rcWkgMzE"));
+        assert_eq!(context.child().state.as_deref(), Some("congo=t61rcWkgMzE"));
+        assert_eq!(context.child().parent.trace_id, context.parent.trace_id);
+        let orphan = TraceContext::from_headers(Some("garbage"), Some("congo=t61rcWkgMzE"));
+        assert_eq!(orphan.state, None);
+        let long = "a=".to_owned() + &"b".repeat(MAX_TRACESTATE);
+        assert_eq!(
+            TraceContext::from_headers(Some(parent), Some(&long)).state,
+            None
+        );
     }
 
     #[test]

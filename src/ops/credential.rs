@@ -1,11 +1,12 @@
 //! `pinflow credential show`: a credential as the support desk sees it — state, kind,
-//! holder, deadlines, lock, masked contacts and its audit history — and never a secret
-//! (the hashes are not even read).
+//! holder, deadlines, lock, masked contacts, the notifications sent about it and its
+//! audit history — and never a secret (the hashes are not even read).
 
 use serde_json::{Value, json};
 use sqlx::{PgPool, Row as _};
 
 use crate::domain::{Email, Mobile, TaxCode};
+use crate::store::notifications;
 
 fn masked(contacts: &Value) -> Value {
     let mask = |name: &str, value: &Value| -> Option<String> {
@@ -83,5 +84,26 @@ pub async fn show(pool: &PgPool, tax_code: &str) -> anyhow::Result<Value> {
             })
         })
         .collect::<Vec<_>>();
-    Ok(json!({ "tax_code": tax_code.as_str(), "credentials": credentials, "history": history }))
+    let mut conn = pool.acquire().await?;
+    let sent = notifications::for_tax_code(&mut conn, tax_code.as_str()).await?;
+    for credential in &mut credentials {
+        let id = credential["credential_id"].as_str().map(str::to_owned);
+        let own: Vec<Value> = sent
+            .iter()
+            .filter(|n| n.credential_id.map(|c| c.to_string()) == id)
+            .map(|n| json!(n))
+            .collect();
+        credential["notifications"] = Value::Array(own);
+    }
+    let other: Vec<Value> = sent
+        .iter()
+        .filter(|n| n.credential_id.is_none())
+        .map(|n| json!(n))
+        .collect();
+    Ok(json!({
+        "tax_code": tax_code.as_str(),
+        "credentials": credentials,
+        "notifications_without_credential": other,
+        "history": history,
+    }))
 }

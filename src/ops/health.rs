@@ -1,23 +1,25 @@
 //! `pinflow health`: exit 0 when the broker and the database answer and every chosen
-//! worker's queue has a consumer; for container health checks.
+//! worker's queue has a consumer; for container health checks. A worker made only of
+//! timed jobs has no queue, and is healthy when the broker and the database are.
 
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 
 use crate::broker::{self, Names};
 use crate::config::Connections;
+use crate::manifest::Description;
 
 /// Checks the broker, the database and the workers' consumers; the error says which
 /// failed.
-pub async fn check(connections: &Connections, workers: &[&str]) -> anyhow::Result<()> {
+pub async fn check(connections: &Connections, workers: &[&Description]) -> anyhow::Result<()> {
     let pool = crate::store::connect(&connections.database_url, 1).await?;
     sqlx::query("select 1").execute(&pool).await?;
     pool.close().await;
     let connection = broker::connect(&connections.amqp_url).await?;
     let channel = connection.create_channel().await?;
     let names = Names::new(&connections.namespace);
-    for worker in workers {
-        let queue = names.work_queue(worker);
+    for worker in workers.iter().filter(|w| w.has_queue()) {
+        let queue = names.work_queue(worker.name);
         let passive = QueueDeclareOptions {
             passive: true,
             ..Default::default()

@@ -1,7 +1,7 @@
-//! What operators run from the command line. Uses the broker and the contract; knows
-//! no worker.
+//! What operators run from the command line. Uses the broker, the store and the
+//! contract; knows no worker (`main` passes the registered workers' descriptions in)
+//! and nothing of the runtime above it.
 
-pub mod bench;
 pub mod credential;
 pub mod dlq;
 pub mod health;

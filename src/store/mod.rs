@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod credentials;
 pub mod inbox;
+pub mod notifications;
 pub mod outbox;
 
 use std::time::Duration;

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, Row as _};
 
-use crate::contract::trace::TraceParent;
+use super::notifications;
+use crate::contract::trace::TraceContext;
 use crate::contract::{Destination, Outgoing};
 use crate::seal::OutboxKey;
 
@@ -27,6 +28,8 @@ pub struct Pending {
     pub correlation_id: Option<String>,
     /// Trace context to continue.
     pub traceparent: Option<String>,
+    /// The caller's `tracestate`, passed on unchanged.
+    pub tracestate: Option<String>,
     /// The CloudEvent without its secret.
     pub body: Value,
     /// Where the secret goes, and its sealed value and key id.
@@ -46,11 +49,12 @@ pub struct Sealed {
 }
 
 /// Writes a message's outgoing messages in one statement, in their order; each gets
-/// its own child of the message's trace context.
+/// its own child of the message's trace context. Notifications go into the ledger in
+/// the same transaction.
 pub async fn insert_all(
     conn: &mut PgConnection,
     messages: &[Outgoing],
-    trace: &TraceParent,
+    trace: &TraceContext,
     key: &OutboxKey,
 ) -> Result<(), sqlx::Error> {
     if messages.is_empty() {
@@ -62,6 +66,7 @@ pub async fn insert_all(
     let mut message_type = Vec::with_capacity(messages.len());
     let mut correlation_id = Vec::with_capacity(messages.len());
     let mut traceparent = Vec::with_capacity(messages.len());
+    let mut tracestate = Vec::with_capacity(messages.len());
     let mut body = Vec::with_capacity(messages.len());
     let mut secret_field = Vec::with_capacity(messages.len());
     let mut sealed_secret = Vec::with_capacity(messages.len());
@@ -72,7 +77,8 @@ pub async fn insert_all(
         message_id.push(message.message_id.as_str());
         message_type.push(message.message_type());
         correlation_id.push(message.correlation_id.as_deref());
-        traceparent.push(trace.child().to_string());
+        traceparent.push(trace.child().parent.to_string());
+        tracestate.push(trace.state.as_deref());
         body.push(&message.body);
         let sealed = message.secret.as_ref().map(|secret| {
             (
@@ -86,11 +92,12 @@ pub async fn insert_all(
     }
     sqlx::query(
         "insert into outbox (destination, routing_key, message_id, message_type,
-             correlation_id, traceparent, body, secret_field, sealed_secret, key_id)
-         select d, r, i, t, c, p, b, f, s, k
+             correlation_id, traceparent, tracestate, body, secret_field, sealed_secret,
+             key_id)
+         select d, r, i, t, c, p, ts, b, f, s, k
          from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-             $6::text[], $7::jsonb[], $8::text[], $9::bytea[], $10::text[])
-         with ordinality as m(d, r, i, t, c, p, b, f, s, k, n)
+             $6::text[], $7::text[], $8::jsonb[], $9::text[], $10::bytea[], $11::text[])
+         with ordinality as m(d, r, i, t, c, p, ts, b, f, s, k, n)
          order by n",
     )
     .bind(destination)
@@ -99,13 +106,14 @@ pub async fn insert_all(
     .bind(message_type)
     .bind(correlation_id)
     .bind(traceparent)
+    .bind(tracestate)
     .bind(body)
     .bind(secret_field)
     .bind(sealed_secret)
     .bind(key_id)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(())
+    notifications::record(conn, messages).await
 }
 
 /// The oldest due rows, locked for this transaction.
@@ -116,7 +124,7 @@ pub async fn due(
 ) -> Result<Vec<Pending>, sqlx::Error> {
     let rows = sqlx::query(
         "select id, destination, routing_key, message_id, message_type, correlation_id,
-                traceparent, body, secret_field, sealed_secret, key_id, attempts
+                traceparent, tracestate, body, secret_field, sealed_secret, key_id, attempts
          from outbox where next_attempt_at <= $1 order by id limit $2 for update skip locked",
     )
     .bind(now)
@@ -139,6 +147,7 @@ pub async fn due(
                 message_type: row.try_get("message_type")?,
                 correlation_id: row.try_get("correlation_id")?,
                 traceparent: row.try_get("traceparent")?,
+                tracestate: row.try_get("tracestate")?,
                 body: row.try_get("body")?,
                 sealed: match (field, ciphertext) {
                     (Some(field), Some(ciphertext)) => Some(Sealed {

@@ -7,8 +7,10 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+pub mod issuance;
 pub mod process;
 pub mod services;
+pub mod subscriber;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,7 @@ use pinflow::broker::{self, Names, publish::publish_routed};
 use pinflow::clock::ShiftedClock;
 use pinflow::config::{Connections, Rules, Runtime};
 use pinflow::contract::schemas::Schemas;
+use pinflow::runtime::{JobTrigger, Registration, descriptions};
 use pinflow::seal::OutboxKey;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -108,6 +111,13 @@ pub struct TestApp {
     pub runtime: Runtime,
     /// The outbox key pinflow runs with (base64), for operator commands.
     pub key: String,
+    /// The workers of this test's pinflow: the product's registry, plus any
+    /// test-only workers.
+    pub registry: Vec<Registration>,
+    /// Starts a pass of every timed job at once.
+    pub jobs_now: JobTrigger,
+    /// Which of the registry's workers `start_app` runs; empty means all.
+    pub workers: Vec<String>,
     /// The broker.
     pub amqp_url: String,
     connection: Connection,
@@ -124,7 +134,18 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts pinflow with extra settings (flags, as on the command line).
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
-    let (mut app, connections, rules) = observer_with(extra).await;
+    spawn_registry(pinflow::workers::REGISTRY.to_vec(), extra).await
+}
+
+/// Starts pinflow with these workers (the product's, test-only ones, or both) and
+/// waits until every worker that has a queue consumes it.
+pub async fn spawn_registry(registry: Vec<Registration>, extra: &[&str]) -> TestApp {
+    let (app, connections, rules) = observer_of(registry, extra).await;
+    start_app(app, connections, rules).await
+}
+
+/// Runs pinflow in-process for an observer made by `observer_of`.
+pub async fn start_app(mut app: TestApp, connections: Connections, rules: Rules) -> TestApp {
     let (shutdown, stopped) = oneshot::channel::<()>();
     let setup = Setup {
         connections,
@@ -132,19 +153,36 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
         rules,
         key: OutboxKey::from_base64(&app.key).expect("test key"),
         clock: Arc::new(app.clock.clone()),
-        workers: Vec::new(),
+        registry: app.registry.clone(),
+        workers: app.workers.clone(),
+        jobs_now: app.jobs_now.clone(),
     };
     app.task = Some(tokio::spawn(app::run(setup, async move {
         let _ = stopped.await;
     })));
     app.shutdown = Some(shutdown);
-    app.wait_for_consumer(&app.work_queue()).await;
+    for worker in descriptions(&app.registry) {
+        let chosen = app.workers.is_empty() || app.workers.iter().any(|w| w == worker.name);
+        if worker.has_queue() && chosen {
+            app.wait_for_consumer(&app.names.work_queue(worker.name))
+                .await;
+        }
+    }
     app
 }
 
 /// A namespace, a database and a connection to watch them, without pinflow running
 /// (for tests that run the `pinflow` binary themselves).
 pub async fn observer_with(extra: &[&str]) -> (TestApp, Connections, Rules) {
+    observer_of(pinflow::workers::REGISTRY.to_vec(), extra).await
+}
+
+/// Like `observer_with`, for a registry of the test's choosing; the whole topology of
+/// its workers is declared.
+pub async fn observer_of(
+    registry: Vec<Registration>,
+    extra: &[&str],
+) -> (TestApp, Connections, Rules) {
     let services = services().await;
     let namespace = format!("t{}", &Uuid::new_v4().simple().to_string()[..10]);
     let (database_name, database_url) = fresh_database("pinflow_test").await;
@@ -154,7 +192,7 @@ pub async fn observer_with(extra: &[&str]) -> (TestApp, Connections, Rules) {
         database_url: database_url.clone(),
         namespace: namespace.clone(),
     };
-    app::declare_topology(&connections, &runtime)
+    app::declare_topology(&connections, &runtime, &descriptions(&registry))
         .await
         .expect("declare topology");
     let names = Names::new(&namespace);
@@ -199,6 +237,9 @@ pub async fn observer_with(extra: &[&str]) -> (TestApp, Connections, Rules) {
         channel,
         runtime,
         key: OutboxKey::generate().to_base64(),
+        registry,
+        jobs_now: JobTrigger::default(),
+        workers: Vec::new(),
         amqp_url: services.amqp_url.clone(),
         connection,
         events_queue,
@@ -210,9 +251,9 @@ pub async fn observer_with(extra: &[&str]) -> (TestApp, Connections, Rules) {
 }
 
 impl TestApp {
-    /// The issuance work queue.
-    pub fn work_queue(&self) -> String {
-        self.names.work_queue("issuance")
+    /// The test's own queue bound to every event.
+    pub fn events_queue(&self) -> String {
+        self.events_queue.clone()
     }
 
     /// Waits until a queue has a consumer (the worker is up).
@@ -360,14 +401,19 @@ impl TestApp {
         self.names.notify_queue(channel)
     }
 
-    /// The issuance dead-letter queue.
-    pub fn dlq(&self) -> String {
-        Names::dlq(&self.work_queue())
-    }
-
     /// Waits for the next event of a type (events of other types are kept for later
     /// calls).
     pub async fn event(&self, event_type: &str) -> Value {
+        self.take_event_where(event_type, |_| true).await
+    }
+
+    /// Waits for the next event of a type that `wanted` accepts, and takes it (other
+    /// events are kept for later calls).
+    pub async fn take_event_where(
+        &self,
+        event_type: &str,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             {
@@ -376,13 +422,16 @@ impl TestApp {
                     assert_valid(&taken.body);
                     seen.push(taken.body);
                 }
-                if let Some(i) = seen.iter().position(|e| e["type"] == event_type) {
+                if let Some(i) = seen
+                    .iter()
+                    .position(|e| e["type"] == event_type && wanted(e))
+                {
                     return seen.remove(i);
                 }
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "no {event_type} event"
+                "no {event_type} event of the kind wanted"
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -398,52 +447,6 @@ impl TestApp {
             .filter(|e| e["type"] == event_type)
             .cloned()
             .collect()
-    }
-
-    /// Publishes a request that is refused at once and waits for its refusal: every
-    /// message published before it has then been handled and its output published.
-    pub async fn barrier(&self) {
-        let marker = format!("barrier-{}", Uuid::new_v4());
-        let mut request = pin_request(&tax_code(999), "online");
-        request["id"] = json!(marker);
-        request["data"]["applicant"]["residence_country"] = json!("IT");
-        request["data"]["contacts"] = json!({ "mobile": "+393331234567" });
-        self.publish(&request).await;
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let events = self.events_so_far("pin.request.rejected").await;
-            if events
-                .iter()
-                .any(|e| e["data"]["tax_code"] == tax_code(999))
-            {
-                let mut seen = self.seen_events.lock().await;
-                seen.retain(|e| e["data"]["tax_code"] != tax_code(999));
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "barrier not reached"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    /// Publishes a `pin.request` for an ordinary PIN and returns its two halves, as
-    /// the SMS and the letter carry them.
-    pub async fn halves_of(&self, request: &Value) -> (String, String) {
-        self.publish(request).await;
-        let half = |taken: Taken| {
-            taken.body["data"]["secret"]
-                .as_str()
-                .expect("a half")
-                .to_owned()
-        };
-        let first = self
-            .take(&self.notify_queue(&first_half_channel(request)), 1)
-            .await
-            .remove(0);
-        let second = self.take(&self.notify_queue("post"), 1).await.remove(0);
-        (half(first), half(second))
     }
 
     /// Sends an RPC command for a credential and returns the reply's data, checked
@@ -539,7 +542,7 @@ impl TestApp {
             &self.channel,
             &self.names,
             &self.runtime,
-            pinflow::workers::ALL,
+            &descriptions(&self.registry),
         )
         .await;
         let _ = self.connection.close(200, "done").await;
@@ -565,13 +568,6 @@ fn taken(data: Vec<u8>, properties: BasicProperties) -> Taken {
         raw: data,
         headers: properties.headers().clone().unwrap_or_default(),
         properties,
-    }
-}
-
-fn first_half_channel(request: &Value) -> String {
-    match request["data"]["first_half_via"].as_str() {
-        Some("email") => "email".to_owned(),
-        _ => "sms".to_owned(),
     }
 }
 
@@ -620,33 +616,4 @@ pub fn command(message_type: &str, data: Value) -> Value {
         "datacontenttype": "application/json",
         "data": data,
     })
-}
-
-/// A `pin.request` from a citizen living in Germany, first half by SMS.
-pub fn pin_request(tax_code: &str, channel: &str) -> Value {
-    let mut data = json!({
-        "channel": channel,
-        "holder": "citizen",
-        "applicant": {
-            "tax_code": tax_code,
-            "given_name": "Mario",
-            "family_name": "Rossi",
-            "birth_date": "1985-12-10",
-            "residence_country": "DE",
-            "italian_id_document": false
-        },
-        "postal_address": { "line1": "Hauptstrasse 1", "city": "Berlin", "postal_code": "10115", "country": "DE" },
-        "contacts": { "mobile": "+4915112345678", "email": "mario.rossi@example.org" },
-        "first_half_via": "sms"
-    });
-    if channel != "online" {
-        data["operator_id"] = json!("op-17");
-    }
-    if channel == "office" {
-        data["office_id"] = json!("office-rome-3");
-        data.as_object_mut()
-            .expect("object")
-            .remove("first_half_via");
-    }
-    command("pin.request", data)
 }

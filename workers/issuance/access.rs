@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 
 use super::command::{FirstAccess, Verify};
 use super::{Issuance, audit, instant, reply, status};
-use crate::app::Message;
+use crate::runtime::Message;
 use crate::contract::{Outgoing, SecretField};
 use crate::domain::credential::{self, Credential, Status};
 use crate::domain::{Pin, PinHasher};

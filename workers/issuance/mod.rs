@@ -9,19 +9,33 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use crate::app::{Message, Worker};
-use crate::broker::topology::WorkerQueue;
 use crate::config::Rules;
 use crate::contract::{Envelope, Outgoing, ParseError};
 use crate::domain::PinHasher;
 use crate::error::HandlerError;
+use crate::manifest::{Binding, Description};
+use crate::runtime::{Message, Registration, Worker};
 use crate::store::audit;
 pub use command::{Command, FirstAccess, PinRequest, Verify};
 
-/// The issuance queue and the commands bound to it.
-pub const QUEUE: WorkerQueue = WorkerQueue {
-    name: "issuance",
-    routing_keys: &["pin.request", "pin.first_access", "pin.verify"],
+/// The issuance worker as the registry lists it.
+pub const WORKER: Registration = Registration {
+    description: Description {
+        name: "issuance",
+        bindings: &[
+            Binding::command("pin.request", &["notify.sms", "notify.post", "pin.issued"]),
+            Binding::rpc("pin.first_access", &["reply", "pin.activated"]),
+            Binding::rpc("pin.verify", &["reply"]),
+        ],
+        jobs: &[],
+    },
+    start: |starter| {
+        starter.consume(Issuance::new(
+            starter.rules().clone(),
+            starter.hasher().clone(),
+        ))
+    },
+    parse: |envelope| Command::parse(envelope).map(drop),
 };
 
 /// The issuance worker.
@@ -49,18 +63,6 @@ pub enum Prepared {
 impl Worker for Issuance {
     type Command = Command;
     type Prepared = Prepared;
-
-    fn name(&self) -> &'static str {
-        QUEUE.name
-    }
-
-    fn accepts(&self) -> &'static [&'static str] {
-        QUEUE.routing_keys
-    }
-
-    fn is_rpc(&self, message_type: &str) -> bool {
-        matches!(message_type, "pin.first_access" | "pin.verify")
-    }
 
     fn parse(&self, envelope: &Envelope) -> Result<Command, ParseError> {
         Command::parse(envelope)

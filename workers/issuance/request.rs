@@ -9,8 +9,8 @@ use zeroize::Zeroizing;
 
 use super::command::{FirstHalfVia, PinRequest};
 use super::{Issuance, audit, instant};
-use crate::app::Message;
-use crate::contract::Outgoing;
+use crate::runtime::Message;
+use crate::contract::{Carries, Notice, NotifyChannel, Outgoing};
 use crate::domain::credential::{Holder, Kind};
 use crate::domain::{InitialPin, PinHasher};
 use crate::error::HandlerError;
@@ -124,16 +124,26 @@ fn deliveries(
     message: &Message<'_>,
 ) -> Result<Vec<Outgoing>, HandlerError> {
     let params = json!({ "credential_id": credential_id, "given_name": request.given_name, "family_name": request.family_name });
-    let secret = |text: &str| Some(Zeroizing::new(text.to_owned()));
+    let notify = |channel, template, to, carries, text: &str| {
+        let notice = Notice {
+            channel,
+            template,
+            to,
+            params: params.clone(),
+            tax_code: request.tax_code.as_str().to_owned(),
+            credential_id: Some(credential_id),
+            secret: Some((carries, Zeroizing::new(text.to_owned()))),
+        };
+        Outgoing::notification(notice, message.now)
+    };
     if request.channel == "office" {
         let to = json!({ "office_id": request.office_id, "operator_id": request.operator_id });
-        return Ok(vec![Outgoing::notification(
-            "notify.office",
+        return Ok(vec![notify(
+            NotifyChannel::Office,
             "pin_office_issue",
             to,
-            params,
-            secret(pin.expose()),
-            message.now,
+            Carries::WholePin,
+            pin.expose(),
         )]);
     }
     let (first, second) = pin.split();
@@ -145,24 +155,22 @@ fn deliveries(
     let first_half = match request.first_half_via {
         Some(FirstHalfVia::Sms) => {
             let mobile = request.mobile.as_ref().ok_or_else(|| missing("sms"))?;
-            Outgoing::notification(
-                "notify.sms",
+            notify(
+                NotifyChannel::Sms,
                 "pin_first_half",
                 json!(mobile.as_str()),
-                params.clone(),
-                secret(first.expose()),
-                message.now,
+                Carries::FirstHalf,
+                first.expose(),
             )
         }
         Some(FirstHalfVia::Email) => {
             let email = request.email.as_ref().ok_or_else(|| missing("email"))?;
-            Outgoing::notification(
-                "notify.email",
+            notify(
+                NotifyChannel::Email,
                 "pin_first_half",
                 json!(email.as_str()),
-                params.clone(),
-                secret(first.expose()),
-                message.now,
+                Carries::FirstHalf,
+                first.expose(),
             )
         }
         None => {
@@ -175,13 +183,12 @@ fn deliveries(
         "name": format!("{} {}", request.given_name, request.family_name),
         "postal_address": request.postal_address,
     });
-    let second_half = Outgoing::notification(
-        "notify.post",
+    let second_half = notify(
+        NotifyChannel::Post,
         "pin_second_half",
         to,
-        params,
-        secret(second.expose()),
-        message.now,
+        Carries::SecondHalf,
+        second.expose(),
     );
     Ok(vec![first_half, second_half])
 }
@@ -222,14 +229,16 @@ async fn not_eligible(
     let mut out = refuse(request, message, conn, data).await?;
     if let Some(email) = &request.email {
         let params = json!({ "given_name": request.given_name, "alternatives": ALTERNATIVES });
-        out.push(Outgoing::notification(
-            "notify.email",
-            "not_eligible",
-            json!(email.as_str()),
+        let notice = Notice {
+            channel: NotifyChannel::Email,
+            template: "not_eligible",
+            to: json!(email.as_str()),
             params,
-            None,
-            message.now,
-        ));
+            tax_code: request.tax_code.as_str().to_owned(),
+            credential_id: None,
+            secret: None,
+        };
+        out.push(Outgoing::notification(notice, message.now));
     }
     Ok(out)
 }

@@ -22,7 +22,7 @@ pub struct Common {
 /// Which dead letters a listing shows.
 #[derive(Args, Default)]
 pub struct Filter {
-    /// Only this work queue (`issuance`, `pinflow.issuance`) or dead-letter queue.
+    /// Only this work queue (`NAME` or `pinflow.NAME`, as `pinflow workers` lists them) or dead-letter queue.
     #[arg(long)]
     pub queue: Option<String>,
     /// Only this message type.

@@ -9,9 +9,11 @@ use serde_json::json;
 use super::cli::DlqCommand;
 use super::session::{ask, close_connection, dlqs_for, line, matches, open_session, pick, summary};
 use super::{DeadLetter, audit, dead_letter_queues, groups, read_all};
+use crate::manifest::Description;
 
 /// Runs one `dlq` command.
-pub async fn run(command: DlqCommand) -> anyhow::Result<()> {
+/// `workers` are the registered workers, whose dead-letter queues are read.
+pub async fn run(command: DlqCommand, workers: &[Description]) -> anyhow::Result<()> {
     match command {
         DlqCommand::List {
             filter,
@@ -20,7 +22,7 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<()> {
             common,
         } => {
             let (connection, channel, names) = open_session(&common).await?;
-            let queues = dlqs_for(&names, filter.queue.as_deref())?;
+            let queues = dlqs_for(&names, workers, filter.queue.as_deref())?;
             let letters = read_all(&channel, &names, &queues).await?;
             let shown: Vec<&DeadLetter> = letters
                 .iter()
@@ -48,7 +50,7 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<()> {
         }
         DlqCommand::Groups { json, common } => {
             let (connection, channel, names) = open_session(&common).await?;
-            let letters = read_all(&channel, &names, &dead_letter_queues(&names)).await?;
+            let letters = read_all(&channel, &names, &dead_letter_queues(&names, workers)).await?;
             for group in groups(&letters) {
                 let (first, last) = (
                     group.first.map(|t| t.to_rfc3339()),
@@ -80,7 +82,7 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<()> {
         }
         DlqCommand::Show { id, common } => {
             let (connection, channel, names) = open_session(&common).await?;
-            let letters = read_all(&channel, &names, &dead_letter_queues(&names)).await?;
+            let letters = read_all(&channel, &names, &dead_letter_queues(&names, workers)).await?;
             let letter = letters
                 .iter()
                 .find(|l| l.id == id)
@@ -108,16 +110,18 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<()> {
             force,
             max_replays,
             common,
-        } => super::replay::run_replay(common, selection, dry_run, force, max_replays).await,
+        } => {
+            super::replay::run_replay(common, selection, dry_run, force, max_replays, workers).await
+        }
         DlqCommand::Edit {
             id,
             data,
             yes,
             common,
-        } => super::edit::run_edit(common, id, data, yes).await,
+        } => super::edit::run_edit(common, id, data, yes, workers).await,
         DlqCommand::Purge { selection, common } => {
             let (connection, channel, names) = open_session(&common).await?;
-            let queues = dlqs_for(&names, selection.queue.as_deref())?;
+            let queues = dlqs_for(&names, workers, selection.queue.as_deref())?;
             let letters = read_all(&channel, &names, &queues).await?;
             let picked = pick(&letters, &selection)?;
             if picked.is_empty()
@@ -158,7 +162,7 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<()> {
         }
         DlqCommand::Export { out, common } => {
             let (connection, channel, names) = open_session(&common).await?;
-            let letters = read_all(&channel, &names, &dead_letter_queues(&names)).await?;
+            let letters = read_all(&channel, &names, &dead_letter_queues(&names, workers)).await?;
             let mut file = std::fs::File::create(&out)
                 .with_context(|| format!("cannot write {}", out.display()))?;
             for letter in &letters {

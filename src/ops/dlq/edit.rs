@@ -13,12 +13,18 @@ pub async fn run_edit(
     id: String,
     data: Option<std::path::PathBuf>,
     yes: bool,
+    workers: &[crate::manifest::Description],
 ) -> anyhow::Result<()> {
     use super::session::{ask, close_connection, open_session};
     use anyhow::Context as _;
     let key = common.secrets.outbox_key().ok();
     let (connection, channel, names) = open_session(&common).await?;
-    let letters = super::read_all(&channel, &names, &super::dead_letter_queues(&names)).await?;
+    let letters = super::read_all(
+        &channel,
+        &names,
+        &super::dead_letter_queues(&names, workers),
+    )
+    .await?;
     let letter = letters
         .iter()
         .find(|l| l.id == id)
@@ -76,7 +82,7 @@ pub async fn run_edit(
         serde_json::json!({ "original": before, "edited": after }),
     )
     .await?;
-    super::session::report(letter, &outcome);
+    super::replay::report(letter, &outcome);
     close_connection(connection).await;
     pool.close().await;
     Ok(())

@@ -24,6 +24,7 @@ use crate::broker::Names;
 use crate::broker::dead_letter::{ATTEMPTS, ERROR, FAILED_AT, QUEUE, ROUTING_KEY, SEALED_PREFIX};
 use crate::broker::publish::{header_str, header_u32};
 use crate::contract::SECRET_FIELDS;
+use crate::manifest::Description;
 
 /// How many times a message has been replayed.
 pub const REPLAYS: &str = "x-pinflow-replays";
@@ -226,10 +227,12 @@ fn x_death(headers: Option<&FieldTable>) -> Option<(String, Option<DateTime<Utc>
     Some((reason, time))
 }
 
-/// Every dead-letter queue of a namespace, by name.
-pub fn dead_letter_queues(names: &Names) -> Vec<String> {
-    let mut queues: Vec<String> = crate::workers::ALL
+/// Every dead-letter queue of a namespace, by name: one per worker that has a queue
+/// (a worker made only of timed jobs has none), and the unrouted-command queue.
+pub fn dead_letter_queues(names: &Names, workers: &[Description]) -> Vec<String> {
+    let mut queues: Vec<String> = workers
         .iter()
+        .filter(|w| w.has_queue())
         .map(|w| Names::dlq(&names.work_queue(w.name)))
         .collect();
     queues.push(names.unrouted_dlq());

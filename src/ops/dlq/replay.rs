@@ -196,11 +196,12 @@ pub async fn run_replay(
     dry_run: bool,
     force: bool,
     max_replays: u32,
+    workers: &[crate::manifest::Description],
 ) -> anyhow::Result<()> {
     use super::session::{ask, close_connection, dlqs_for, open_session, pick};
     let key = common.secrets.outbox_key().ok();
     let (connection, channel, names) = open_session(&common).await?;
-    let queues = dlqs_for(&names, selection.queue.as_deref())?;
+    let queues = dlqs_for(&names, workers, selection.queue.as_deref())?;
     let letters = super::read_all(&channel, &names, &queues).await?;
     let picked = pick(&letters, &selection)?;
     if picked.is_empty() {
@@ -295,7 +296,7 @@ pub(super) async fn replay_letters(
         match &outcome {
             Outcome::Replayed => replayed.push(letter.id.clone()),
             Outcome::Refused(reason) => {
-                super::session::report(letter, &outcome);
+                report(letter, &outcome);
                 refused.push((letter.id.clone(), reason.clone()));
             }
         }
@@ -304,4 +305,12 @@ pub(super) async fn replay_letters(
         }
     }
     Ok((replayed, refused))
+}
+
+/// Prints a replay outcome line.
+pub(super) fn report(letter: &DeadLetter, outcome: &Outcome) {
+    match outcome {
+        Outcome::Replayed => eprintln!("replayed {} ({})", letter.id, letter.message_type),
+        Outcome::Refused(reason) => eprintln!("not replayed {}: {reason}", letter.id),
+    }
 }

@@ -9,12 +9,16 @@ use serde_json::{Value, json};
 use super::DeadLetter;
 use super::cli::{Common, Filter, Selection};
 use super::dead_letter_queues;
-use super::replay::Outcome;
 use crate::broker::{self, Names};
+use crate::manifest::Description;
 
 /// Resolves `--queue` to dead-letter queue names.
-pub(super) fn dlqs_for(names: &Names, queue: Option<&str>) -> anyhow::Result<Vec<String>> {
-    let all = dead_letter_queues(names);
+pub(super) fn dlqs_for(
+    names: &Names,
+    workers: &[Description],
+    queue: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let all = dead_letter_queues(names, workers);
     let Some(wanted) = queue else { return Ok(all) };
     let candidates = [
         wanted.to_owned(),
@@ -148,12 +152,4 @@ pub(super) fn pick<'a>(
                 .is_none_or(|t| &l.message_type == t)
         })
         .collect())
-}
-
-/// Prints a replay outcome line.
-pub(super) fn report(letter: &DeadLetter, outcome: &Outcome) {
-    match outcome {
-        Outcome::Replayed => eprintln!("replayed {} ({})", letter.id, letter.message_type),
-        Outcome::Refused(reason) => eprintln!("not replayed {}: {reason}", letter.id),
-    }
 }

@@ -1,8 +1,9 @@
 //! The outbox relay: publishes committed outbox rows in order with publisher confirms
-//! and `mandatory`, deletes each row (and with it any sealed secret) once confirmed,
-//! and puts a row back for later when the broker refuses or returns it. One relay per
-//! database publishes at a time (a transaction-level advisory lock), so messages of
-//! one transaction go out in their order even with several pinflow processes.
+//! (events and notifications `mandatory`), deletes each row (and with it any sealed
+//! secret) once confirmed, marks a notification sent in the ledger, and puts a row
+//! back for later when the broker refuses or returns it. One relay per database
+//! publishes at a time (a transaction-level advisory lock), so messages of one
+//! transaction go out in their order even with several pinflow processes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +14,14 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use tokio_util::sync::CancellationToken;
 
-use super::publish::{self, Confirmed, PublishError, set_str};
-use crate::app::worker::Deps;
+use super::deps::Deps;
+use crate::broker::publish::{self, Confirmed, PublishError, set_str};
+use crate::broker::{self, topology};
 use crate::contract::outgoing::with_secret;
 use crate::contract::trace::TraceParent;
 use crate::contract::{CONTENT_TYPE, Destination};
 use crate::error::chain;
+use crate::store::notifications;
 use crate::store::outbox::{self, Pending};
 
 /// The advisory-lock key that makes one relay at a time publish for a database.
@@ -38,9 +41,9 @@ pub enum RelayError {
 /// Runs the relay until `cancel` fires, then publishes what is left (bounded by the
 /// shutdown timeout) and returns.
 pub async fn run(deps: Arc<Deps>, cancel: CancellationToken) {
-    let mut delays = super::reconnect_delays();
+    let mut delays = broker::reconnect_delays();
     loop {
-        let Some(connection) = super::connect_with_backoff(
+        let Some(connection) = broker::connect_with_backoff(
             &deps.amqp_url,
             &deps.names.connection_name("relay"),
             &cancel,
@@ -71,7 +74,7 @@ async fn session(
     cancel: &CancellationToken,
 ) -> Result<(), RelayError> {
     let channel = connection.create_channel().await?;
-    super::topology::declare_shared(&channel, &deps.names).await?;
+    topology::declare_all(&channel, &deps.names, &deps.runtime, &deps.workers).await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
@@ -136,44 +139,56 @@ async fn round(deps: &Deps, channel: &Channel) -> Result<usize, RelayError> {
         };
         confirms.push(outcome);
     }
-    let mut sent = Vec::with_capacity(rows.len());
-    for (row, confirm) in rows.iter().zip(confirms) {
-        let result = match confirm {
-            Ok(confirm) => publish::confirmed(confirm, deps.runtime.confirm_timeout).await,
-            Err(reason) => {
-                defer(&mut tx, row, &reason).await?;
-                continue;
-            }
+    // A return names its message: pair it by message id, not by the confirm lapin
+    // happened to attach it to.
+    let mut outcomes = Vec::with_capacity(rows.len());
+    let mut returned = std::collections::HashSet::new();
+    for confirm in confirms {
+        let outcome = match confirm {
+            Ok(confirm) => match publish::confirmed(confirm, deps.runtime.confirm_timeout).await {
+                Ok(Confirmed::Routed) => Ok(()),
+                Ok(Confirmed::Returned(message)) => {
+                    if let Some(id) = message.properties.message_id() {
+                        returned.insert(id.as_str().to_owned());
+                    }
+                    Ok(())
+                }
+                Err(PublishError::Nacked) => Err("nacked by the broker".to_owned()),
+                Err(e) => return Err(e.into()),
+            },
+            Err(reason) => Err(reason),
         };
-        match result {
-            Ok(Confirmed::Routed) => sent.push(row.id),
-            Ok(Confirmed::Returned(_)) => {
-                defer(
-                    &mut tx,
-                    row,
-                    "returned: no queue bound for this notification",
-                )
-                .await?;
+        outcomes.push(outcome);
+    }
+    let mut sent = Vec::with_capacity(rows.len());
+    let mut sent_ids = Vec::new();
+    for (row, outcome) in rows.iter().zip(outcomes) {
+        match outcome {
+            Ok(()) if returned.contains(&row.message_id) => {
+                let reason = format!("returned: no queue is bound for {}", row.routing_key);
+                defer(&mut tx, row, &reason).await?;
             }
-            Err(PublishError::Nacked) => defer(&mut tx, row, "nacked by the broker").await?,
-            Err(e) => return Err(e.into()),
+            Ok(()) => {
+                sent.push(row.id);
+                sent_ids.push(row.message_id.clone());
+            }
+            Err(reason) => defer(&mut tx, row, &reason).await?,
         }
     }
     if !sent.is_empty() {
         crate::failpoint::hit("relay-after-publish");
     }
     outbox::delete(&mut tx, &sent).await?;
+    notifications::mark_sent(&mut tx, &sent_ids, Utc::now()).await?;
     tx.commit().await?;
     Ok(rows.len())
 }
 
-/// Only notifications are published `mandatory`: a notification that no queue takes
-/// means the topology is broken and must be kept for later, while an event without
-/// subscribers and a reply whose caller stopped waiting are normal and dropped by the
-/// broker. Returns then always belong to notifications, whatever lapin pairs them
-/// with among pipelined confirms.
+/// Events and notifications are published `mandatory`: one that no queue takes means
+/// a subscriber or gateway queue is missing, and it is kept for later rather than
+/// lost. A reply whose caller stopped waiting is normal and dropped by the broker.
 fn mandatory(destination: &Destination) -> bool {
-    *destination == Destination::Notification
+    *destination != Destination::Reply
 }
 
 async fn defer(
@@ -182,7 +197,11 @@ async fn defer(
     reason: &str,
 ) -> Result<(), sqlx::Error> {
     let backoff = Duration::from_secs(1u64 << row.attempts.clamp(0, 8));
-    tracing::error!(message_id = %row.message_id, message_type = %row.message_type, attempts = row.attempts + 1, reason, "outbox row not published; will try again");
+    // Once at first, then every tenth attempt: a row waiting for a subscriber that
+    // never comes must not flood the log.
+    if row.attempts % 10 == 0 {
+        tracing::error!(message_id = %row.message_id, message_type = %row.message_type, attempts = row.attempts + 1, reason, "outbox row not published; will try again");
+    }
     let until = Utc::now() + chrono::Duration::from_std(backoff).unwrap_or_default();
     outbox::defer(conn, row.id, until, reason).await
 }
@@ -221,6 +240,9 @@ fn build(deps: &Deps, row: &Pending) -> Result<(String, Vec<u8>, BasicProperties
         .unwrap_or_else(TraceParent::start);
     let mut headers = FieldTable::default();
     set_str(&mut headers, "traceparent", &trace.to_string());
+    if let Some(state) = &row.tracestate {
+        set_str(&mut headers, "tracestate", state);
+    }
     let mut properties = BasicProperties::default()
         .with_content_type(ShortString::from(CONTENT_TYPE))
         .with_message_id(ShortString::from(row.message_id.clone()))

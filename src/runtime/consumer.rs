@@ -1,0 +1,281 @@
+//! The consumer loop every worker runs: take a batch of deliveries, parse each at the
+//! edge, prepare them, apply them in one transaction (see `apply`), send failures on,
+//! then acknowledge the whole batch with one `multiple` ack. This is the one place
+//! that logs a message's failure.
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use futures_util::{FutureExt, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use tokio_util::sync::CancellationToken;
+
+use super::apply::{Head, Ready, Verdict, apply_batch};
+use super::deps::Deps;
+use super::worker::Worker;
+use crate::broker::dead_letter::{DeadLetterer, attempts};
+use crate::broker::publish::{PublishError, header_str};
+use crate::broker::{self, topology};
+use crate::contract::schemas::Schemas;
+use crate::contract::trace::TraceContext;
+use crate::contract::{Envelope, ParseError};
+use crate::error::chain;
+use crate::manifest::Description;
+
+/// Why a consuming session ended (the loop reconnects after each).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("broker error")]
+    Broker(#[from] lapin::Error),
+    #[error("cannot forward a failed message")]
+    Publish(#[from] PublishError),
+    #[error("the broker cancelled the consumer")]
+    ConsumerEnded,
+}
+
+/// One worker's consumer: what every step of the loop needs.
+struct Consumer<'a, W> {
+    /// The handlers.
+    worker: &'a W,
+    /// Its name and bindings.
+    description: &'a Description,
+    /// Database, names, settings, keys.
+    deps: &'a Deps,
+    /// Its work queue.
+    queue: &'a str,
+}
+
+/// Runs one worker until `cancel` fires, reconnecting with backoff whenever the broker
+/// goes away; deliveries not yet acknowledged then come back and, thanks to the inbox,
+/// have their effect once.
+pub async fn run<W: Worker>(
+    worker: Arc<W>,
+    description: Description,
+    deps: Arc<Deps>,
+    cancel: CancellationToken,
+) {
+    let name = description.name;
+    let queue = deps.names.work_queue(name);
+    let consumer = Consumer {
+        worker: &*worker,
+        description: &description,
+        deps: &deps,
+        queue: &queue,
+    };
+    let mut delays = broker::reconnect_delays();
+    while !cancel.is_cancelled() {
+        let Some(connection) = broker::connect_with_backoff(
+            &deps.amqp_url,
+            &deps.names.connection_name(name),
+            &cancel,
+        )
+        .await
+        else {
+            break;
+        };
+        let result = consumer.session(&connection, &cancel).await;
+        let _ = connection.close(200, "pinflow stopping").await;
+        match result {
+            Ok(()) => break,
+            Err(e) => {
+                let delay = delays.next().unwrap_or_default();
+                tracing::warn!(worker = name, error = %chain(&e), "consumer lost its broker session; reconnecting");
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    tracing::info!(worker = name, "consumer stopped");
+}
+
+impl<W: Worker> Consumer<'_, W> {
+    async fn session(
+        &self,
+        connection: &Connection,
+        cancel: &CancellationToken,
+    ) -> Result<(), SessionError> {
+        let deps = self.deps;
+        let channel = connection.create_channel().await?;
+        topology::declare_all(&channel, &deps.names, &deps.runtime, &deps.workers).await?;
+        channel
+            .basic_qos(deps.runtime.prefetch, BasicQosOptions::default())
+            .await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let mut consumer = channel
+            .basic_consume(
+                self.queue,
+                &format!("pinflow-{}", self.description.name),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(
+            worker = self.description.name,
+            queue = self.queue,
+            "consuming"
+        );
+        let batch_size = usize::from(deps.runtime.batch_size);
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                next = consumer.next() => next,
+            };
+            let mut batch = vec![next.ok_or(SessionError::ConsumerEnded)??];
+            while batch.len() < batch_size {
+                match consumer.next().now_or_never() {
+                    Some(Some(delivery)) => batch.push(delivery?),
+                    _ => break,
+                }
+            }
+            self.process_batch(&channel, &batch).await?;
+        }
+        // Stop taking deliveries; closing the channel hands prefetched ones back.
+        channel
+            .basic_cancel(consumer.tag().as_str(), BasicCancelOptions::default())
+            .await?;
+        channel.close(200, "pinflow stopping").await?;
+        Ok(())
+    }
+
+    async fn process_batch(
+        &self,
+        channel: &Channel,
+        batch: &[Delivery],
+    ) -> Result<(), SessionError> {
+        let mut verdicts: Vec<Verdict> = batch.iter().map(|_| Verdict::Done).collect();
+        let mut parsed = Vec::new();
+        for (index, delivery) in batch.iter().enumerate() {
+            match self.parse(delivery) {
+                Ok(item) => parsed.push((index, item)),
+                Err(e) => verdicts[index] = Verdict::DeadLetter(e.to_string()),
+            }
+        }
+        let prepared = join_all(
+            parsed
+                .into_iter()
+                .map(|(index, (head, command))| async move {
+                    (index, head, self.worker.prepare(command).await)
+                }),
+        )
+        .await;
+        let mut ready = Vec::new();
+        for (index, head, result) in prepared {
+            match result {
+                Ok(prepared) => ready.push(Ready {
+                    index,
+                    head,
+                    prepared,
+                }),
+                Err(e) => verdicts[index] = Verdict::of(&e),
+            }
+        }
+        if !ready.is_empty() {
+            apply_batch(self.worker, self.deps, self.queue, &ready, &mut verdicts).await;
+            self.deps.relay_wake.notify_one();
+            crate::failpoint::hit("after-commit");
+        }
+        for (delivery, verdict) in batch.iter().zip(&verdicts) {
+            self.forward(channel, delivery, verdict).await?;
+        }
+        if let Some(last) = batch.last() {
+            channel
+                .basic_ack(last.delivery_tag, BasicAckOptions { multiple: true })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Bytes to envelope to typed command, with what the reply and the trace need.
+    fn parse(&self, delivery: &Delivery) -> Result<(Head, W::Command), ParseError> {
+        let properties = &delivery.properties;
+        let content_type = properties.content_type().as_ref().map(|ct| ct.as_str());
+        let envelope = Envelope::parse(&delivery.data, content_type, Schemas::embedded(), |t| {
+            self.description.accepts(t)
+        })?;
+        let reply_to = properties
+            .reply_to()
+            .as_ref()
+            .map(|r| r.as_str().to_owned());
+        if self.description.is_rpc(&envelope.message_type)
+            && reply_to.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(ParseError::MissingReplyTo);
+        }
+        let command = self.worker.parse(&envelope)?;
+        let correlation_id = properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.as_str().to_owned());
+        let headers = properties.headers().as_ref();
+        let trace = TraceContext::from_headers(
+            header_str(headers, "traceparent").as_deref(),
+            header_str(headers, "tracestate").as_deref(),
+        );
+        let head = Head {
+            envelope,
+            reply_to,
+            correlation_id,
+            trace,
+        };
+        Ok((head, command))
+    }
+
+    /// Sends a failed delivery on: to the dead-letter queue, or to a delay queue while
+    /// it has attempts left. Logs the failure, once.
+    async fn forward(
+        &self,
+        channel: &Channel,
+        delivery: &Delivery,
+        verdict: &Verdict,
+    ) -> Result<(), SessionError> {
+        let deps = self.deps;
+        let queue = self.queue;
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str().to_owned())
+            .unwrap_or_default();
+        let routing_key = delivery.routing_key.as_str();
+        let letters = DeadLetterer {
+            channel,
+            names: &deps.names,
+            key: &deps.key,
+            runtime: &deps.runtime,
+        };
+        let attempts = attempts(delivery) + 1;
+        match verdict {
+            Verdict::Done => {}
+            Verdict::DeadLetter(reason) => {
+                tracing::warn!(queue, message_id, routing_key, attempts, reason = %reason, "message dead-lettered");
+                letters
+                    .to_dead_letter_queue(queue, delivery, reason, attempts)
+                    .await?;
+            }
+            Verdict::Retry(reason) if attempts >= deps.runtime.retry_max_attempts => {
+                tracing::error!(queue, message_id, routing_key, attempts, reason = %reason, "message dead-lettered after its last attempt");
+                letters
+                    .to_dead_letter_queue(queue, delivery, reason, attempts)
+                    .await?;
+            }
+            Verdict::Retry(reason) => {
+                let (delay, ttl) = topology::retry_delay(&deps.runtime, attempts);
+                tracing::warn!(queue, message_id, routing_key, attempts, retry_in_ms = delay.as_millis() as u64, reason = %reason, "message will be retried");
+                letters
+                    .to_retry_queue(queue, delivery, attempts, delay, ttl)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,56 @@
+//! What the consumer loops, the timed jobs and the relay of one process share.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::sync::{Notify, watch};
+
+use crate::broker::Names;
+use crate::clock::Clock;
+use crate::config;
+use crate::manifest::Description;
+use crate::seal::OutboxKey;
+
+/// What the consumer loops, the timed jobs and the relay share.
+pub struct Deps {
+    /// The database.
+    pub pool: PgPool,
+    /// This installation's exchange and queue names.
+    pub names: Names,
+    /// Where the broker is (may hold a password: never logged).
+    pub amqp_url: String,
+    /// Prefetch, batching, retry, relay and sweep settings.
+    pub runtime: config::Runtime,
+    /// Seals secrets in the outbox and in dead-letter copies.
+    pub key: Arc<OutboxKey>,
+    /// "Now".
+    pub clock: Arc<dyn Clock>,
+    /// Wakes the relay after a commit, so it does not wait for its interval.
+    pub relay_wake: Arc<Notify>,
+    /// Every registered worker, run here or not: each (re)connection declares the
+    /// whole topology, so no event is published before its subscribers' queues exist.
+    pub workers: Arc<[Description]>,
+    /// Starts a pass of every timed job at once (tests, operators).
+    pub jobs_now: JobTrigger,
+}
+
+/// Starts a pass of every running job at once, without waiting for its interval.
+#[derive(Clone)]
+pub struct JobTrigger(Arc<watch::Sender<u64>>);
+
+impl Default for JobTrigger {
+    fn default() -> Self {
+        JobTrigger(Arc::new(watch::channel(0).0))
+    }
+}
+
+impl JobTrigger {
+    /// Asks every job to run a pass now.
+    pub fn fire(&self) {
+        self.0.send_modify(|n| *n += 1);
+    }
+
+    pub(super) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+}

@@ -1,0 +1,130 @@
+//! The notification ledger: every notification pinflow sends, kept after the outbox
+//! row is gone, so delivery receipts and operators can find it by its
+//! `notification_id`. It holds which secret a notification carried, never the secret.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::contract::Outgoing;
+
+/// Records the notifications among `messages`, state `pending`, in the transaction that
+/// writes them to the outbox.
+pub async fn record(conn: &mut PgConnection, messages: &[Outgoing]) -> Result<(), sqlx::Error> {
+    let entries: Vec<_> = messages
+        .iter()
+        .filter_map(|m| m.ledger.as_ref().map(|entry| (m, entry)))
+        .collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let created_at = messages
+        .iter()
+        .find_map(|m| m.body["time"].as_str())
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+    let ids: Vec<&str> = entries.iter().map(|(m, _)| m.message_id.as_str()).collect();
+    let templates: Vec<&str> = entries.iter().map(|(_, e)| e.template).collect();
+    let channels: Vec<&str> = entries.iter().map(|(_, e)| e.channel.as_str()).collect();
+    let tax_codes: Vec<&str> = entries.iter().map(|(_, e)| e.tax_code.as_str()).collect();
+    let credentials: Vec<Option<Uuid>> = entries.iter().map(|(_, e)| e.credential_id).collect();
+    let carries: Vec<Option<&str>> = entries
+        .iter()
+        .map(|(_, e)| e.carries.map(|c| c.as_str()))
+        .collect();
+    sqlx::query(
+        "insert into notifications (notification_id, template, channel, tax_code,
+             credential_id, carries, created_at, state_at)
+         select i, t, c, x, k, s, $7, $7
+         from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[])
+             as m(i, t, c, x, k, s)
+         on conflict (notification_id) do nothing",
+    )
+    .bind(ids)
+    .bind(templates)
+    .bind(channels)
+    .bind(tax_codes)
+    .bind(credentials)
+    .bind(carries)
+    .bind(created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks notifications sent once the broker confirmed them (other message ids are
+/// ignored).
+pub async fn mark_sent(
+    conn: &mut PgConnection,
+    message_ids: &[String],
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if message_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "update notifications set state = 'sent', sent_at = $2, state_at = $2
+         where notification_id = any($1) and state = 'pending'",
+    )
+    .bind(message_ids)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A notification as the ledger keeps it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Notification {
+    /// The id gateways and receipts use.
+    pub notification_id: String,
+    /// The template.
+    pub template: String,
+    /// The gateway's channel.
+    pub channel: String,
+    /// Whose.
+    pub tax_code: String,
+    /// Which credential.
+    pub credential_id: Option<Uuid>,
+    /// Which secret it carried (`first_half`, `second_half`, `whole_pin`, `token`).
+    pub carries: Option<String>,
+    /// `pending`, `sent`, `delivered`, `failed` or `returned`.
+    pub state: String,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+    /// When the broker confirmed it.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// When its state last changed.
+    pub state_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "notification_id, template, channel, tax_code, credential_id, carries,
+     state, created_at, sent_at, state_at";
+
+/// One notification by id.
+pub async fn find(
+    conn: &mut PgConnection,
+    notification_id: &str,
+) -> Result<Option<Notification>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from notifications where notification_id = $1"
+    ))
+    .bind(notification_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Every notification of a tax code, oldest first.
+pub async fn for_tax_code(
+    conn: &mut PgConnection,
+    tax_code: &str,
+) -> Result<Vec<Notification>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from notifications where tax_code = $1
+         order by created_at, notification_id"
+    ))
+    .bind(tax_code)
+    .fetch_all(conn)
+    .await
+}

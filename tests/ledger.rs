@@ -1,0 +1,145 @@
+//! The notification ledger and trace context: every notification is kept with its
+//! template, channel, tax code, credential and which secret it carried (never the
+//! secret), marked sent once the broker confirms it, and shown by `pinflow credential
+//! show`; `traceparent` and `tracestate` continue into what a command causes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::issuance::{IssuanceApp, pin_request};
+use common::{PATIENCE, spawn_app, tax_code};
+use lapin::types::{AMQPValue, FieldTable};
+use serde_json::Value;
+
+async fn wait_sent(app: &common::TestApp, n: i64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while app
+        .count("select count(*) from notifications where state = 'sent'")
+        .await
+        < n
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "notifications marked sent"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_notification_is_in_the_ledger_without_its_secret() {
+    let app = spawn_app().await;
+    let code = tax_code(41);
+    let (first, second) = app.halves_of(&pin_request(&code, "online")).await;
+    wait_sent(&app, 2).await;
+    let rows = sqlx::query_as::<_, (String, String, String, String, Option<String>, String)>(
+        "select notification_id, template, channel, tax_code, carries, state
+         from notifications order by carries",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0].1.as_str(), rows[0].2.as_str(), rows[0].4.as_deref()),
+        ("pin_first_half", "sms", Some("first_half"))
+    );
+    assert_eq!(
+        (rows[1].1.as_str(), rows[1].2.as_str(), rows[1].4.as_deref()),
+        ("pin_second_half", "post", Some("second_half"))
+    );
+    assert!(rows.iter().all(|r| r.3 == code && r.5 == "sent"));
+    let credential: uuid::Uuid = sqlx::query_scalar("select id from credentials")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let linked = app
+        .count(&format!(
+            "select count(*) from notifications where credential_id = '{credential}'"
+        ))
+        .await;
+    assert_eq!(linked, 2);
+    let whole_table: String =
+        sqlx::query_scalar("select coalesce(string_agg(n::text, ' '), '') from notifications n")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        !whole_table.contains(&first) && !whole_table.contains(&second),
+        "no half in the ledger"
+    );
+
+    let (ok, out, err) = app.pinflow(&["credential", "show", &code]);
+    assert!(ok, "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    let listed = shown["credentials"][0]["notifications"].as_array().unwrap();
+    let ids: Vec<&str> = listed
+        .iter()
+        .map(|n| n["notification_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    for row in &rows {
+        assert!(ids.contains(&row.0.as_str()));
+    }
+    assert!(!out.contains(&first) && !out.contains(&second));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_refusal_notice_is_in_the_ledger_without_a_credential() {
+    let app = spawn_app().await;
+    let mut request = pin_request(&tax_code(42), "online");
+    request["data"]["applicant"]["residence_country"] = serde_json::json!("IT");
+    app.publish(&request).await;
+    app.event("pin.request.rejected").await;
+    wait_sent(&app, 1).await;
+    let (template, carries, credential): (String, Option<String>, Option<uuid::Uuid>) =
+        sqlx::query_as("select template, carries, credential_id from notifications")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (template.as_str(), carries, credential),
+        ("not_eligible", None, None)
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn trace_parent_and_trace_state_reach_the_gateway() {
+    let app = spawn_app().await;
+    let request = pin_request(&tax_code(43), "online");
+    let mut headers = FieldTable::default();
+    let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    headers.insert("traceparent".into(), AMQPValue::LongString(parent.into()));
+    headers.insert(
+        "tracestate".into(),
+        AMQPValue::LongString("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7".into()),
+    );
+    let properties = common::command_properties(&request).with_headers(headers);
+    let body = serde_json::to_vec(&request).unwrap();
+    app.publish_raw("pin.request", &body, properties).await;
+    for queue in ["sms", "post"] {
+        let sent = app.take(&app.notify_queue(queue), 1).await.remove(0);
+        let traceparent = sent.header("traceparent").expect("traceparent");
+        assert!(
+            traceparent.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+            "{traceparent}"
+        );
+        assert!(
+            !traceparent.contains("b7ad6b7169203331"),
+            "a span of its own"
+        );
+        assert_eq!(
+            sent.header("tracestate").as_deref(),
+            Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
+        );
+    }
+    let event = app.take(&app.events_queue(), 1).await.remove(0);
+    assert_eq!(
+        event.header("tracestate").as_deref(),
+        Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
+    );
+    app.stop().await;
+}

@@ -1,0 +1,160 @@
+//! The registry is the one list of workers, and everything reads it: `src/` names no
+//! worker, compose has a service for each, every example of the contract goes through
+//! the parser of the worker that takes it, and the descriptions agree with the schemas.
+
+use std::path::{Path, PathBuf};
+
+use pinflow::contract::Envelope;
+use pinflow::contract::schemas::Schemas;
+use pinflow::manifest::Description;
+use pinflow::runtime::descriptions;
+use pinflow::workers::REGISTRY;
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("readable") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The places in `text` that name a worker: `workers::` or a worker's name as a word.
+fn names_a_worker(text: &str, workers: &[Description]) -> Vec<String> {
+    let mut found = Vec::new();
+    if text.contains("workers::") {
+        found.push("workers::".to_owned());
+    }
+    let words: Vec<&str> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .collect();
+    for worker in workers {
+        if words.contains(&worker.name) {
+            found.push(worker.name.to_owned());
+        }
+    }
+    found
+}
+
+#[test]
+fn the_check_finds_a_worker_named_in_code() {
+    let all = descriptions(REGISTRY);
+    let name = all[0].name;
+    assert!(!names_a_worker(&format!("let q = names.work_queue(\"{name}\");"), &all).is_empty());
+    assert!(!names_a_worker("use crate::workers::REGISTRY;", &all).is_empty());
+    assert!(names_a_worker("let q = names.work_queue(worker.name);", &all).is_empty());
+}
+
+#[test]
+fn src_names_no_worker() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let all = descriptions(REGISTRY);
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    assert!(files.len() > 10, "found the sources");
+    let mut offenders = Vec::new();
+    for file in files {
+        // lib.rs joins the two trees; main.rs hands the registry to the runtime.
+        if file.ends_with("src/lib.rs") || file.ends_with("src/main.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("readable");
+        let found = names_a_worker(&text, &all);
+        if !found.is_empty() {
+            offenders.push(format!("{}: {}", file.display(), found.join(", ")));
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "src/ names a worker:\n{}",
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn compose_runs_every_registered_worker_and_no_other() {
+    let compose =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docker-compose.yml"))
+            .expect("docker-compose.yml");
+    for worker in descriptions(REGISTRY) {
+        let run = format!("command: [\"run\", \"--worker\", \"{}\"]", worker.name);
+        assert!(
+            compose.contains(&run),
+            "compose has no service running {}",
+            worker.name
+        );
+        let health = format!("\"--worker\", \"{}\"]", worker.name);
+        assert!(
+            compose.matches(&health).count() >= 2,
+            "compose checks the health of {}",
+            worker.name
+        );
+    }
+    let running = compose.matches("command: [\"run\", \"--worker\"").count();
+    assert_eq!(running, REGISTRY.len(), "one service per registered worker");
+}
+
+#[test]
+fn descriptions_agree_with_the_schemas() {
+    let schemas = Schemas::embedded();
+    let all = descriptions(REGISTRY);
+    let mut names: Vec<&str> = all.iter().map(|d| d.name).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), all.len(), "worker names are unique");
+    for worker in &all {
+        assert!(
+            worker
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_'),
+            "{} is a plain name",
+            worker.name
+        );
+        for binding in worker.bindings {
+            let t = binding.message_type;
+            assert!(schemas.get(t).is_some(), "{t} has a schema");
+            if binding.rpc {
+                assert!(
+                    schemas.get(&format!("{t}.reply")).is_some(),
+                    "{t}.reply has a schema"
+                );
+            }
+            for cause in binding.causes {
+                let known = *cause == "reply" && binding.rpc || schemas.get(cause).is_some();
+                assert!(
+                    known,
+                    "{}: {t} causes {cause}, which has no schema",
+                    worker.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_example_goes_through_the_parser_of_the_worker_that_takes_it() {
+    let schemas = Schemas::embedded();
+    let mut parsed = 0;
+    for (file, text) in Schemas::examples() {
+        let value: serde_json::Value = serde_json::from_str(text).expect("json");
+        let message_type = value["type"].as_str().expect("a type");
+        let Some(registration) = REGISTRY
+            .iter()
+            .find(|r| r.description.accepts(message_type))
+        else {
+            continue;
+        };
+        let envelope = Envelope::parse(text.as_bytes(), None, schemas, |_| true)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        (registration.parse)(&envelope).unwrap_or_else(|e| panic!("{file}: {e}"));
+        parsed += 1;
+    }
+    let accepted: usize = REGISTRY.iter().map(|r| r.description.bindings.len()).sum();
+    assert!(
+        parsed >= accepted,
+        "every bound type has at least one example: {parsed} < {accepted}"
+    );
+}
