@@ -9,21 +9,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel};
+use lapin::options::{QueueBindOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+mod ceiling;
+
+use ceiling::{count, declare, pattern_ceiling, publish_all};
+
 use super::Setup;
-use crate::broker::{self, Names, publish};
+use crate::broker::{self, Names};
 use crate::clock::SystemClock;
 use crate::config::{Connections, Rules, Runtime};
-use crate::contract::CONTENT_TYPE;
 use crate::contract::schemas::Schemas;
 use crate::manifest::Binding;
 use crate::runtime::{JobTrigger, Registration, descriptions};
@@ -118,134 +116,6 @@ pub fn command(message_type: &str, n: u32) -> anyhow::Result<Value> {
     event["source"] = json!("bench");
     retax(&mut event["data"], &tax_code(n));
     Ok(event)
-}
-
-fn properties(id: &str, message_type: &str, reply_to: Option<&str>) -> BasicProperties {
-    let properties = BasicProperties::default()
-        .with_content_type(ShortString::from(CONTENT_TYPE))
-        .with_message_id(ShortString::from(id))
-        .with_type(ShortString::from(message_type))
-        .with_correlation_id(ShortString::from(id))
-        .with_delivery_mode(2);
-    match reply_to {
-        Some(queue) => properties.with_reply_to(ShortString::from(queue)),
-        None => properties,
-    }
-}
-
-/// Publishes bodies with confirms, keeping `window` confirms outstanding.
-async fn publish_all(
-    channel: &Channel,
-    exchange: &str,
-    key: &str,
-    bodies: &[(String, Vec<u8>)],
-    (message_type, reply_to): (&str, Option<&str>),
-    limit: Duration,
-) -> anyhow::Result<()> {
-    let window = 256;
-    let mut pending = std::collections::VecDeque::new();
-    for (id, body) in bodies {
-        let props = properties(id, message_type, reply_to);
-        pending.push_back(publish::start(channel, exchange, key, body, props, true).await?);
-        if pending.len() >= window
-            && let Some(confirm) = pending.pop_front()
-        {
-            publish::confirmed(confirm, limit).await?;
-        }
-    }
-    for confirm in pending {
-        publish::confirmed(confirm, limit).await?;
-    }
-    Ok(())
-}
-
-async fn declare(channel: &Channel, queue: &str, quorum: bool) -> anyhow::Result<u32> {
-    let mut args = FieldTable::default();
-    if quorum {
-        let kind = AMQPValue::LongString(LongString::from("quorum"));
-        args.insert(ShortString::from("x-queue-type"), kind);
-    }
-    let options = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    Ok(channel
-        .queue_declare(queue, options, args)
-        .await?
-        .message_count())
-}
-
-async fn count(channel: &Channel, queue: &str) -> anyhow::Result<u32> {
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let declared = channel
-        .queue_declare(queue, passive, FieldTable::default())
-        .await?;
-    Ok(declared.message_count())
-}
-
-/// The broker alone running the pattern: commands already queued; consume each,
-/// publish `outputs` messages with confirms, acknowledge. Commands per second.
-async fn pattern_ceiling(
-    channel: &Channel,
-    tag: &str,
-    bodies: &[(String, Vec<u8>)],
-    outputs: usize,
-    runtime: &Runtime,
-) -> anyhow::Result<(f64, f64)> {
-    let (queue, sink) = (format!("{tag}.ceiling"), format!("{tag}.ceiling.sink"));
-    declare(channel, &queue, true).await?;
-    declare(channel, &sink, true).await?;
-    let started = Instant::now();
-    let kind = ("bench", None);
-    publish_all(channel, "", &queue, bodies, kind, runtime.confirm_timeout).await?;
-    let publish_rate = bodies.len() as f64 / started.elapsed().as_secs_f64();
-    channel
-        .basic_qos(runtime.prefetch, BasicQosOptions::default())
-        .await?;
-    let options = BasicConsumeOptions::default();
-    let mut consumer = channel
-        .basic_consume(&queue, "bench", options, FieldTable::default())
-        .await?;
-    // Batched like the consumer loop: up to a batch of deliveries, their outputs
-    // published with confirms, then one `multiple` ack.
-    let started = Instant::now();
-    let mut handled = 0;
-    while handled < bodies.len() {
-        let first = consumer.next().await.context("consumer closed")??;
-        let mut batch = vec![first];
-        while batch.len() < usize::from(runtime.batch_size) {
-            match futures_util::FutureExt::now_or_never(consumer.next()) {
-                Some(Some(delivery)) => batch.push(delivery?),
-                _ => break,
-            }
-        }
-        let mut confirms = Vec::with_capacity(batch.len() * outputs);
-        for delivery in &batch {
-            for _ in 0..outputs {
-                let props = properties("out", "bench", None);
-                confirms
-                    .push(publish::start(channel, "", &sink, &delivery.data, props, true).await?);
-            }
-        }
-        for confirm in confirms {
-            publish::confirmed(confirm, runtime.confirm_timeout).await?;
-        }
-        let last = batch.last().map_or(0, |d| d.delivery_tag);
-        channel
-            .basic_ack(last, BasicAckOptions { multiple: true })
-            .await?;
-        handled += batch.len();
-    }
-    let pattern_rate = bodies.len() as f64 / started.elapsed().as_secs_f64();
-    for name in [&queue, &sink] {
-        channel
-            .queue_delete(name, QueueDeleteOptions::default())
-            .await?;
-    }
-    Ok((publish_rate, pattern_rate))
 }
 
 /// What `run` needs besides the connections.
