@@ -239,3 +239,52 @@ async fn a_pass_killed_mid_batch_and_run_again_announces_nothing_twice() {
     );
     app.stop().await;
 }
+
+/// A worker made only of a timed job: no queue.
+const SWEEPER: pinflow::runtime::Registration = pinflow::runtime::Registration {
+    description: pinflow::manifest::Description {
+        name: "sweeper",
+        bindings: &[],
+        jobs: &[pinflow::manifest::JobSpec {
+            name: "reminders",
+            interval_setting: "PINFLOW_SWEEP_INTERVAL",
+        }],
+    },
+    start: |starter| starter.every(Reminders::new("app")),
+    parse: |_| Ok(()),
+};
+
+#[tokio::test]
+async fn a_triggered_pass_sees_the_injected_clock_and_a_job_is_healthy_without_a_queue() {
+    let (app, connections, rules) = common::observer_of(vec![SWEEPER], &[]).await;
+    due_rows(&app, 0).await;
+    sqlx::query(
+        "insert into due_rows (credential_id, tax_code, due_at)
+         select gen_random_uuid()::text, 'RSSMRA85T10A562S', now() + interval '1 day'
+         from generate_series(1, 3)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let app = common::start_app(app, connections.clone(), rules).await;
+    let health = pinflow::ops::health::check(&connections, &[&SWEEPER.description]).await;
+    assert!(health.is_ok(), "{health:?}");
+    // The first pass ran at start; nothing was due yet.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.count("select count(*) from due_rows where handled_count > 0")
+            .await,
+        0
+    );
+
+    app.clock.advance(chrono::Duration::days(2));
+    app.jobs_now.fire();
+    let events = app.take(&app.events_queue(), 3).await;
+    assert!(events.iter().all(|e| e.body["type"] == "pin.expiring"));
+    assert_eq!(
+        app.count("select count(*) from due_rows where handled_by = 'app'")
+            .await,
+        3
+    );
+    app.stop().await;
+}
