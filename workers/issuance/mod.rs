@@ -6,13 +6,13 @@ mod command;
 mod request;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::PgConnection;
 
 use crate::app::{Message, Worker};
 use crate::broker::topology::WorkerQueue;
 use crate::config::Rules;
-use crate::contract::{Envelope, Outgoing, ParseError};
+use crate::contract::{CommandType, Envelope, Outgoing, ParseError};
 use crate::domain::PinHasher;
 use crate::error::HandlerError;
 use crate::store::audit;
@@ -59,7 +59,7 @@ impl Worker for Issuance {
     }
 
     fn is_rpc(&self, message_type: &str) -> bool {
-        matches!(message_type, "pin.first_access" | "pin.verify")
+        CommandType::parse(message_type).is_some_and(CommandType::is_rpc)
     }
 
     fn parse(&self, envelope: &Envelope) -> Result<Command, ParseError> {
@@ -145,8 +145,4 @@ fn reply(
         secret,
         message.now,
     )
-}
-
-fn status(status: &str) -> Value {
-    json!({ "status": status })
 }
