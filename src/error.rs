@@ -33,6 +33,13 @@ impl From<crate::domain::HashError> for HandlerError {
     }
 }
 
+impl From<crate::contract::outgoing::EncodeError> for HandlerError {
+    fn from(e: crate::contract::outgoing::EncodeError) -> Self {
+        // Our types serialize no secret, so serde's words may go into the reason.
+        HandlerError::Permanent(chain(&e))
+    }
+}
+
 impl HandlerError {
     /// Whether trying the same message again later may succeed.
     pub fn is_transient(&self) -> bool {

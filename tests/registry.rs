@@ -122,6 +122,13 @@ fn descriptions_agree_with_the_schemas() {
                     "{t}.reply has a schema"
                 );
             }
+            if let Some(command) = pinflow::contract::CommandType::parse(t) {
+                assert_eq!(
+                    binding.rpc,
+                    command.is_rpc(),
+                    "{t}: RPC here and in the contract"
+                );
+            }
             for cause in binding.causes {
                 let known = *cause == "reply" && binding.rpc || schemas.get(cause).is_some();
                 assert!(

@@ -2,6 +2,7 @@
 //! and written to the outbox in the handler's transaction.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -185,7 +186,47 @@ fn cloudevent(id: &str, message_type: &str, now: DateTime<Utc>, data: Value) -> 
     })
 }
 
+/// The typed `data` of a message pinflow publishes, paired with its CloudEvent type so
+/// the two cannot be mismatched. The unit tests of `events` and `replies` check each
+/// one against its schema.
+pub trait OutgoingData: Serialize {
+    /// The CloudEvent `type`, also the name of its schema.
+    const TYPE: &'static str;
+}
+
+/// Typed data of an event: `TYPE` is also the routing key on `pinflow.events`.
+pub trait EventData: OutgoingData {}
+
+/// Why typed data could not be turned into JSON: a type whose `Serialize` refuses, so
+/// never worth a retry.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode the data of {message_type}")]
+pub struct EncodeError {
+    /// The CloudEvent type being built.
+    pub message_type: &'static str,
+    /// What serde said.
+    #[source]
+    pub source: serde_json::Error,
+}
+
+/// The JSON `data` member of typed outgoing data.
+pub fn encode<D: OutgoingData>(data: &D) -> Result<Value, EncodeError> {
+    serde_json::to_value(data).map_err(|source| EncodeError {
+        message_type: D::TYPE,
+        source,
+    })
+}
+
 impl Outgoing {
+    /// An event on `pinflow.events` from its typed data, which names the event type.
+    /// Events never carry a secret.
+    pub fn typed_event<E: EventData>(
+        data: &E,
+        now: DateTime<Utc>,
+    ) -> Result<Outgoing, EncodeError> {
+        Ok(Outgoing::event(E::TYPE, encode(data)?, now))
+    }
+
     /// An event on `pinflow.events`. Events never carry a secret.
     pub fn event(event_type: &str, data: Value, now: DateTime<Utc>) -> Outgoing {
         let id = Uuid::new_v4().to_string();

@@ -97,6 +97,23 @@ impl serde::Serialize for Email {
     }
 }
 
+/// Read from a command's data through `parse`, the same check as the schemas' `email`
+/// format and `mobile` pattern, so after the schema it cannot fail.
+impl<'de> serde::Deserialize<'de> for Mobile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Mobile::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Read from a command's data through `parse` (see `Mobile`).
+impl<'de> serde::Deserialize<'de> for Email {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Email::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

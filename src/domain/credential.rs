@@ -5,19 +5,24 @@
 //! the new state or the refusal. No I/O.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::Period;
 
-/// Ordinary (look at one's data) or device (apply for benefits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Ordinary (look at one's data) or device (apply for benefits). The serde names are
+/// the wire names, the same as `as_str`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     Ordinary,
     Device,
 }
 
-/// Whose PIN: a citizen's lasts six months, an intermediary's three.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whose PIN: a citizen's lasts six months, an intermediary's three. The serde names
+/// are the wire names, the same as `as_str`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Holder {
     Citizen,
     Intermediary,

@@ -2,6 +2,7 @@
 //! periods, the credential state machine.
 
 pub mod contact;
+pub mod country;
 pub mod credential;
 pub mod hashing;
 pub mod period;
@@ -9,6 +10,7 @@ pub mod pin;
 pub mod tax_code;
 
 pub use contact::{ContactError, Email, Mobile};
+pub use country::{Country, CountryError};
 pub use hashing::{HashError, HashParams, PinHasher};
 pub use period::{Period, PeriodError};
 pub use pin::{InitialPin, PhonePin, Pin, PinHalf, ResetToken};

@@ -44,6 +44,13 @@ macro_rules! secret_type {
                 write!(f, concat!(stringify!($name), "(<redacted>)"))
             }
         }
+
+        /// Read from a command's data: the text goes straight into the zeroizing box.
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                String::deserialize(deserializer).map($name::from_secret_string)
+            }
+        }
     };
 }
 
@@ -159,5 +166,14 @@ mod tests {
             format!("{:?}", Pin::from_secret_string("ABCDEFGH".into())),
             "Pin(<redacted>)"
         );
+    }
+
+    #[test]
+    fn a_secret_read_from_json_keeps_its_value_out_of_debug() {
+        let pin: Pin = serde_json::from_value(serde_json::json!("K7M2P9QX")).unwrap();
+        assert_eq!(pin.expose(), "K7M2P9QX");
+        assert_eq!(format!("{pin:?}"), "Pin(<redacted>)");
+        let token: ResetToken = serde_json::from_value(serde_json::json!("tok-123")).unwrap();
+        assert!(!format!("{token:?}").contains("tok-123"));
     }
 }

@@ -6,11 +6,14 @@ use sqlx::PgConnection;
 use zeroize::Zeroizing;
 
 use super::command::{FirstAccess, Verify};
-use super::{Issuance, audit, instant, reply, status};
+use super::{Issuance, audit, instant, reply};
 use crate::runtime::Message;
-use crate::contract::{Outgoing, SecretField};
-use crate::domain::credential::{self, Credential, Status};
-use crate::domain::{Pin, PinHasher};
+use crate::contract::events::{PinActivated, PinLocked};
+use crate::contract::outgoing::encode;
+use crate::contract::replies::{FirstAccessReply, VerifyReply};
+use crate::contract::{Outgoing, OutgoingData, SecretField};
+use crate::domain::credential::{self, Credential, Refusal, Status};
+use crate::domain::{Pin, PinHasher, TaxCode};
 use crate::error::HandlerError;
 use crate::store::credentials::{self, Stored};
 
@@ -33,31 +36,46 @@ impl NewPin {
 /// Compares a presented secret with a stored hash (a missing hash never matches).
 async fn matches(
     worker: &Issuance,
-    presented: &Zeroizing<String>,
+    presented: &str,
     hash: Option<&String>,
 ) -> Result<bool, HandlerError> {
     match hash {
         None => Ok(false),
         Some(hash) => Ok(worker
             .hasher
-            .verify_off_thread(presented.to_string(), hash.clone())
+            .verify_off_thread(presented.to_owned(), hash.clone())
             .await?),
     }
 }
 
-/// Counts a failure; returns the reply status and, when this failure locked the
-/// credential, the `pin.locked` event.
+/// The RPC reply to `message` from its typed data.
+fn answer<R: OutgoingData>(
+    message: &Message<'_>,
+    data: &R,
+    secret: Option<SecretField>,
+) -> Result<Outgoing, HandlerError> {
+    Ok(reply(message, encode(data)?, secret))
+}
+
+/// A reply for a refusal this command's contract has no status for: an impossible
+/// state, never a retry.
+fn unanswerable(refusal: Refusal) -> HandlerError {
+    HandlerError::Permanent(format!("no reply status for refusal {}", refusal.as_str()))
+}
+
+/// Counts a failure; returns the refusal (invalid or locked) and, when this failure
+/// locked the credential, the `pin.locked` event.
 async fn failed(
     worker: &Issuance,
     stored: &Stored,
-    tax_code: &str,
+    tax_code: &TaxCode,
     message: &Message<'_>,
     conn: &mut PgConnection,
-) -> Result<(&'static str, Option<Outgoing>), HandlerError> {
+) -> Result<(Refusal, Option<Outgoing>), HandlerError> {
     let after = stored.credential.fail(worker.rules.lockout_threshold);
     credentials::save(conn, &after, None, message.now).await?;
     if after.status != Status::Locked {
-        return Ok(("invalid", None));
+        return Ok((Refusal::Invalid, None));
     }
     let detail = json!({ "failed_attempts": after.failed_attempts });
     audit(
@@ -65,17 +83,20 @@ async fn failed(
         message,
         &message.envelope.source,
         "pin.locked",
-        tax_code,
+        tax_code.as_str(),
         Some(after.id),
         detail,
     )
     .await?;
-    let event = Outgoing::event(
-        "pin.locked",
-        json!({ "tax_code": tax_code, "credential_id": after.id, "failed_attempts": after.failed_attempts }),
-        message.now,
-    );
-    Ok(("locked", Some(event)))
+    let locked = PinLocked {
+        tax_code: tax_code.clone(),
+        credential_id: after.id,
+        failed_attempts: after.failed_attempts,
+    };
+    Ok((
+        Refusal::Locked,
+        Some(Outgoing::typed_event(&locked, message.now)?),
+    ))
 }
 
 /// Handles one `pin.first_access`.
@@ -86,22 +107,18 @@ pub async fn first_access(
     message: &Message<'_>,
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
+    let refused = |refusal: Refusal| FirstAccessReply::try_from(refusal).map_err(unanswerable);
     let tax_code = access.tax_code.as_str();
     let Some(stored) = credentials::latest_for_update(conn, tax_code).await? else {
-        return Ok(vec![reply(message, status("not_found"), None)]);
+        return Ok(vec![answer(message, &FirstAccessReply::NotFound, None)?]);
     };
     if let Err(refusal) = stored.credential.check_first_access(message.now) {
-        return Ok(vec![reply(message, status(refusal.as_str()), None)]);
+        return Ok(vec![answer(message, &refused(refusal)?, None)?]);
     }
-    if !matches(
-        worker,
-        &access.initial_pin,
-        stored.initial_pin_hash.as_ref(),
-    )
-    .await?
-    {
-        let (answer, event) = failed(worker, &stored, tax_code, message, conn).await?;
-        let mut out = vec![reply(message, status(answer), None)];
+    let presented = access.initial_pin.expose();
+    if !matches(worker, presented, stored.initial_pin_hash.as_ref()).await? {
+        let (refusal, event) = failed(worker, &stored, &access.tax_code, message, conn).await?;
+        let mut out = vec![answer(message, &refused(refusal)?, None)?];
         out.extend(event);
         return Ok(out);
     }
@@ -115,7 +132,7 @@ pub async fn first_access(
         .activate(message.now, validity)
         .map_err(|r| HandlerError::Permanent(format!("activation refused: {}", r.as_str())))?;
     credentials::save(conn, &active, Some(&new_pin.hash), message.now).await?;
-    let valid_until = instant(active.valid_until.unwrap_or(message.now));
+    let valid_until = active.valid_until.unwrap_or(message.now);
     audit(
         conn,
         message,
@@ -123,24 +140,22 @@ pub async fn first_access(
         "pin.activated",
         tax_code,
         Some(active.id),
-        json!({ "valid_until": valid_until }),
+        json!({ "valid_until": instant(valid_until) }),
     )
     .await?;
     let secret = SecretField {
-        field: "pin",
+        field: FirstAccessReply::SECRET_FIELD,
         value: Zeroizing::new(new_pin.pin.expose().to_owned()),
     };
+    let activated = PinActivated {
+        tax_code: access.tax_code.clone(),
+        credential_id: active.id,
+        kind: active.kind,
+        valid_until,
+    };
     Ok(vec![
-        reply(
-            message,
-            json!({ "status": "ok", "valid_until": valid_until }),
-            Some(secret),
-        ),
-        Outgoing::event(
-            "pin.activated",
-            json!({ "tax_code": tax_code, "credential_id": active.id, "kind": active.kind.as_str(), "valid_until": valid_until }),
-            message.now,
-        ),
+        answer(message, &FirstAccessReply::Ok { valid_until }, Some(secret))?,
+        Outgoing::typed_event(&activated, message.now)?,
     ])
 }
 
@@ -151,26 +166,29 @@ pub async fn verify(
     message: &Message<'_>,
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
+    let refused = |refusal: Refusal| VerifyReply::try_from(refusal).map_err(unanswerable);
     let tax_code = verify.tax_code.as_str();
     let Some(stored) = credentials::latest_for_update(conn, tax_code).await? else {
-        return Ok(vec![reply(message, status("not_found"), None)]);
+        return Ok(vec![answer(message, &VerifyReply::NotFound, None)?]);
     };
     if let Err(refusal) = stored.credential.check_verify(message.now) {
-        return Ok(vec![reply(message, status(refusal.as_str()), None)]);
+        return Ok(vec![answer(message, &refused(refusal)?, None)?]);
     }
-    if !matches(worker, &verify.pin, stored.pin_hash.as_ref()).await? {
-        let (answer, event) = failed(worker, &stored, tax_code, message, conn).await?;
-        let mut out = vec![reply(message, status(answer), None)];
+    if !matches(worker, verify.pin.expose(), stored.pin_hash.as_ref()).await? {
+        let (refusal, event) = failed(worker, &stored, &verify.tax_code, message, conn).await?;
+        let mut out = vec![answer(message, &refused(refusal)?, None)?];
         out.extend(event);
         return Ok(out);
     }
+    let valid_until = stored.credential.valid_until.ok_or_else(|| {
+        HandlerError::Permanent("an activated credential has no validity period".into())
+    })?;
     if stored.credential.failed_attempts > 0 {
         credentials::save(conn, &stored.credential.succeed(), None, message.now).await?;
     }
-    let valid_until = stored.credential.valid_until.map(instant);
-    Ok(vec![reply(
-        message,
-        json!({ "status": "ok", "kind": stored.credential.kind.as_str(), "valid_until": valid_until }),
-        None,
-    )])
+    let ok = VerifyReply::Ok {
+        kind: stored.credential.kind,
+        valid_until,
+    };
+    Ok(vec![answer(message, &ok, None)?])
 }

@@ -1,14 +1,16 @@
-//! The issuance commands as typed values, parsed once at the edge from an envelope the
-//! schema has already accepted. The tax code's check character and the contacts are
-//! checked here; a failure is a permanent error.
+//! The issuance commands as domain values, read once at the edge from an envelope the
+//! schema has already accepted, through the contract's typed data. The tax code's
+//! check character is checked here; a failure is a permanent error.
 
 use chrono::NaiveDate;
-use serde::Deserialize;
-use serde_json::Value;
-use zeroize::Zeroizing;
 
+use crate::contract::commands::{
+    self as wire, Channel, CommandData, CommandType, Contacts, FirstHalfVia, HealthCard,
+    PostalAddress,
+};
 use crate::contract::{Envelope, ParseError};
-use crate::domain::{Email, Mobile, TaxCode};
+use crate::domain::credential::Holder;
+use crate::domain::{Country, InitialPin, Pin, TaxCode};
 
 /// One of the commands the issuance worker takes.
 pub enum Command {
@@ -17,62 +19,35 @@ pub enum Command {
     Verify(Verify),
 }
 
-#[derive(Deserialize)]
-struct RequestData {
-    channel: String,
-    operator_id: Option<String>,
-    office_id: Option<String>,
-    holder: String,
-    applicant: Applicant,
-    postal_address: Value,
-    contacts: ContactsData,
-    first_half_via: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Applicant {
-    tax_code: String,
-    given_name: String,
-    family_name: String,
-    birth_date: NaiveDate,
-    residence_country: String,
-    italian_id_document: bool,
-    health_card: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct ContactsData {
-    mobile: Option<String>,
-    email: Option<String>,
-    pec: Option<String>,
-}
-
-/// Where the first half goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FirstHalfVia {
-    Sms,
-    Email,
-}
-
 /// A checked `pin.request`.
 pub struct PinRequest {
+    /// Whose PIN, check character verified.
     pub tax_code: TaxCode,
-    /// `online`, `contact_center` or `office`.
-    pub channel: String,
+    /// Decides the kind of PIN and how it is delivered.
+    pub channel: Channel,
+    /// The operator, for `contact_center` and `office`.
     pub operator_id: Option<String>,
+    /// The counter, for `office`.
     pub office_id: Option<String>,
-    /// `citizen` or `intermediary`.
-    pub holder: String,
+    /// Decides the validity period.
+    pub holder: Holder,
+    /// The applicant's given name.
     pub given_name: String,
+    /// The applicant's family name.
     pub family_name: String,
+    /// The applicant's date of birth.
     pub birth_date: NaiveDate,
-    pub residence_country: String,
+    /// Where the applicant lives.
+    pub residence_country: Country,
+    /// Whether the applicant has an Italian identity document.
     pub italian_id_document: bool,
-    pub health_card: Option<Value>,
-    pub postal_address: Value,
-    pub mobile: Option<Mobile>,
-    pub email: Option<Email>,
-    pub pec: Option<Email>,
+    /// The health card, if given.
+    pub health_card: Option<HealthCard>,
+    /// Where the second half goes by post.
+    pub postal_address: PostalAddress,
+    /// At least one contact.
+    pub contacts: Contacts,
+    /// Required unless the channel is `office` (the schema says so).
     pub first_half_via: Option<FirstHalfVia>,
 }
 
@@ -80,129 +55,77 @@ impl PinRequest {
     /// Since 1 October 2021 a PIN goes only to people who reside abroad and have no
     /// Italian identity document.
     pub fn is_eligible(&self) -> bool {
-        self.residence_country != "IT" && !self.italian_id_document
-    }
-
-    /// The contacts as stored on the credential.
-    pub fn contacts_json(&self) -> Value {
-        let mut contacts = serde_json::Map::new();
-        let mut put = |name: &str, value: Option<&str>| {
-            if let Some(value) = value {
-                contacts.insert(name.to_owned(), Value::String(value.to_owned()));
-            }
-        };
-        put("mobile", self.mobile.as_ref().map(Mobile::as_str));
-        put("email", self.email.as_ref().map(Email::as_str));
-        put("pec", self.pec.as_ref().map(Email::as_str));
-        Value::Object(contacts)
+        self.residence_country != Country::ITALY && !self.italian_id_document
     }
 
     /// Who asked: the operator where there is one, else the upstream system.
     pub fn actor<'a>(&'a self, source: &'a str) -> &'a str {
         self.operator_id.as_deref().unwrap_or(source)
     }
-}
 
-#[derive(Deserialize)]
-struct FirstAccessData {
-    tax_code: String,
-    initial_pin: String,
+    fn from_wire(tax_code: TaxCode, data: wire::PinRequest) -> PinRequest {
+        let applicant = data.applicant;
+        PinRequest {
+            tax_code,
+            channel: data.channel,
+            operator_id: data.operator_id,
+            office_id: data.office_id,
+            holder: data.holder,
+            given_name: applicant.given_name,
+            family_name: applicant.family_name,
+            birth_date: applicant.birth_date,
+            residence_country: applicant.residence_country,
+            italian_id_document: applicant.italian_id_document,
+            health_card: applicant.health_card,
+            postal_address: data.postal_address,
+            contacts: data.contacts,
+            first_half_via: data.first_half_via,
+        }
+    }
 }
 
 /// A checked `pin.first_access`.
 pub struct FirstAccess {
+    /// Whose PIN, check character verified.
     pub tax_code: TaxCode,
     /// The initial PIN as typed by the citizen.
-    pub initial_pin: Zeroizing<String>,
-}
-
-#[derive(Deserialize)]
-struct VerifyData {
-    tax_code: String,
-    pin: String,
+    pub initial_pin: InitialPin,
 }
 
 /// A checked `pin.verify`.
 pub struct Verify {
+    /// Whose PIN, check character verified.
     pub tax_code: TaxCode,
     /// The PIN as typed by the citizen.
-    pub pin: Zeroizing<String>,
-}
-
-fn invalid(field: &str, reason: impl std::fmt::Display) -> ParseError {
-    ParseError::InvalidField {
-        field: field.to_owned(),
-        reason: reason.to_string(),
-    }
-}
-
-fn tax_code(text: &str) -> Result<TaxCode, ParseError> {
-    TaxCode::parse(text).map_err(|e| invalid("tax_code", e))
-}
-
-fn optional<T, E: std::fmt::Display>(
-    field: &str,
-    value: Option<&str>,
-    parse: impl Fn(&str) -> Result<T, E>,
-) -> Result<Option<T>, ParseError> {
-    value
-        .map(|v| parse(v).map_err(|e| invalid(field, e)))
-        .transpose()
+    pub pin: Pin,
 }
 
 impl Command {
     /// Parses the data of an issuance command.
     pub fn parse(envelope: &Envelope) -> Result<Command, ParseError> {
-        match envelope.message_type.as_str() {
-            "pin.request" => {
-                let data: RequestData = envelope.data_as()?;
-                let first_half_via = match data.first_half_via.as_deref() {
-                    Some("sms") => Some(FirstHalfVia::Sms),
-                    Some("email") => Some(FirstHalfVia::Email),
-                    _ => None,
-                };
-                Ok(Command::Request(Box::new(PinRequest {
-                    tax_code: tax_code(&data.applicant.tax_code)?,
-                    mobile: optional(
-                        "contacts.mobile",
-                        data.contacts.mobile.as_deref(),
-                        Mobile::parse,
-                    )?,
-                    email: optional(
-                        "contacts.email",
-                        data.contacts.email.as_deref(),
-                        Email::parse,
-                    )?,
-                    pec: optional("contacts.pec", data.contacts.pec.as_deref(), Email::parse)?,
-                    channel: data.channel,
-                    operator_id: data.operator_id,
-                    office_id: data.office_id,
-                    holder: data.holder,
-                    given_name: data.applicant.given_name,
-                    family_name: data.applicant.family_name,
-                    birth_date: data.applicant.birth_date,
-                    residence_country: data.applicant.residence_country,
-                    italian_id_document: data.applicant.italian_id_document,
-                    health_card: data.applicant.health_card,
-                    postal_address: data.postal_address,
-                    first_half_via,
-                })))
+        match CommandType::parse(&envelope.message_type) {
+            Some(CommandType::PinRequest) => {
+                let data = wire::PinRequest::from_envelope(envelope)?;
+                let tax_code = wire::tax_code("tax_code", &data.applicant.tax_code)?;
+                Ok(Command::Request(Box::new(PinRequest::from_wire(
+                    tax_code, data,
+                ))))
             }
-            "pin.first_access" => {
-                let data: FirstAccessData = envelope.data_as()?;
+            Some(CommandType::PinFirstAccess) => {
+                let data = wire::PinFirstAccess::from_envelope(envelope)?;
                 Ok(Command::FirstAccess(FirstAccess {
-                    tax_code: tax_code(&data.tax_code)?,
-                    initial_pin: Zeroizing::new(data.initial_pin),
+                    tax_code: wire::tax_code("tax_code", &data.tax_code)?,
+                    initial_pin: data.initial_pin,
                 }))
             }
-            "pin.verify" => {
-                let data: VerifyData = envelope.data_as()?;
+            Some(CommandType::PinVerify) => {
+                let data = wire::PinVerify::from_envelope(envelope)?;
                 Ok(Command::Verify(Verify {
-                    tax_code: tax_code(&data.tax_code)?,
-                    pin: Zeroizing::new(data.pin),
+                    tax_code: wire::tax_code("tax_code", &data.tax_code)?,
+                    pin: data.pin,
                 }))
             }
-            other => Err(ParseError::UnknownType(other.to_owned())),
+            _ => Err(ParseError::UnknownType(envelope.message_type.clone())),
         }
     }
 }

@@ -6,7 +6,7 @@ mod command;
 mod request;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::PgConnection;
 
 use crate::config::Rules;
@@ -147,8 +147,4 @@ fn reply(
         secret,
         message.now,
     )
-}
-
-fn status(status: &str) -> Value {
-    json!({ "status": status })
 }

@@ -2,22 +2,22 @@
 //! PIN: split 8 + 8 over SMS-or-e-mail and post for an ordinary PIN, whole to the
 //! office counter for a device PIN issued on the spot.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::command::{FirstHalfVia, PinRequest};
-use super::{Issuance, audit, instant};
-use crate::runtime::Message;
+use super::command::PinRequest;
+use super::{Issuance, audit};
 use crate::contract::{Carries, Notice, NotifyChannel, Outgoing};
-use crate::domain::credential::{Holder, Kind};
+use crate::contract::commands::{Channel, FirstHalfVia};
+use crate::contract::events::{Alternative, PinIssued, PinRequestRejected};
+use crate::contract::outgoing::encode;
+use crate::domain::credential::Kind;
 use crate::domain::{InitialPin, PinHasher};
 use crate::error::HandlerError;
+use crate::runtime::Message;
 use crate::store::credentials::{self, InsertError, NewCredential};
-
-/// The alternatives offered to people who cannot have a PIN.
-const ALTERNATIVES: [&str; 3] = ["SPID", "CIE", "CNS"];
 
 /// A freshly generated initial PIN and its hash, made before the transaction.
 pub struct NewInitialPin {
@@ -56,27 +56,25 @@ pub async fn handle(
             Ok(_) => {}
         }
     }
-    let kind = if request.channel == "office" {
-        Kind::Device
-    } else {
-        Kind::Ordinary
+    let kind = match request.channel {
+        Channel::Office => Kind::Device,
+        Channel::Online | Channel::ContactCenter => Kind::Ordinary,
     };
-    let holder = Holder::parse(&request.holder)
-        .ok_or_else(|| HandlerError::Permanent(format!("unknown holder {}", request.holder)))?;
+    let holder = request.holder;
     let id = Uuid::new_v4();
     let new = NewCredential {
         id,
         tax_code,
         kind,
         holder,
-        channel: &request.channel,
+        channel: request.channel.as_str(),
         given_name: &request.given_name,
         family_name: &request.family_name,
         birth_date: request.birth_date,
-        residence_country: &request.residence_country,
-        contacts: request.contacts_json(),
-        postal_address: request.postal_address.clone(),
-        health_card: request.health_card.clone(),
+        residence_country: request.residence_country.as_str(),
+        contacts: json!(request.contacts),
+        postal_address: json!(request.postal_address),
+        health_card: request.health_card.as_ref().map(|card| json!(card)),
         initial_pin_hash: &pin.hash,
         initial_pin_expires_at: worker.rules.initial_pin_ttl.add_to(message.now),
         issued_at: message.now,
@@ -86,8 +84,7 @@ pub async fn handle(
         Err(InsertError::AlreadyCurrent) => return already_active(request, message, conn).await,
         Err(InsertError::Database(e)) => return Err(e.into()),
     }
-    let detail =
-        json!({ "kind": kind.as_str(), "holder": holder.as_str(), "channel": request.channel });
+    let detail = json!({ "kind": kind, "holder": holder, "channel": request.channel });
     audit(
         conn,
         message,
@@ -99,19 +96,16 @@ pub async fn handle(
     )
     .await?;
 
+    let issued = PinIssued {
+        tax_code: request.tax_code.clone(),
+        credential_id: id,
+        kind,
+        holder,
+        channel: request.channel,
+        initial_pin_expires_at: new.initial_pin_expires_at,
+    };
     let mut out = deliveries(request, id, &pin.pin, message)?;
-    out.push(Outgoing::event(
-        "pin.issued",
-        json!({
-            "tax_code": tax_code,
-            "credential_id": id,
-            "kind": kind.as_str(),
-            "holder": holder.as_str(),
-            "channel": request.channel,
-            "initial_pin_expires_at": instant(new.initial_pin_expires_at),
-        }),
-        message.now,
-    ));
+    out.push(Outgoing::typed_event(&issued, message.now)?);
     Ok(out)
 }
 
@@ -136,7 +130,7 @@ fn deliveries(
         };
         Outgoing::notification(notice, message.now)
     };
-    if request.channel == "office" {
+    if request.channel == Channel::Office {
         let to = json!({ "office_id": request.office_id, "operator_id": request.operator_id });
         return Ok(vec![notify(
             NotifyChannel::Office,
@@ -154,7 +148,11 @@ fn deliveries(
     };
     let first_half = match request.first_half_via {
         Some(FirstHalfVia::Sms) => {
-            let mobile = request.mobile.as_ref().ok_or_else(|| missing("sms"))?;
+            let mobile = request
+                .contacts
+                .mobile
+                .as_ref()
+                .ok_or_else(|| missing("sms"))?;
             notify(
                 NotifyChannel::Sms,
                 "pin_first_half",
@@ -164,7 +162,11 @@ fn deliveries(
             )
         }
         Some(FirstHalfVia::Email) => {
-            let email = request.email.as_ref().ok_or_else(|| missing("email"))?;
+            let email = request
+                .contacts
+                .email
+                .as_ref()
+                .ok_or_else(|| missing("email"))?;
             notify(
                 NotifyChannel::Email,
                 "pin_first_half",
@@ -197,10 +199,11 @@ async fn refuse(
     request: &PinRequest,
     message: &Message<'_>,
     conn: &mut PgConnection,
-    data: Value,
+    event: PinRequestRejected,
 ) -> Result<Vec<Outgoing>, HandlerError> {
     let actor = request.actor(&message.envelope.source);
     let tax_code = request.tax_code.as_str();
+    let data = encode(&event)?;
     audit(
         conn,
         message,
@@ -208,16 +211,10 @@ async fn refuse(
         "pin.request.rejected",
         tax_code,
         None,
-        data.clone(),
+        data,
     )
     .await?;
-    let mut data = data;
-    data["tax_code"] = json!(tax_code);
-    Ok(vec![Outgoing::event(
-        "pin.request.rejected",
-        data,
-        message.now,
-    )])
+    Ok(vec![Outgoing::typed_event(&event, message.now)?])
 }
 
 async fn not_eligible(
@@ -225,10 +222,10 @@ async fn not_eligible(
     message: &Message<'_>,
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
-    let data = json!({ "reason": "not_eligible", "alternatives": ALTERNATIVES });
-    let mut out = refuse(request, message, conn, data).await?;
-    if let Some(email) = &request.email {
-        let params = json!({ "given_name": request.given_name, "alternatives": ALTERNATIVES });
+    let event = PinRequestRejected::not_eligible(request.tax_code.clone());
+    let mut out = refuse(request, message, conn, event).await?;
+    if let Some(email) = &request.contacts.email {
+        let params = json!({ "given_name": request.given_name, "alternatives": Alternative::ALL });
         let notice = Notice {
             channel: NotifyChannel::Email,
             template: "not_eligible",
@@ -248,11 +245,6 @@ async fn already_active(
     message: &Message<'_>,
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
-    refuse(
-        request,
-        message,
-        conn,
-        json!({ "reason": "already_active" }),
-    )
-    .await
+    let event = PinRequestRejected::already_active(request.tax_code.clone());
+    refuse(request, message, conn, event).await
 }
