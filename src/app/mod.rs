@@ -81,7 +81,7 @@ pub async fn declare_topology(connections: &Connections, runtime: &Runtime) -> a
     for worker in workers::ALL {
         broker::topology::declare_worker(&channel, &names, runtime, worker).await?;
     }
-    connection.close(200, "done").await?;
+    connection.close(200, "done".into()).await?;
     Ok(())
 }
 

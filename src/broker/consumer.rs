@@ -55,7 +55,7 @@ pub async fn run<W: Worker>(worker: Arc<W>, deps: Arc<Deps>, cancel: Cancellatio
             break;
         };
         let result = session(&*worker, &deps, &queue, &connection, &cancel).await;
-        let _ = connection.close(200, "pinflow stopping").await;
+        let _ = connection.close(200, "pinflow stopping".into()).await;
         match result {
             Ok(()) => break,
             Err(e) => {
@@ -93,8 +93,8 @@ async fn session<W: Worker>(
         .await?;
     let mut consumer = channel
         .basic_consume(
-            queue,
-            &format!("pinflow-{}", worker.name()),
+            queue.into(),
+            format!("pinflow-{}", worker.name()).into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
@@ -118,9 +118,9 @@ async fn session<W: Worker>(
     }
     // Stop taking deliveries; closing the channel hands prefetched ones back.
     channel
-        .basic_cancel(consumer.tag().as_str(), BasicCancelOptions::default())
+        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
         .await?;
-    channel.close(200, "pinflow stopping").await?;
+    channel.close(200, "pinflow stopping".into()).await?;
     Ok(())
 }
 

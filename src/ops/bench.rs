@@ -163,7 +163,7 @@ pub async fn run(
     );
     channel
         .queue_declare(
-            &queue,
+            queue.as_str().into(),
             QueueDeclareOptions {
                 durable: true,
                 ..Default::default()
@@ -179,8 +179,8 @@ pub async fn run(
         .await?;
     let mut consumer = channel
         .basic_consume(
-            &queue,
-            "bench",
+            queue.as_str().into(),
+            "bench".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
@@ -200,7 +200,7 @@ pub async fn run(
     }
     let broker_consume_rate = f64::from(messages) / started.elapsed().as_secs_f64();
     channel
-        .queue_delete(&queue, QueueDeleteOptions::default())
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await?;
 
     // Phase 2: pinflow, with the requests already queued.
@@ -246,7 +246,7 @@ pub async fn run(
             ..Default::default()
         };
         let declared = channel
-            .queue_declare(&post, passive, FieldTable::default())
+            .queue_declare(post.as_str().into(), passive, FieldTable::default())
             .await?;
         if declared.message_count() >= messages {
             break;
@@ -261,7 +261,7 @@ pub async fn run(
     let _ = stop.send(());
     worker.await??;
     broker::topology::delete(&channel, &names, runtime, crate::workers::ALL).await?;
-    let _ = connection.close(200, "done").await;
+    let _ = connection.close(200, "done".into()).await;
     pool.close().await;
     let admin = crate::store::connect(&format!("{base}/postgres"), 1).await?;
     sqlx::query(&format!("drop database if exists {tag} with (force)"))
