@@ -63,9 +63,7 @@ pub fn init(logging: &Logging) -> Result<(), TelemetryError> {
     // trace.
     let quiet = tracing_subscriber::filter::filter_fn(|meta| {
         let target = meta.target();
-        let noisy = target.starts_with("lapin")
-            || target.starts_with("amq_protocol")
-            || target.starts_with("pinky_swear");
+        let noisy = target.starts_with("lapin") || target.starts_with("amq_protocol");
         // PostgreSQL's notices ("relation already exists, skipping") say nothing new.
         let notice =
             target.starts_with("sqlx::postgres::notice") && *meta.level() >= tracing::Level::INFO;

@@ -185,6 +185,27 @@ fn schema_errors_never_quote_the_value() {
 }
 
 #[test]
+fn formats_are_checked_and_their_errors_never_quote_the_value() {
+    let schemas = Schemas::embedded();
+    let request = example("pin.request.json")["data"].clone();
+    for (at, bad) in [
+        ("/contacts/email", "mario.rossi.example.org"),
+        ("/applicant/birth_date", "1985-13-10"),
+    ] {
+        let mut data = request.clone();
+        *data.pointer_mut(at).unwrap() = json!(bad);
+        let error = schemas.check("pin.request", &data).unwrap_err();
+        assert!(error.starts_with(at), "{error}");
+        assert!(!error.contains(bad), "{error}");
+    }
+    let event = json!({ "tax_code": "RSSMRA85T10A562S", "credential_id": "7d0c6e0a-2b59-4d8e-9a8e-0f4f3c1b6a1",
+        "kind": "ordinary", "holder": "citizen", "channel": "online" });
+    let error = schemas.check("pin.issued", &event).unwrap_err();
+    assert!(error.starts_with("/credential_id"), "{error}");
+    assert!(!error.contains("0f4f3c1b6a1"), "{error}");
+}
+
+#[test]
 fn every_payload_the_asyncapi_document_names_exists() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
     let text = std::fs::read_to_string(dir.join("asyncapi.yaml")).unwrap();

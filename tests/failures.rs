@@ -218,7 +218,7 @@ async fn wait_until_seen(app: &common::TestApp, queue: &str) {
         };
         let q = app
             .channel
-            .queue_declare(queue, passive, Default::default())
+            .queue_declare(queue.into(), passive, Default::default())
             .await
             .expect("queue exists");
         if q.message_count() > 0 {

@@ -587,7 +587,7 @@ async fn a_duplicate_storm_on_two_workers_has_one_effect() {
                 .await
                 .unwrap();
             }
-            let _ = connection.close(200, "done").await;
+            let _ = connection.close(200, "done".into()).await;
         }));
     }
     for task in tasks {

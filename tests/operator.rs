@@ -19,7 +19,7 @@ async fn dead_letter_count(app: &TestApp) -> u32 {
         ..Default::default()
     };
     app.channel
-        .queue_declare(&app.dlq(), passive, Default::default())
+        .queue_declare(app.dlq().into(), passive, Default::default())
         .await
         .expect("dlq")
         .message_count()

@@ -139,9 +139,9 @@ async fn an_event_no_queue_takes_stays_in_the_outbox() {
     // Take away the test's own subscription: nothing is bound to pin.issued now.
     app.channel
         .queue_unbind(
-            &app.events_queue(),
-            &app.names.events(),
-            "#",
+            app.events_queue().into(),
+            app.names.events().into(),
+            "#".into(),
             FieldTable::default(),
         )
         .await

@@ -88,7 +88,7 @@ pub async fn declare_topology(
     let channel = connection.create_channel().await?;
     let names = Names::new(&connections.namespace);
     broker::topology::declare_all(&channel, &names, runtime, workers).await?;
-    connection.close(200, "done").await?;
+    connection.close(200, "done".into()).await?;
     Ok(())
 }
 

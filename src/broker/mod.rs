@@ -23,10 +23,7 @@ pub async fn connect(url: &str) -> Result<Connection, lapin::Error> {
 /// Connects once, under a name the broker shows (`rabbitmqctl list_connections
 /// user_provided_name`), so operators can tell pinflow's connections apart.
 pub async fn connect_named(url: &str, name: &str) -> Result<Connection, lapin::Error> {
-    let properties = ConnectionProperties::default()
-        .with_connection_name(name.into())
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio);
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
     Connection::connect(url, properties).await
 }
 
@@ -68,7 +65,7 @@ pub async fn private_queue(channel: &lapin::Channel) -> Result<lapin::Queue, lap
         ..Default::default()
     };
     channel
-        .queue_declare("", options, lapin::types::FieldTable::default())
+        .queue_declare("".into(), options, lapin::types::FieldTable::default())
         .await
 }
 

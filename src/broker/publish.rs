@@ -4,9 +4,8 @@ use std::time::Duration;
 
 use lapin::message::BasicReturnMessage;
 use lapin::options::BasicPublishOptions;
-use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel};
+use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 
 /// Why a publication was not confirmed.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +44,13 @@ pub async fn start(
         ..BasicPublishOptions::default()
     };
     Ok(channel
-        .basic_publish(exchange, routing_key, options, body, properties)
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            options,
+            body,
+            properties,
+        )
         .await?)
 }
 
@@ -58,7 +63,7 @@ pub async fn confirmed(
         Err(_) => Err(PublishError::Timeout(limit)),
         Ok(Err(e)) => Err(PublishError::Broker(e)),
         Ok(Ok(Confirmation::Ack(None))) => Ok(Confirmed::Routed),
-        Ok(Ok(Confirmation::Ack(Some(returned)))) => Ok(Confirmed::Returned(returned)),
+        Ok(Ok(Confirmation::Ack(Some(returned)))) => Ok(Confirmed::Returned(Box::new(returned))),
         Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
         Ok(Ok(Confirmation::NotRequested)) => Ok(Confirmed::Routed),
     }

@@ -48,7 +48,9 @@ const DURABLE_QUEUE: QueueDeclareOptions = QueueDeclareOptions {
 };
 
 async fn queue(channel: &Channel, name: &str, args: FieldTable) -> Result<(), lapin::Error> {
-    channel.queue_declare(name, DURABLE_QUEUE, args).await?;
+    channel
+        .queue_declare(name.into(), DURABLE_QUEUE, args)
+        .await?;
     Ok(())
 }
 
@@ -60,9 +62,9 @@ async fn bind(
 ) -> Result<(), lapin::Error> {
     channel
         .queue_bind(
-            queue,
-            exchange,
-            key,
+            queue.into(),
+            exchange.into(),
+            key.into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
@@ -73,7 +75,7 @@ async fn bind(
 pub async fn declare_shared(channel: &Channel, names: &Names) -> Result<(), lapin::Error> {
     let exchange = |name: String, kind: ExchangeKind, args: FieldTable| async move {
         channel
-            .exchange_declare(&name, kind, DURABLE_EXCHANGE, args)
+            .exchange_declare(name.into(), kind, DURABLE_EXCHANGE, args)
             .await
     };
     exchange(
@@ -227,7 +229,7 @@ pub async fn delete(
     }
     for name in queues {
         channel
-            .queue_delete(&name, QueueDeleteOptions::default())
+            .queue_delete(name.into(), QueueDeleteOptions::default())
             .await?;
     }
     for name in [
@@ -238,7 +240,7 @@ pub async fn delete(
         names.dlx(),
     ] {
         channel
-            .exchange_delete(&name, ExchangeDeleteOptions::default())
+            .exchange_delete(name.into(), ExchangeDeleteOptions::default())
             .await?;
     }
     Ok(())

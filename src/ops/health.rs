@@ -25,10 +25,10 @@ pub async fn check(connections: &Connections, workers: &[&Description]) -> anyho
             ..Default::default()
         };
         let declared = channel
-            .queue_declare(&queue, passive, FieldTable::default())
+            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
             .await?;
         anyhow::ensure!(declared.consumer_count() > 0, "no worker consumes {queue}");
     }
-    let _ = connection.close(200, "done").await;
+    let _ = connection.close(200, "done".into()).await;
     Ok(())
 }

@@ -78,8 +78,8 @@ pub async fn publish(
         replies = Some(
             channel
                 .basic_consume(
-                    queue.name().as_str(),
-                    "pinflow-publish",
+                    queue.name().clone(),
+                    "pinflow-publish".into(),
                     consume,
                     FieldTable::default(),
                 )
@@ -123,8 +123,8 @@ pub async fn publish(
             anyhow::anyhow!("no reply within {limit:?}: is `pinflow run` running?")
         })??);
     }
-    let _ = channel.close(200, "done").await;
-    let _ = connection.close(200, "done").await;
+    let _ = channel.close(200, "done".into()).await;
+    let _ = connection.close(200, "done".into()).await;
     Ok(Published {
         id,
         message_type,

@@ -25,9 +25,9 @@ pub async fn watch(
     for exchange in [names.events(), names.notifications()] {
         channel
             .queue_bind(
-                queue.name().as_str(),
-                &exchange,
-                "#",
+                queue.name().clone(),
+                exchange.into(),
+                "#".into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -40,8 +40,8 @@ pub async fn watch(
     };
     let mut consumer = channel
         .basic_consume(
-            queue.name().as_str(),
-            "pinflow-watch",
+            queue.name().clone(),
+            "pinflow-watch".into(),
             consume,
             FieldTable::default(),
         )
@@ -66,6 +66,6 @@ pub async fn watch(
         }
         println!("{} {}", delivery.routing_key.as_str(), body);
     }
-    let _ = connection.close(200, "done").await;
+    let _ = connection.close(200, "done".into()).await;
     Ok(())
 }

@@ -79,7 +79,7 @@ pub async fn run<W: Worker>(
             break;
         };
         let result = consumer.session(&connection, &cancel).await;
-        let _ = connection.close(200, "pinflow stopping").await;
+        let _ = connection.close(200, "pinflow stopping".into()).await;
         match result {
             Ok(()) => break,
             Err(e) => {
@@ -112,8 +112,8 @@ impl<W: Worker> Consumer<'_, W> {
             .await?;
         let mut consumer = channel
             .basic_consume(
-                self.queue,
-                &format!("pinflow-{}", self.description.name),
+                self.queue.into(),
+                format!("pinflow-{}", self.description.name).into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
@@ -141,9 +141,9 @@ impl<W: Worker> Consumer<'_, W> {
         }
         // Stop taking deliveries; closing the channel hands prefetched ones back.
         channel
-            .basic_cancel(consumer.tag().as_str(), BasicCancelOptions::default())
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
             .await?;
-        channel.close(200, "pinflow stopping").await?;
+        channel.close(200, "pinflow stopping".into()).await?;
         Ok(())
     }
 

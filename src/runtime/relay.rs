@@ -53,7 +53,7 @@ pub async fn run(deps: Arc<Deps>, cancel: CancellationToken) {
             break;
         };
         let result = session(&deps, &connection, &cancel).await;
-        let _ = connection.close(200, "pinflow stopping").await;
+        let _ = connection.close(200, "pinflow stopping".into()).await;
         match result {
             Ok(()) => break,
             Err(e) => {
@@ -95,7 +95,7 @@ async fn session(
             "outbox relay did not finish flushing before the shutdown timeout; the rest goes out at the next start"
         ),
     }
-    channel.close(200, "pinflow stopping").await?;
+    channel.close(200, "pinflow stopping".into()).await?;
     Ok(())
 }
 

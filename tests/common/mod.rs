@@ -205,7 +205,7 @@ pub async fn observer_of(
     let events_queue = format!("{namespace}.test.events");
     channel
         .queue_declare(
-            &events_queue,
+            events_queue.as_str().into(),
             QueueDeclareOptions {
                 exclusive: true,
                 ..Default::default()
@@ -216,9 +216,9 @@ pub async fn observer_of(
         .expect("events queue");
     channel
         .queue_bind(
-            &events_queue,
-            &names.events(),
-            "#",
+            events_queue.as_str().into(),
+            names.events().into(),
+            "#".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
@@ -266,11 +266,11 @@ impl TestApp {
             };
             let channel = self.connection.create_channel().await.expect("channel");
             let consumers = channel
-                .queue_declare(queue, passive, FieldTable::default())
+                .queue_declare(queue.into(), passive, FieldTable::default())
                 .await
                 .map(|q| q.consumer_count())
                 .unwrap_or(0);
-            let _ = channel.close(200, "ok").await;
+            let _ = channel.close(200, "ok".into()).await;
             if consumers > 0 {
                 return;
             }
@@ -331,7 +331,12 @@ impl TestApp {
             ..Default::default()
         };
         let mut consumer = channel
-            .basic_consume(queue.name().as_str(), "rpc", consume, FieldTable::default())
+            .basic_consume(
+                queue.name().clone(),
+                "rpc".into(),
+                consume,
+                FieldTable::default(),
+            )
             .await
             .expect("consume replies");
         let correlation_id = Uuid::new_v4().to_string();
@@ -342,7 +347,7 @@ impl TestApp {
             .expect("a reply in time")
             .expect("consumer open")
             .expect("delivery");
-        let _ = channel.close(200, "ok").await;
+        let _ = channel.close(200, "ok".into()).await;
         assert_eq!(
             delivery
                 .properties
@@ -362,7 +367,7 @@ impl TestApp {
         while out.len() < n {
             match self
                 .channel
-                .basic_get(queue, BasicGetOptions { no_ack: true })
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
                 .await
                 .expect("basic.get")
             {
@@ -387,7 +392,7 @@ impl TestApp {
         let mut out = Vec::new();
         while let Some(message) = self
             .channel
-            .basic_get(queue, BasicGetOptions { no_ack: true })
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
             .await
             .expect("basic.get")
         {
@@ -500,14 +505,18 @@ impl TestApp {
             ..Default::default()
         };
         self.channel
-            .queue_declare(&self.events_queue, exclusive, FieldTable::default())
+            .queue_declare(
+                self.events_queue.as_str().into(),
+                exclusive,
+                FieldTable::default(),
+            )
             .await
             .expect("events queue");
         self.channel
             .queue_bind(
-                &self.events_queue,
-                &self.names.events(),
-                "#",
+                self.events_queue.as_str().into(),
+                self.names.events().into(),
+                "#".into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -522,7 +531,7 @@ impl TestApp {
             ..Default::default()
         };
         self.channel
-            .queue_declare(queue, passive, FieldTable::default())
+            .queue_declare(queue.into(), passive, FieldTable::default())
             .await
             .expect("queue exists")
             .message_count()
@@ -545,7 +554,7 @@ impl TestApp {
             &descriptions(&self.registry),
         )
         .await;
-        let _ = self.connection.close(200, "done").await;
+        let _ = self.connection.close(200, "done".into()).await;
         self.pool.close().await;
         drop_database(&self.database_name).await;
     }

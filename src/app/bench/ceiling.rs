@@ -66,7 +66,7 @@ pub(super) async fn declare(channel: &Channel, queue: &str, quorum: bool) -> any
         ..Default::default()
     };
     Ok(channel
-        .queue_declare(queue, options, args)
+        .queue_declare(queue.into(), options, args)
         .await?
         .message_count())
 }
@@ -77,7 +77,7 @@ pub(super) async fn count(channel: &Channel, queue: &str) -> anyhow::Result<u32>
         ..Default::default()
     };
     let declared = channel
-        .queue_declare(queue, passive, FieldTable::default())
+        .queue_declare(queue.into(), passive, FieldTable::default())
         .await?;
     Ok(declared.message_count())
 }
@@ -103,7 +103,12 @@ pub(super) async fn pattern_ceiling(
         .await?;
     let options = BasicConsumeOptions::default();
     let mut consumer = channel
-        .basic_consume(&queue, "bench", options, FieldTable::default())
+        .basic_consume(
+            queue.as_str().into(),
+            "bench".into(),
+            options,
+            FieldTable::default(),
+        )
         .await?;
     // Batched like the consumer loop: up to a batch of deliveries, their outputs
     // published with confirms, then one `multiple` ack.
@@ -138,7 +143,7 @@ pub(super) async fn pattern_ceiling(
     let pattern_rate = bodies.len() as f64 / started.elapsed().as_secs_f64();
     for name in [&queue, &sink] {
         channel
-            .queue_delete(name, QueueDeleteOptions::default())
+            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
             .await?;
     }
     Ok((publish_rate, pattern_rate))

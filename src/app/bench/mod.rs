@@ -183,7 +183,13 @@ pub async fn run(connections: &Connections, bench: BenchSetup<'_>) -> anyhow::Re
     for exchange in [names.events(), names.notifications()] {
         let options = QueueBindOptions::default();
         channel
-            .queue_bind(&sink, &exchange, "#", options, FieldTable::default())
+            .queue_bind(
+                sink.as_str().into(),
+                exchange.as_str().into(),
+                "#".into(),
+                options,
+                FieldTable::default(),
+            )
             .await?;
     }
     let reply_to = binding.rpc.then_some(sink.as_str());
@@ -226,10 +232,10 @@ pub async fn run(connections: &Connections, bench: BenchSetup<'_>) -> anyhow::Re
     let _ = stop.send(());
     worker.await??;
     channel
-        .queue_delete(&sink, QueueDeleteOptions::default())
+        .queue_delete(sink.as_str().into(), QueueDeleteOptions::default())
         .await?;
     broker::topology::delete(&channel, &names, runtime, &workers).await?;
-    let _ = connection.close(200, "done").await;
+    let _ = connection.close(200, "done".into()).await;
     pool.close().await;
     let admin = crate::store::connect(&format!("{base}/postgres"), 1).await?;
     sqlx::query(&format!("drop database if exists {tag} with (force)"))

@@ -250,7 +250,7 @@ pub async fn read_all(
     let mut letters = Vec::new();
     for queue in queues {
         while let Some(message) = channel
-            .basic_get(queue, BasicGetOptions { no_ack: false })
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
             .await?
         {
             letters.push(DeadLetter::from_message(queue, names, message));

@@ -93,7 +93,7 @@ pub(super) async fn open_session(
 
 pub(super) async fn close_connection(connection: lapin::Connection) {
     // Closing hands every unacknowledged dead letter back, in its place.
-    let _ = connection.close(200, "done").await;
+    let _ = connection.close(200, "done".into()).await;
 }
 
 pub(super) fn ask(question: &str, yes: bool) -> anyhow::Result<bool> {
