@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::domain::{HashParams, Period};
-use crate::seal::OutboxKey;
+use crate::seal::{KeyRing, OutboxKey};
 
 /// Where the broker and the database are, and which namespace to use.
 #[derive(Args, Clone)]
@@ -141,55 +141,123 @@ impl Rules {
     }
 }
 
-/// Where the key for secrets waiting in the outbox comes from.
+/// Where the keys for secrets waiting in the outbox and in dead letters come from.
 #[derive(Args, Clone)]
 pub struct Secrets {
-    /// 32 random bytes, base64: encrypts PIN halves until the relay has sent them.
-    /// Generate one with `pinflow keygen`; every copy of pinflow sharing a database
-    /// needs the same key.
+    /// Outbox keys (32 random bytes each, base64), oldest first, separated by commas:
+    /// new seals use the last. Generate one with `pinflow keygen`; every copy of
+    /// pinflow sharing a database needs the same keys.
     #[arg(long, env = "PINFLOW_OUTBOX_KEY", hide_env_values = true)]
     pub outbox_key: Option<String>,
 
-    /// A file holding the outbox key (for Docker secrets); used when
-    /// PINFLOW_OUTBOX_KEY is not set.
+    /// A file of outbox keys, one per line, oldest first (for Docker secrets and for
+    /// `pinflow keys rotate`); used when PINFLOW_OUTBOX_KEY is not set.
     #[arg(long, env = "PINFLOW_OUTBOX_KEY_FILE")]
     pub outbox_key_file: Option<PathBuf>,
+
+    /// Where pinflow keeps the key file it made itself when no key is configured
+    /// (`<dir>/outbox.keys`, mode 0600). Production sets PINFLOW_OUTBOX_KEY_FILE.
+    #[arg(long, env = "PINFLOW_DATA_DIR", default_value = "pinflow-data")]
+    pub data_dir: PathBuf,
 }
 
-/// Why the outbox key could not be loaded.
+/// Why the outbox keys could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyConfigError {
     #[error(
-        "PINFLOW_OUTBOX_KEY is not set: pinflow will not keep PIN halves in the outbox \
-         without a key; generate one with `pinflow keygen` and keep it (or set \
-         PINFLOW_OUTBOX_KEY_FILE)"
+        "no outbox key: set PINFLOW_OUTBOX_KEY or PINFLOW_OUTBOX_KEY_FILE (generate one \
+         with `pinflow keygen`), or let `pinflow run` create one in PINFLOW_DATA_DIR"
     )]
     Missing,
-    #[error("cannot read PINFLOW_OUTBOX_KEY_FILE {path}")]
-    Unreadable {
+    #[error("cannot read or write the key file {path}")]
+    File {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("PINFLOW_OUTBOX_KEY is not a valid key")]
+    #[error("PINFLOW_OUTBOX_KEY holds a key that is not valid")]
     Invalid(#[source] crate::seal::SealError),
 }
 
 impl Secrets {
-    /// Loads the outbox key; a missing key is an error, never a built-in default.
-    pub fn outbox_key(&self) -> Result<OutboxKey, KeyConfigError> {
-        let text = match (&self.outbox_key, &self.outbox_key_file) {
-            (Some(key), _) => zeroize::Zeroizing::new(key.clone()),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map(zeroize::Zeroizing::new)
-                .map_err(|source| KeyConfigError::Unreadable {
-                    path: path.clone(),
-                    source,
-                })?,
-            (None, None) => return Err(KeyConfigError::Missing),
-        };
-        OutboxKey::from_base64(text.trim()).map_err(KeyConfigError::Invalid)
+    /// The key file in use: the configured one, else the data directory's.
+    pub fn key_file(&self) -> PathBuf {
+        self.outbox_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("outbox.keys"))
     }
+
+    /// The configured keys, from the variable, the key file, or the data directory's
+    /// key file if it exists.
+    pub fn key_ring(&self) -> Result<KeyRing, KeyConfigError> {
+        let text = match &self.outbox_key {
+            Some(keys) => zeroize::Zeroizing::new(keys.replace(',', "\n")),
+            None => {
+                let path = self.key_file();
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => zeroize::Zeroizing::new(text),
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotFound
+                            && self.outbox_key_file.is_none() =>
+                    {
+                        return Err(KeyConfigError::Missing);
+                    }
+                    Err(source) => return Err(KeyConfigError::File { path, source }),
+                }
+            }
+        };
+        parse_keys(&text)
+    }
+
+    /// The configured keys, or, when none is configured at all, a new key written to
+    /// the data directory (mode 0600) and used from then on. `true` when it was made.
+    pub fn key_ring_or_create(&self) -> Result<(KeyRing, bool), KeyConfigError> {
+        match self.key_ring() {
+            Err(KeyConfigError::Missing) => {
+                let path = self.key_file();
+                append_key(&path, &OutboxKey::generate())?;
+                Ok((self.key_ring()?, true))
+            }
+            other => other.map(|ring| (ring, false)),
+        }
+    }
+}
+
+/// Parses keys, one per line (blank lines and `#` comments skipped), oldest first.
+pub fn parse_keys(text: &str) -> Result<KeyRing, KeyConfigError> {
+    let keys = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(OutboxKey::from_base64)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(KeyConfigError::Invalid)?;
+    KeyRing::new(keys).ok_or(KeyConfigError::Missing)
+}
+
+/// Appends a key to a key file, creating it (and its folder) with owner-only
+/// permissions.
+pub fn append_key(path: &std::path::Path, key: &OutboxKey) -> Result<(), KeyConfigError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let fail = |source| KeyConfigError::File {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(fail)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    writeln!(file, "{}", key.to_base64()).map_err(fail)
 }
 
 /// Parses an ISO 8601 duration of fixed length (weeks, days, hours, minutes, seconds).

@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod ops;
 pub mod runtime;
 pub mod seal;
+pub mod sealing;
 pub mod store;
 pub mod telemetry;
 

@@ -141,12 +141,45 @@ enum Command {
     },
     /// List the registered workers: their queues, bindings and timed jobs.
     Workers,
+    /// The outbox keys: list what each still seals, add one, retire an old one.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Print a new random outbox key (base64) for PINFLOW_OUTBOX_KEY, or write it to a
     /// file that does not exist yet.
     Keygen {
         /// Write the key to this file (mode 0600) unless it already exists.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Each key's id (never the key) and how many outbox rows and dead letters are
+    /// still sealed under it.
+    List {
+        #[command(flatten)]
+        connections: Connections,
+        #[command(flatten)]
+        secrets: Secrets,
+    },
+    /// Add a new key at the end of the key file; processes seal with it once
+    /// restarted, and still open what older keys sealed.
+    Rotate {
+        #[command(flatten)]
+        secrets: Secrets,
+    },
+    /// Re-seal everything an old key sealed (outbox rows and dead letters) under the
+    /// newest key, check that nothing is left, and remove the old key from the file.
+    Retire {
+        /// The id of the key to retire (`pinflow keys list`).
+        key_id: String,
+        #[command(flatten)]
+        connections: Connections,
+        #[command(flatten)]
+        secrets: Secrets,
     },
 }
 
@@ -233,14 +266,20 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             rules,
             secrets,
         } => {
-            let key = secrets.outbox_key()?;
+            let (keys, created) = secrets.key_ring_or_create()?;
+            if created {
+                tracing::warn!(
+                    file = %secrets.key_file().display(),
+                    "no outbox key was configured: created one and will reuse it; production sets PINFLOW_OUTBOX_KEY_FILE"
+                );
+            }
             pinflow::domain::PinHasher::new(rules.hash_params())
                 .context("invalid Argon2 settings")?;
             let setup = Setup {
                 connections,
                 runtime,
                 rules,
-                key,
+                keys,
                 clock: Arc::new(SystemClock),
                 registry: REGISTRY.to_vec(),
                 workers,
@@ -346,6 +385,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             println!("{report}");
             Ok(())
         }
+        Command::Keys { command } => keys(command).await,
         Command::Workers => {
             for description in descriptions(REGISTRY) {
                 print_description(&description);
@@ -358,6 +398,53 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 None => println!("{}", key.to_base64()),
                 Some(path) => write_key_file(&path, &key)?,
             }
+            Ok(())
+        }
+    }
+}
+
+async fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    use pinflow::ops::keys;
+    let workers = descriptions(REGISTRY);
+    match command {
+        KeysCommand::List {
+            connections,
+            secrets,
+        } => {
+            let ring = secrets.key_ring()?;
+            let usage = keys::usage(&connections, &workers).await?;
+            let current = ring.current().key_id();
+            for id in ring.ids() {
+                let (rows, letters) = usage.get(&id).copied().unwrap_or_default();
+                let newest = if id == current {
+                    " (newest: new seals)"
+                } else {
+                    ""
+                };
+                println!("{id}{newest}: {rows} outbox rows, {letters} dead letters");
+            }
+            for (id, (rows, letters)) in usage.iter().filter(|(id, _)| ring.find(id).is_none()) {
+                println!("{id} (NOT HELD): {rows} outbox rows, {letters} dead letters");
+            }
+            Ok(())
+        }
+        KeysCommand::Rotate { secrets } => {
+            let id = keys::rotate(&secrets)?;
+            println!(
+                "added key {id} to {}; restart the workers to seal with it",
+                secrets.key_file().display()
+            );
+            Ok(())
+        }
+        KeysCommand::Retire {
+            key_id,
+            connections,
+            secrets,
+        } => {
+            let (rows, letters) = keys::retire(&connections, &secrets, &key_id, &workers).await?;
+            println!(
+                "re-sealed {rows} outbox rows and {letters} dead letters; key {key_id} removed"
+            );
             Ok(())
         }
     }

@@ -1,5 +1,7 @@
 //! AES-256-GCM sealing of secrets that wait in the outbox (and in dead-letter copies):
-//! a PIN half exists in clear only in the message that delivers it. Pure: no I/O.
+//! a PIN half exists in clear only in the message that delivers it. Keys carry ids and
+//! live in a ring, so they can rotate: new seals use the newest key, and what an older
+//! key sealed still opens with it. Pure: no I/O.
 
 use std::fmt;
 
@@ -100,6 +102,46 @@ impl OutboxKey {
     }
 }
 
+/// Every outbox key this process holds, oldest first. New seals use the newest; a
+/// sealed value names its key by id, so older ones keep opening until retired.
+pub struct KeyRing {
+    /// Never empty.
+    keys: Vec<OutboxKey>,
+}
+
+impl KeyRing {
+    /// A ring of these keys, oldest first; `None` when there are none.
+    pub fn new(keys: Vec<OutboxKey>) -> Option<KeyRing> {
+        (!keys.is_empty()).then_some(KeyRing { keys })
+    }
+
+    /// A ring of one key.
+    pub fn single(key: OutboxKey) -> KeyRing {
+        KeyRing { keys: vec![key] }
+    }
+
+    /// The key new seals use.
+    pub fn current(&self) -> &OutboxKey {
+        self.keys.last().expect("a key ring is never empty")
+    }
+
+    /// The key with this id, if the ring holds it.
+    pub fn find(&self, key_id: &str) -> Option<&OutboxKey> {
+        self.keys.iter().find(|k| k.key_id() == key_id)
+    }
+
+    /// Every key id, oldest first.
+    pub fn ids(&self) -> Vec<String> {
+        self.keys.iter().map(OutboxKey::key_id).collect()
+    }
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyRing({})", self.ids().join(", "))
+    }
+}
+
 impl fmt::Debug for OutboxKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "OutboxKey({})", self.key_id())
@@ -147,6 +189,18 @@ mod tests {
             OutboxKey::from_base64("AAAA").unwrap_err(),
             SealError::Length(3)
         );
+    }
+
+    #[test]
+    fn a_ring_seals_with_its_newest_key_and_finds_the_others() {
+        let (old, new) = (OutboxKey::generate(), OutboxKey::generate());
+        let (old_id, new_id) = (old.key_id(), new.key_id());
+        let ring = KeyRing::new(vec![old, new]).unwrap();
+        assert_eq!(ring.current().key_id(), new_id);
+        assert!(ring.find(&old_id).is_some());
+        assert!(ring.find("00000000").is_none());
+        assert!(KeyRing::new(Vec::new()).is_none());
+        assert!(!format!("{ring:?}").contains(&ring.current().to_base64()));
     }
 
     #[test]

@@ -122,7 +122,9 @@ fn deps(app: &TestApp) -> Arc<Deps> {
         names: app.names.clone(),
         amqp_url: app.amqp_url.clone(),
         runtime: app.runtime.clone(),
-        key: Arc::new(pinflow::seal::OutboxKey::from_base64(&app.key).unwrap()),
+        keys: Arc::new(pinflow::seal::KeyRing::single(
+            pinflow::seal::OutboxKey::from_base64(&app.key).unwrap(),
+        )),
         clock: Arc::new(app.clock.clone()),
         relay_wake: Arc::new(Notify::new()),
         workers: pinflow::runtime::descriptions(&app.registry).into(),

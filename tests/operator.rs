@@ -412,24 +412,24 @@ async fn clear_errors_for_a_gone_target_queue_an_empty_queue_and_an_unreachable_
     let (ok, _, err) = app.pinflow(&["dlq", "list"]);
     assert!(ok && err.contains("no dead letters"), "{err}");
 
-    // A dead letter whose work queue has since been removed.
-    let mut headers = lapin::types::FieldTable::default();
-    headers.insert(
-        "x-pinflow-queue".into(),
-        lapin::types::AMQPValue::LongString(format!("{}.gone", app.namespace).into()),
-    );
+    // A dead letter whose work queue has since been removed. (Replay takes its
+    // target from the dead-letter queue's name, never from a header.)
     let orphan = command("pin.request", json!({}));
-    let properties = common::command_properties(&orphan).with_headers(headers);
+    let properties = common::command_properties(&orphan);
     pinflow::broker::publish::publish_routed(
         &app.channel,
-        &app.names.dlx(),
-        &app.work_queue(),
+        "",
+        &app.dlq(),
         &serde_json::to_vec(&orphan).unwrap(),
         properties,
         common::PATIENCE,
     )
     .await
     .unwrap();
+    app.channel
+        .queue_delete(app.work_queue().into(), Default::default())
+        .await
+        .unwrap();
     wait_for_dead_letters(&app, 1).await;
     let (_, _, err) = app.pinflow(&["dlq", "replay", "--all", "--yes"]);
     assert!(err.contains("no longer exists"), "{err}");

@@ -117,7 +117,9 @@ async fn an_event_published_before_its_subscriber_first_starts_waits_for_it() {
         connections,
         runtime: app.runtime.clone(),
         rules,
-        key: pinflow::seal::OutboxKey::from_base64(&app.key).unwrap(),
+        keys: pinflow::seal::KeyRing::single(
+            pinflow::seal::OutboxKey::from_base64(&app.key).unwrap(),
+        ),
         clock: std::sync::Arc::new(app.clock.clone()),
         registry,
         workers: vec!["audit_a".into()],

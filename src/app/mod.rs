@@ -19,7 +19,7 @@ use crate::config::{Connections, Rules, Runtime};
 use crate::manifest::{self, Description};
 use crate::runtime::registry::Starter;
 use crate::runtime::{Deps, JobTrigger, Registration, descriptions};
-use crate::seal::OutboxKey;
+use crate::seal::KeyRing;
 use crate::store;
 
 /// Creates the database if needed, connects (retrying while the database is not up
@@ -62,8 +62,8 @@ pub struct Setup {
     pub runtime: Runtime,
     /// Business rules.
     pub rules: Rules,
-    /// The outbox key.
-    pub key: OutboxKey,
+    /// The outbox keys.
+    pub keys: KeyRing,
     /// "Now".
     pub clock: Arc<dyn Clock>,
     /// Every registered worker: the whole topology is declared from it.
@@ -112,7 +112,7 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
         names: Names::new(&setup.connections.namespace),
         amqp_url: setup.connections.amqp_url.clone(),
         runtime: setup.runtime.clone(),
-        key: Arc::new(setup.key),
+        keys: Arc::new(setup.keys),
         clock: setup.clock,
         relay_wake: Arc::new(Notify::new()),
         workers: all.into(),
@@ -133,6 +133,7 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
         };
         (registration.start)(&starter);
     }
+    tracker.spawn(crate::runtime::intake::run(deps.clone(), cancel.clone()));
     tracker.spawn(crate::runtime::relay::run(
         deps.clone(),
         relay_cancel.clone(),

@@ -1,22 +1,23 @@
 //! Sending a delivery elsewhere: to its queue's dead-letter queue (permanent failure,
 //! or out of attempts) or to a delay queue that hands it back later (transient
-//! failure). pinflow keeps its own headers for attempts and the original routing key;
-//! it never reads `x-death`, whose count RabbitMQ 3.13 stopped updating.
+//! failure). pinflow keeps its own headers for attempts and the original routing key,
+//! and trusts them only on a delivery that came back from its own delay queue, never
+//! on one a publisher sent; it never reads `x-death`, whose count RabbitMQ 3.13 stopped
+//! updating. Every dead letter is sealed (`sealing`) before it rests in its queue, and
+//! its `x-pinflow-error` is capped.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
-use base64::Engine as _;
 use chrono::{SecondsFormat, Utc};
+use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use serde_json::Value;
 
 use super::Names;
 use super::publish::{PublishError, header_str, header_u32, publish_routed, set_str};
 use crate::config::Runtime;
-use crate::contract::SECRET_FIELDS;
-use crate::seal::OutboxKey;
+use crate::seal::KeyRing;
+use crate::sealing::{self, Place};
 
 /// Why it failed (never a secret).
 pub const ERROR: &str = "x-pinflow-error";
@@ -26,21 +27,45 @@ pub const FAILED_AT: &str = "x-pinflow-failed-at";
 pub const ATTEMPTS: &str = "x-pinflow-attempts";
 /// The routing key it was first published with (its command type).
 pub const ROUTING_KEY: &str = "x-pinflow-routing-key";
-/// The work queue it failed on, where a replay puts it back.
+/// The work queue it failed on (informative: replay takes its target from the
+/// dead-letter queue's name).
 pub const QUEUE: &str = "x-pinflow-queue";
 
-/// Prefix of a secret value sealed in a dead-letter copy.
-pub const SEALED_PREFIX: &str = "sealed:v1:";
+/// The longest `x-pinflow-error`, in bytes.
+pub const MAX_ERROR: usize = 300;
 
-/// Failed attempts recorded on a delivery so far.
+/// Whether a delivery came back from pinflow's own delay queue (through the default
+/// exchange), so that pinflow's headers on it are pinflow's and not a publisher's.
+fn from_delay_queue(delivery: &Delivery) -> bool {
+    delivery.exchange.as_str().is_empty()
+}
+
+/// Failed attempts recorded on a delivery so far (zero on a publisher's message).
 pub fn attempts(delivery: &Delivery) -> u32 {
+    if !from_delay_queue(delivery) {
+        return 0;
+    }
     header_u32(delivery.properties.headers().as_ref(), ATTEMPTS).unwrap_or(0)
 }
 
 /// The routing key the message was first published with.
 pub fn original_routing_key(delivery: &Delivery) -> String {
-    header_str(delivery.properties.headers().as_ref(), ROUTING_KEY)
+    from_delay_queue(delivery)
+        .then(|| header_str(delivery.properties.headers().as_ref(), ROUTING_KEY))
+        .flatten()
         .unwrap_or_else(|| delivery.routing_key.as_str().to_owned())
+}
+
+/// A reason cut to `MAX_ERROR` bytes, at a character boundary.
+pub fn capped(reason: &str) -> String {
+    if reason.len() <= MAX_ERROR {
+        return reason.to_owned();
+    }
+    let mut end = MAX_ERROR - 3;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &reason[..end])
 }
 
 fn headers_for(delivery: &Delivery, queue: &str, attempts: u32) -> FieldTable {
@@ -54,21 +79,44 @@ fn headers_for(delivery: &Delivery, queue: &str, attempts: u32) -> FieldTable {
     headers
 }
 
+/// Seals a body for the dead-letter queue `dlq` and publishes it there (through the
+/// default exchange) with `properties`, waiting for the confirm.
+pub async fn publish_sealed(
+    channel: &lapin::Channel,
+    keys: &KeyRing,
+    dlq: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    limit: Duration,
+) -> Result<(), PublishError> {
+    let message_id = properties
+        .message_id()
+        .as_ref()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let place = Place {
+        message_id: &message_id,
+        queue: dlq,
+    };
+    let body = sealing::seal_body(body, keys, &place);
+    publish_routed(channel, "", dlq, &body, properties, limit).await
+}
+
 /// Sends deliveries that failed elsewhere, on one channel with confirms.
 pub struct DeadLetterer<'a> {
     /// A channel in confirm mode.
     pub channel: &'a lapin::Channel,
     /// This installation's names.
     pub names: &'a Names,
-    /// Seals secret fields in dead-letter copies.
-    pub key: &'a OutboxKey,
+    /// Seals secrets in dead-letter copies.
+    pub keys: &'a KeyRing,
     /// The confirm timeout.
     pub runtime: &'a Runtime,
 }
 
 impl DeadLetterer<'_> {
-    /// Publishes a copy of `delivery` to `<queue>.dlq` with the reason, and waits for
-    /// the confirm. Secret fields in the body are sealed with the outbox key.
+    /// Publishes a sealed copy of `delivery` to `<queue>.dlq` with the reason, and
+    /// waits for the confirm.
     pub async fn to_dead_letter_queue(
         &self,
         queue: &str,
@@ -77,21 +125,22 @@ impl DeadLetterer<'_> {
         attempts: u32,
     ) -> Result<(), PublishError> {
         let mut headers = headers_for(delivery, queue, attempts);
-        set_str(&mut headers, ERROR, reason);
+        set_str(&mut headers, ERROR, &capped(reason));
         set_str(
             &mut headers,
             FAILED_AT,
             &Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
         );
+        let dlq = Names::dlq(queue);
         let properties = delivery.properties.clone().with_headers(headers);
-        let body = seal_secrets(&delivery.data, self.key);
-        publish_routed(
+        let limit = self.runtime.confirm_timeout;
+        publish_sealed(
             self.channel,
-            &self.names.dlx(),
-            queue,
-            &body,
+            self.keys,
+            &dlq,
+            &delivery.data,
             properties,
-            self.runtime.confirm_timeout,
+            limit,
         )
         .await
     }
@@ -121,30 +170,5 @@ impl DeadLetterer<'_> {
             self.runtime.confirm_timeout,
         )
         .await
-    }
-}
-
-/// A copy of a body whose secret `data` fields are sealed, so a dead letter never
-/// holds a PIN or token in clear; bodies that are not JSON objects are kept as they
-/// are.
-pub fn seal_secrets<'a>(body: &'a [u8], key: &OutboxKey) -> Cow<'a, [u8]> {
-    let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
-        return Cow::Borrowed(body);
-    };
-    let Some(data) = value.get_mut("data").and_then(Value::as_object_mut) else {
-        return Cow::Borrowed(body);
-    };
-    let mut sealed_any = false;
-    for field in SECRET_FIELDS {
-        if let Some(Value::String(secret)) = data.get_mut(*field) {
-            let sealed = key.seal(secret.as_bytes(), b"dead-letter");
-            let encoded = base64::engine::general_purpose::STANDARD.encode(sealed);
-            *secret = format!("{SEALED_PREFIX}{}:{encoded}", key.key_id());
-            sealed_any = true;
-        }
-    }
-    match (sealed_any, serde_json::to_vec(&value)) {
-        (true, Ok(bytes)) => Cow::Owned(bytes),
-        _ => Cow::Borrowed(body),
     }
 }

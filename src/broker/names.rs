@@ -58,6 +58,12 @@ impl Names {
     pub fn unrouted_dlq(&self) -> String {
         self.name("pinflow.unrouted.dlq")
     }
+    /// Where the broker puts what pinflow must seal before it rests: commands no
+    /// worker binds (from the alternate exchange) and messages the broker itself
+    /// dead-lettered (delivery limit). pinflow moves them, sealed, to their `.dlq`.
+    pub fn intake(&self) -> String {
+        self.name("pinflow.intake")
+    }
     /// A worker's work queue.
     pub fn work_queue(&self, worker: &str) -> String {
         self.name(&format!("pinflow.{worker}"))

@@ -71,7 +71,23 @@ async fn bind(
         .await
 }
 
-/// The exchanges, the unrouted-command queue and the notification queues.
+async fn unbind(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+) -> Result<(), lapin::Error> {
+    channel
+        .queue_unbind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// The exchanges, the unrouted-command queue, the intake and the notification queues.
 pub async fn declare_shared(channel: &Channel, names: &Names) -> Result<(), lapin::Error> {
     let exchange = |name: String, kind: ExchangeKind, args: FieldTable| async move {
         channel
@@ -96,7 +112,10 @@ pub async fn declare_shared(channel: &Channel, names: &Names) -> Result<(), lapi
     exchange(names.dlx(), ExchangeKind::Direct, FieldTable::default()).await?;
 
     queue(channel, &names.unrouted_dlq(), FieldTable::default()).await?;
-    bind(channel, &names.unrouted_dlq(), &names.unrouted(), "").await?;
+    queue(channel, &names.intake(), FieldTable::default()).await?;
+    bind(channel, &names.intake(), &names.unrouted(), "").await?;
+    // Installations from before the intake bound the dead-letter queue directly.
+    unbind(channel, &names.unrouted_dlq(), &names.unrouted(), "").await?;
     for notify in NOTIFY_CHANNELS {
         let name = names.notify_queue(notify);
         queue(channel, &name, FieldTable::default()).await?;
@@ -143,7 +162,10 @@ pub async fn declare_worker(
     let work = names.work_queue(worker.name);
     let dlq = Names::dlq(&work);
     queue(channel, &dlq, FieldTable::default()).await?;
-    bind(channel, &dlq, &names.dlx(), &work).await?;
+    // What the broker dead-letters goes through the intake to be sealed; pinflow
+    // publishes its own (sealed) dead letters straight to the `.dlq`.
+    bind(channel, &names.intake(), &names.dlx(), &work).await?;
+    unbind(channel, &dlq, &names.dlx(), &work).await?;
 
     let args = table(&[
         ("x-queue-type", text("quorum")),
@@ -215,7 +237,7 @@ pub async fn delete(
     runtime: &Runtime,
     workers: &[Description],
 ) -> Result<(), lapin::Error> {
-    let mut queues = vec![names.unrouted_dlq()];
+    let mut queues = vec![names.unrouted_dlq(), names.intake()];
     queues.extend(NOTIFY_CHANNELS.iter().map(|c| names.notify_queue(c)));
     for worker in workers.iter().filter(|w| w.has_queue()) {
         let work = names.work_queue(worker.name);

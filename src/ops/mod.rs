@@ -5,5 +5,6 @@
 pub mod credential;
 pub mod dlq;
 pub mod health;
+pub mod keys;
 pub mod publish;
 pub mod watch;

@@ -125,7 +125,7 @@ async fn apply<W: Worker>(
             .await
         {
             Ok(outgoing) => {
-                outbox::insert_all(&mut savepoint, &outgoing, &item.head.trace, &deps.key).await?;
+                outbox::insert_all(&mut savepoint, &outgoing, &item.head.trace, &deps.keys).await?;
                 savepoint.commit().await?;
                 outcomes.push((item.index, None));
             }

@@ -250,7 +250,7 @@ impl<W: Worker> Consumer<'_, W> {
         let letters = DeadLetterer {
             channel,
             names: &deps.names,
-            key: &deps.key,
+            keys: &deps.keys,
             runtime: &deps.runtime,
         };
         let attempts = attempts(delivery) + 1;

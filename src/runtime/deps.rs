@@ -9,7 +9,7 @@ use crate::broker::Names;
 use crate::clock::Clock;
 use crate::config;
 use crate::manifest::Description;
-use crate::seal::OutboxKey;
+use crate::seal::KeyRing;
 
 /// What the consumer loops, the timed jobs and the relay share.
 pub struct Deps {
@@ -22,7 +22,7 @@ pub struct Deps {
     /// Prefetch, batching, retry, relay and sweep settings.
     pub runtime: config::Runtime,
     /// Seals secrets in the outbox and in dead-letter copies.
-    pub key: Arc<OutboxKey>,
+    pub keys: Arc<KeyRing>,
     /// "Now".
     pub clock: Arc<dyn Clock>,
     /// Wakes the relay after a commit, so it does not wait for its interval.

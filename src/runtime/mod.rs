@@ -6,6 +6,7 @@
 mod apply;
 pub mod consumer;
 pub mod deps;
+pub mod intake;
 pub mod job;
 pub mod registry;
 pub mod relay;

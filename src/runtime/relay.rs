@@ -216,17 +216,19 @@ fn build(deps: &Deps, row: &Pending) -> Result<(String, Vec<u8>, BasicProperties
     let body = match &row.sealed {
         None => serde_json::to_vec(&row.body),
         Some(sealed) => {
-            if sealed.key_id != deps.key.key_id() {
-                return Err(format!(
-                    "sealed with key {}, this process has key {}",
+            let key = deps.keys.find(&sealed.key_id).ok_or_else(|| {
+                format!(
+                    "sealed with key {}, which this process does not hold (it has {})",
                     sealed.key_id,
-                    deps.key.key_id()
-                ));
-            }
-            let clear = deps
-                .key
-                .open(&sealed.ciphertext, row.message_id.as_bytes())
-                .map_err(|_| "sealed secret does not open with this key".to_owned())?;
+                    deps.keys.ids().join(", ")
+                )
+            })?;
+            let aad = outbox::aad(&row.message_id, &sealed.field, &row.routing_key);
+            let clear = key
+                .open(&sealed.ciphertext, &aad)
+                // Rows sealed before seals named their field and destination.
+                .or_else(|_| key.open(&sealed.ciphertext, row.message_id.as_bytes()))
+                .map_err(|_| "sealed secret does not open: altered or moved".to_owned())?;
             let clear =
                 std::str::from_utf8(&clear).map_err(|_| "sealed secret is not text".to_owned())?;
             serde_json::to_vec(&with_secret(row.body.clone(), &sealed.field, clear))

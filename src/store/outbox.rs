@@ -10,7 +10,7 @@ use sqlx::{PgConnection, Row as _};
 use super::notifications;
 use crate::contract::trace::TraceContext;
 use crate::contract::{Destination, Outgoing};
-use crate::seal::OutboxKey;
+use crate::seal::KeyRing;
 
 /// A row waiting to be published.
 pub struct Pending {
@@ -55,8 +55,9 @@ pub async fn insert_all(
     conn: &mut PgConnection,
     messages: &[Outgoing],
     trace: &TraceContext,
-    key: &OutboxKey,
+    keys: &KeyRing,
 ) -> Result<(), sqlx::Error> {
+    let key = keys.current();
     if messages.is_empty() {
         return Ok(());
     }
@@ -83,7 +84,10 @@ pub async fn insert_all(
         let sealed = message.secret.as_ref().map(|secret| {
             (
                 secret.field,
-                key.seal(secret.value.as_bytes(), message.message_id.as_bytes()),
+                key.seal(
+                    secret.value.as_bytes(),
+                    &aad(&message.message_id, secret.field, &message.routing_key),
+                ),
             )
         });
         secret_field.push(sealed.as_ref().map(|(field, _)| *field));
@@ -114,6 +118,12 @@ pub async fn insert_all(
     .execute(&mut *conn)
     .await?;
     notifications::record(conn, messages).await
+}
+
+/// What a sealed outbox secret is bound to: its message, its field and where it goes,
+/// so a ciphertext moved to another row does not open.
+pub fn aad(message_id: &str, field: &str, routing_key: &str) -> Vec<u8> {
+    format!("outbox\u{1f}{message_id}\u{1f}{field}\u{1f}{routing_key}").into_bytes()
 }
 
 /// The oldest due rows, locked for this transaction.

@@ -151,7 +151,7 @@ pub async fn start_app(mut app: TestApp, connections: Connections, rules: Rules)
         connections,
         runtime: app.runtime.clone(),
         rules,
-        key: OutboxKey::from_base64(&app.key).expect("test key"),
+        keys: pinflow::seal::KeyRing::single(OutboxKey::from_base64(&app.key).expect("test key")),
         clock: Arc::new(app.clock.clone()),
         registry: app.registry.clone(),
         workers: app.workers.clone(),

@@ -25,7 +25,7 @@ use crate::config::{Connections, Rules, Runtime};
 use crate::contract::schemas::Schemas;
 use crate::manifest::Binding;
 use crate::runtime::{JobTrigger, Registration, descriptions};
-use crate::seal::OutboxKey;
+use crate::seal::{KeyRing, OutboxKey};
 
 /// What was measured.
 #[derive(Debug, Clone)]
@@ -210,7 +210,7 @@ pub async fn run(connections: &Connections, bench: BenchSetup<'_>) -> anyhow::Re
         connections: bench_connections.clone(),
         runtime: runtime.clone(),
         rules: rules.clone(),
-        key: OutboxKey::generate(),
+        keys: KeyRing::single(OutboxKey::generate()),
         clock: Arc::new(SystemClock),
         registry: registry.to_vec(),
         workers: Vec::new(),

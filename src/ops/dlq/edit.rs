@@ -17,7 +17,7 @@ pub async fn run_edit(
 ) -> anyhow::Result<()> {
     use super::session::{ask, close_connection, open_session};
     use anyhow::Context as _;
-    let key = common.secrets.outbox_key().ok();
+    let keys = common.secrets.key_ring().ok();
     let (connection, channel, names) = open_session(&common).await?;
     let letters = super::read_all(
         &channel,
@@ -29,8 +29,7 @@ pub async fn run_edit(
         .iter()
         .find(|l| l.id == id)
         .with_context(|| format!("no dead letter with id {id}"))?;
-    let original =
-        unseal(&letter.message.delivery.data, key.as_ref()).map_err(|e| anyhow::anyhow!(e))?;
+    let original = unseal(letter, keys.as_ref()).map_err(|e| anyhow::anyhow!(e))?;
     let mut event: Value = serde_json::from_slice(&original)
         .context("the dead letter is not JSON; edit cannot help it, purge it")?;
     let new_data: Value = match data {
@@ -59,7 +58,7 @@ pub async fn run_edit(
     let policy = ReplayPolicy {
         max_replays: u32::MAX,
         force: true,
-        key: key.as_ref(),
+        keys: keys.as_ref(),
         confirm_timeout: Duration::from_secs(10),
     };
     let outcome = replay(&channel, &names, letter, Some(body), &policy).await?;

@@ -21,10 +21,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::broker::Names;
-use crate::broker::dead_letter::{ATTEMPTS, ERROR, FAILED_AT, QUEUE, ROUTING_KEY, SEALED_PREFIX};
+use crate::broker::dead_letter::{ATTEMPTS, ERROR, FAILED_AT, ROUTING_KEY};
 use crate::broker::publish::{header_str, header_u32};
 use crate::contract::SECRET_FIELDS;
 use crate::manifest::Description;
+use crate::sealing::SEALED_PREFIX;
 
 /// How many times a message has been replayed.
 pub const REPLAYS: &str = "x-pinflow-replays";
@@ -85,13 +86,12 @@ impl DeadLetter {
             .or_else(|| properties.kind().as_ref().map(|k| k.as_str().to_owned()))
             .unwrap_or_else(|| routing_key.clone());
         let unrouted = dlq == names.unrouted_dlq();
+        // The target of a replay comes from where the letter sits, never from a
+        // header a publisher could have set.
         let work_queue = if unrouted {
             None
         } else {
-            Some(
-                header_str(headers, QUEUE)
-                    .unwrap_or_else(|| dlq.trim_end_matches(".dlq").to_owned()),
-            )
+            Some(dlq.trim_end_matches(".dlq").to_owned())
         };
         let failed_at = header_str(headers, FAILED_AT)
             .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())

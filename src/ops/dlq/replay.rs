@@ -6,18 +6,16 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use lapin::Channel;
 use lapin::options::BasicAckOptions;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use serde_json::Value;
 
 use super::{DeadLetter, REPLAYS};
 use crate::broker::Names;
-use crate::broker::dead_letter::{ATTEMPTS, ERROR, FAILED_AT, SEALED_PREFIX};
+use crate::broker::dead_letter::{ATTEMPTS, ERROR, FAILED_AT};
 use crate::broker::publish::{Confirmed, PublishError, publish_confirmed};
-use crate::contract::SECRET_FIELDS;
-use crate::seal::OutboxKey;
+use crate::seal::KeyRing;
+use crate::sealing::{self, Place};
 
 /// What a replay may do.
 pub struct ReplayPolicy<'a> {
@@ -26,7 +24,7 @@ pub struct ReplayPolicy<'a> {
     /// Replay even past `max_replays`.
     pub force: bool,
     /// Opens secrets sealed in dead-letter copies.
-    pub key: Option<&'a OutboxKey>,
+    pub keys: Option<&'a KeyRing>,
     /// Longest wait for the broker's confirm.
     pub confirm_timeout: Duration,
 }
@@ -65,7 +63,7 @@ pub async fn replay(
     }
     let body = match body {
         Some(body) => body,
-        None => match unseal(&letter.message.delivery.data, policy.key) {
+        None => match unseal(letter, policy.keys) {
             Ok(body) => body,
             Err(reason) => return Ok(Outcome::Refused(reason)),
         },
@@ -151,42 +149,26 @@ fn without_expiration(properties: lapin::BasicProperties) -> lapin::BasicPropert
     fresh.with_delivery_mode(2)
 }
 
-/// The body with every sealed secret opened again.
-pub(super) fn unseal(body: &[u8], key: Option<&OutboxKey>) -> Result<Vec<u8>, String> {
-    let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
-        return Ok(body.to_vec());
-    };
-    let Some(data) = value.get_mut("data").and_then(Value::as_object_mut) else {
-        return Ok(body.to_vec());
-    };
-    let mut opened = false;
-    for field in SECRET_FIELDS {
-        let Some(Value::String(text)) = data.get_mut(*field) else {
-            continue;
-        };
-        let Some(rest) = text.strip_prefix(SEALED_PREFIX) else {
-            continue;
-        };
-        let key = key.ok_or("it holds a sealed secret: set PINFLOW_OUTBOX_KEY to replay it")?;
-        let (key_id, sealed) = rest.split_once(':').ok_or("malformed sealed secret")?;
-        if key_id != key.key_id() {
-            return Err(format!(
-                "its secret is sealed with key {key_id}, not this key"
-            ));
-        }
-        let sealed = base64::engine::general_purpose::STANDARD
-            .decode(sealed)
-            .map_err(|_| "malformed sealed secret")?;
-        let clear = key
-            .open(&sealed, b"dead-letter")
-            .map_err(|_| "its sealed secret does not open with this key")?;
-        *text = String::from_utf8(clear.to_vec()).map_err(|_| "sealed secret is not text")?;
-        opened = true;
-    }
-    if !opened {
+/// The letter's body with every sealed secret opened again, in memory only.
+pub(super) fn unseal(letter: &DeadLetter, keys: Option<&KeyRing>) -> Result<Vec<u8>, String> {
+    let body = &letter.message.delivery.data;
+    if sealing::sealed_key_ids(body).is_empty() {
         return Ok(body.to_vec());
     }
-    serde_json::to_vec(&value).map_err(|e| e.to_string())
+    let keys = keys.ok_or("it holds a sealed secret: set the outbox keys to replay it")?;
+    let message_id = letter
+        .message
+        .delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let place = Place {
+        message_id: &message_id,
+        queue: &letter.dlq,
+    };
+    sealing::unseal_body(body, keys, &place).map_err(|e| e.to_string())
 }
 
 /// `pinflow dlq replay`.
@@ -199,7 +181,7 @@ pub async fn run_replay(
     workers: &[crate::manifest::Description],
 ) -> anyhow::Result<()> {
     use super::session::{ask, close_connection, dlqs_for, open_session, pick};
-    let key = common.secrets.outbox_key().ok();
+    let keys = common.secrets.key_ring().ok();
     let (connection, channel, names) = open_session(&common).await?;
     let queues = dlqs_for(&names, workers, selection.queue.as_deref())?;
     let letters = super::read_all(&channel, &names, &queues).await?;
@@ -235,7 +217,7 @@ pub async fn run_replay(
     let policy = ReplayPolicy {
         max_replays,
         force,
-        key: key.as_ref(),
+        keys: keys.as_ref(),
         confirm_timeout: Duration::from_secs(10),
     };
     let result = replay_letters(&channel, &names, &picked, &policy).await;
