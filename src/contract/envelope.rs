@@ -51,6 +51,10 @@ pub enum ParseError {
     InvalidField { field: String, reason: String },
     #[error("rpc command without reply_to")]
     MissingReplyTo,
+    #[error("rpc command without correlation_id")]
+    MissingCorrelationId,
+    #[error("rpc reply_to names a pinflow queue or exchange")]
+    ForbiddenReplyTo,
 }
 
 impl Envelope {

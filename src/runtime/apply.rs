@@ -125,7 +125,14 @@ async fn apply<W: Worker>(
             .await
         {
             Ok(outgoing) => {
-                outbox::insert_all(&mut savepoint, &outgoing, &item.head.trace, &deps.keys).await?;
+                outbox::insert_all(
+                    &mut savepoint,
+                    &outgoing,
+                    &item.head.trace,
+                    &deps.keys,
+                    Some(&envelope.id),
+                )
+                .await?;
                 savepoint.commit().await?;
                 outcomes.push((item.index, None));
             }

@@ -206,16 +206,14 @@ impl<W: Worker> Consumer<'_, W> {
             .reply_to()
             .as_ref()
             .map(|r| r.as_str().to_owned());
-        if self.description.is_rpc(&envelope.message_type)
-            && reply_to.as_deref().is_none_or(str::is_empty)
-        {
-            return Err(ParseError::MissingReplyTo);
-        }
-        let command = self.worker.parse(&envelope)?;
         let correlation_id = properties
             .correlation_id()
             .as_ref()
             .map(|c| c.as_str().to_owned());
+        if self.description.is_rpc(&envelope.message_type) {
+            check_reply_address(reply_to.as_deref(), correlation_id.as_deref())?;
+        }
+        let command = self.worker.parse(&envelope)?;
         let headers = properties.headers().as_ref();
         let trace = TraceContext::from_headers(
             header_str(headers, "traceparent").as_deref(),
@@ -277,5 +275,57 @@ impl<W: Worker> Consumer<'_, W> {
             }
         }
         Ok(())
+    }
+}
+
+/// An RPC command needs a `reply_to` and a `correlation_id`, and its `reply_to` must be
+/// a client's queue: never a name pinflow uses (`pinflow.…` or `<namespace>.pinflow.…`),
+/// so no reply, and no secret in it, can be pushed into a gateway's or a worker's queue.
+/// The broker's direct reply-to and server-named queues are fine.
+pub fn check_reply_address(
+    reply_to: Option<&str>,
+    correlation_id: Option<&str>,
+) -> Result<(), ParseError> {
+    let reply_to = reply_to
+        .filter(|r| !r.is_empty())
+        .ok_or(ParseError::MissingReplyTo)?;
+    if correlation_id.is_none_or(str::is_empty) {
+        return Err(ParseError::MissingCorrelationId);
+    }
+    let pinflow_name = reply_to.starts_with("pinflow.")
+        || reply_to
+            .split_once('.')
+            .is_some_and(|(_, rest)| rest.starts_with("pinflow."));
+    if pinflow_name {
+        return Err(ParseError::ForbiddenReplyTo);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_must_go_to_a_client_queue_with_a_correlation_id() {
+        let ok = |r| check_reply_address(Some(r), Some("c-1"));
+        assert_eq!(ok("amq.rabbitmq.reply-to.g1h2AA"), Ok(()));
+        assert_eq!(ok("amq.gen-JzTY20BRgKO-HjmUJj0wLg"), Ok(()));
+        assert_eq!(ok("portal.replies"), Ok(()));
+        assert_eq!(ok("pinflow.notify.sms"), Err(ParseError::ForbiddenReplyTo));
+        assert_eq!(
+            ok("t42.pinflow.notify.sms"),
+            Err(ParseError::ForbiddenReplyTo)
+        );
+        assert_eq!(ok("pinflow.issuance"), Err(ParseError::ForbiddenReplyTo));
+        assert_eq!(ok(""), Err(ParseError::MissingReplyTo));
+        assert_eq!(
+            check_reply_address(Some("portal.replies"), None),
+            Err(ParseError::MissingCorrelationId)
+        );
+        assert_eq!(
+            check_reply_address(None, Some("c")),
+            Err(ParseError::MissingReplyTo)
+        );
     }
 }

@@ -53,7 +53,14 @@ pub async fn pass<J: Job>(job: &J, deps: &Deps) -> Result<usize, HandlerError> {
     loop {
         let mut tx = deps.pool.begin().await.map_err(HandlerError::Unavailable)?;
         let batch = job.run_batch(&mut tx, deps.clock.now(), limit).await?;
-        outbox::insert_all(&mut tx, &batch.outgoing, &TraceContext::start(), &deps.keys).await?;
+        outbox::insert_all(
+            &mut tx,
+            &batch.outgoing,
+            &TraceContext::start(),
+            &deps.keys,
+            None,
+        )
+        .await?;
         tx.commit().await?;
         if !batch.outgoing.is_empty() {
             deps.relay_wake.notify_one();

@@ -164,6 +164,15 @@ async fn round(deps: &Deps, channel: &Channel) -> Result<usize, RelayError> {
     let mut sent_ids = Vec::new();
     for (row, outcome) in rows.iter().zip(outcomes) {
         match outcome {
+            Ok(())
+                if returned.contains(&row.message_id) && row.destination == Destination::Reply =>
+            {
+                // The caller's queue is gone: the effect is committed and cannot be
+                // undone, so the reply (and any secret in it) is dropped and the loss
+                // recorded against the request for operators.
+                reply_returned(&mut tx, row).await?;
+                sent.push(row.id);
+            }
             Ok(()) if returned.contains(&row.message_id) => {
                 let reason = format!("returned: no queue is bound for {}", row.routing_key);
                 defer(&mut tx, row, &reason).await?;
@@ -184,11 +193,31 @@ async fn round(deps: &Deps, channel: &Channel) -> Result<usize, RelayError> {
     Ok(rows.len())
 }
 
-/// Events and notifications are published `mandatory`: one that no queue takes means
-/// a subscriber or gateway queue is missing, and it is kept for later rather than
-/// lost. A reply whose caller stopped waiting is normal and dropped by the broker.
-fn mandatory(destination: &Destination) -> bool {
-    *destination != Destination::Reply
+/// Everything is published `mandatory`: an event or notification that no queue takes
+/// means a subscriber or gateway queue is missing, and it is kept for later rather than
+/// lost; a reply that comes back is recorded (see `reply_returned`).
+fn mandatory(_destination: &Destination) -> bool {
+    true
+}
+
+/// Records in the audit trail, against the request's tax code and credential, that its
+/// reply could not be delivered (the citizen must ask again, for example by a reset).
+async fn reply_returned(conn: &mut sqlx::PgConnection, row: &Pending) -> Result<(), sqlx::Error> {
+    tracing::warn!(message_id = %row.message_id, message_type = %row.message_type, caused_by = ?row.caused_by, "reply returned: the caller's queue is gone");
+    sqlx::query(
+        "insert into audit_log (at, actor, action, tax_code, credential_id, message_id, detail)
+         select now(), 'pinflow', 'reply.returned', a.tax_code, a.credential_id, $1,
+                jsonb_build_object('reply_type', $2::text, 'reply_id', $3::text)
+         from (select null) as one
+         left join lateral (select tax_code, credential_id from audit_log
+                            where message_id = $1 order by id desc limit 1) a on true",
+    )
+    .bind(row.caused_by.as_deref())
+    .bind(&row.message_type)
+    .bind(&row.message_id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 async fn defer(

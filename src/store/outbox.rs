@@ -36,6 +36,8 @@ pub struct Pending {
     pub sealed: Option<Sealed>,
     /// Publications tried so far.
     pub attempts: i32,
+    /// The id of the message whose handling wrote this row, if a message did.
+    pub caused_by: Option<String>,
 }
 
 /// A secret as stored.
@@ -56,6 +58,7 @@ pub async fn insert_all(
     messages: &[Outgoing],
     trace: &TraceContext,
     keys: &KeyRing,
+    caused_by: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     let key = keys.current();
     if messages.is_empty() {
@@ -97,8 +100,8 @@ pub async fn insert_all(
     sqlx::query(
         "insert into outbox (destination, routing_key, message_id, message_type,
              correlation_id, traceparent, tracestate, body, secret_field, sealed_secret,
-             key_id)
-         select d, r, i, t, c, p, ts, b, f, s, k
+             key_id, caused_by)
+         select d, r, i, t, c, p, ts, b, f, s, k, $12
          from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
              $6::text[], $7::text[], $8::jsonb[], $9::text[], $10::bytea[], $11::text[])
          with ordinality as m(d, r, i, t, c, p, ts, b, f, s, k, n)
@@ -115,6 +118,7 @@ pub async fn insert_all(
     .bind(secret_field)
     .bind(sealed_secret)
     .bind(key_id)
+    .bind(caused_by)
     .execute(&mut *conn)
     .await?;
     notifications::record(conn, messages).await
@@ -134,7 +138,8 @@ pub async fn due(
 ) -> Result<Vec<Pending>, sqlx::Error> {
     let rows = sqlx::query(
         "select id, destination, routing_key, message_id, message_type, correlation_id,
-                traceparent, tracestate, body, secret_field, sealed_secret, key_id, attempts
+                traceparent, tracestate, body, secret_field, sealed_secret, key_id, attempts,
+                caused_by
          from outbox where next_attempt_at <= $1 order by id limit $2 for update skip locked",
     )
     .bind(now)
@@ -168,6 +173,7 @@ pub async fn due(
                     _ => None,
                 },
                 attempts: row.try_get("attempts")?,
+                caused_by: row.try_get("caused_by")?,
             })
         })
         .collect()
