@@ -110,7 +110,8 @@ fn destination(deps: &Deps, delivery: &Delivery) -> (String, String) {
             );
         }
     }
-    let reason = if exchange == names.unrouted() {
+    // The alternate exchange keeps the exchange a command was published to.
+    let reason = if exchange == names.commands() || exchange == names.unrouted() {
         "no worker binds this type"
     } else {
         "reached the intake from an unexpected place"
