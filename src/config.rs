@@ -128,9 +128,35 @@ pub struct Rules {
     /// Argon2id parallelism.
     #[arg(long, env = "PINFLOW_ARGON2_P_COST", default_value_t = 1)]
     pub argon2_p_cost: u32,
+
+    /// Development only: allow Argon2 costs below the OWASP minimum (cheap hashing for
+    /// tests and for measuring the runtime alone).
+    #[arg(long, env = "PINFLOW_DEV_ALLOW_WEAK_ARGON2")]
+    pub dev_allow_weak_argon2: bool,
 }
 
+/// The OWASP minimum for Argon2id: 19 MiB of memory and two passes (or, in OWASP's
+/// equivalent settings, at least as much memory times passes, with no less than 7 MiB).
+pub const ARGON2_MIN_M_KIB: u32 = 19_456;
+/// See [`ARGON2_MIN_M_KIB`].
+pub const ARGON2_MIN_T: u32 = 2;
+
 impl Rules {
+    /// Refuses Argon2 costs below the OWASP minimum unless the development setting
+    /// allows them.
+    pub fn check_hash_strength(&self) -> Result<(), String> {
+        let work = u64::from(self.argon2_m_cost) * u64::from(self.argon2_t_cost);
+        let floor = u64::from(ARGON2_MIN_M_KIB) * u64::from(ARGON2_MIN_T);
+        if (work >= floor && self.argon2_m_cost >= 7_168) || self.dev_allow_weak_argon2 {
+            return Ok(());
+        }
+        Err(format!(
+            "Argon2 costs m={} KiB t={} are below the OWASP minimum (m={ARGON2_MIN_M_KIB} KiB, t={ARGON2_MIN_T}); \
+             set PINFLOW_DEV_ALLOW_WEAK_ARGON2=true only for development and tests",
+            self.argon2_m_cost, self.argon2_t_cost
+        ))
+    }
+
     /// The Argon2id parameters these rules name.
     pub fn hash_params(&self) -> HashParams {
         HashParams {

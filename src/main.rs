@@ -133,9 +133,16 @@ enum Command {
     /// unless --show-secrets.
     Watch {
         /// Print PIN halves and other secrets in clear (for trying pinflow out on test
-        /// data only).
+        /// data only): refused unless PINFLOW_ALLOW_SHOW_SECRETS allows it on this
+        /// installation; every use is written to the operator audit.
         #[arg(long)]
         show_secrets: bool,
+        /// Allow --show-secrets on this installation (never in production).
+        #[arg(long, env = "PINFLOW_ALLOW_SHOW_SECRETS")]
+        allow_show_secrets: bool,
+        /// Who is watching (default: the OS user), for the audit.
+        #[arg(long)]
+        operator: Option<String>,
         #[command(flatten)]
         connections: Connections,
     },
@@ -273,6 +280,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                     "no outbox key was configured: created one and will reuse it; production sets PINFLOW_OUTBOX_KEY_FILE"
                 );
             }
+            rules.check_hash_strength().map_err(anyhow::Error::msg)?;
             pinflow::domain::PinHasher::new(rules.hash_params())
                 .context("invalid Argon2 settings")?;
             let setup = Setup {
@@ -337,8 +345,35 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Watch {
             show_secrets,
+            allow_show_secrets,
+            operator,
             connections,
-        } => pinflow::ops::watch::watch(&connections, show_secrets, shutdown_signal()).await,
+        } => {
+            if show_secrets {
+                anyhow::ensure!(
+                    allow_show_secrets,
+                    "--show-secrets is refused: set PINFLOW_ALLOW_SHOW_SECRETS=true on an installation with test data only"
+                );
+                let pool = pinflow::store::connect(&connections.database_url, 1)
+                    .await
+                    .context(
+                        "cannot reach the database (PINFLOW_DATABASE_URL) to audit --show-secrets",
+                    )?;
+                let operator = pinflow::ops::dlq::audit::operator(operator.as_deref());
+                pinflow::ops::dlq::audit::record(
+                    &pool,
+                    &operator,
+                    "watch",
+                    None,
+                    &[],
+                    "show-secrets",
+                    serde_json::json!({}),
+                )
+                .await?;
+                pool.close().await;
+            }
+            pinflow::ops::watch::watch(&connections, show_secrets, shutdown_signal()).await
+        }
         Command::Dlq { command } => {
             pinflow::ops::dlq::commands::run(command, &descriptions(REGISTRY)).await
         }

@@ -264,3 +264,64 @@ async fn a_first_start_without_a_key_makes_one_and_a_restart_reuses_it() {
     app.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn weak_hashing_and_show_secrets_need_an_explicit_setting() {
+    let (app, _, _) = observer_with(&[]).await;
+    let run = |extra: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pinflow"));
+        command
+            .arg("run")
+            .env("PINFLOW_AMQP_URL", &app.amqp_url)
+            .env("PINFLOW_DATABASE_URL", &app.database_url)
+            .env("PINFLOW_NAMESPACE", &app.namespace)
+            .env("PINFLOW_OUTBOX_KEY", &app.key)
+            .env("PINFLOW_ARGON2_M_COST", "256")
+            .env("PINFLOW_ARGON2_T_COST", "1")
+            .env_remove("PINFLOW_DEV_ALLOW_WEAK_ARGON2");
+        for (name, value) in extra {
+            command.env(name, value);
+        }
+        command.output().unwrap()
+    };
+    let refused = run(&[]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("below the OWASP minimum"));
+
+    let (ok, _, err) = app.pinflow(&["watch", "--show-secrets"]);
+    assert!(!ok && err.contains("PINFLOW_ALLOW_SHOW_SECRETS"), "{err}");
+    assert_eq!(
+        app.count("select count(*) from operator_audit where action = 'watch'")
+            .await,
+        0
+    );
+    // Allowed on this installation: it runs (until a signal) and its use is audited.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pinflow"))
+        .args(["watch", "--show-secrets", "--operator", "tester"])
+        .env("PINFLOW_AMQP_URL", &app.amqp_url)
+        .env("PINFLOW_DATABASE_URL", &app.database_url)
+        .env("PINFLOW_NAMESPACE", &app.namespace)
+        .env("PINFLOW_ALLOW_SHOW_SECRETS", "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while app
+        .count("select count(*) from operator_audit where action = 'watch' and operator = 'tester'")
+        .await
+        < 1
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the use of --show-secrets is audited"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    app.stop().await;
+}

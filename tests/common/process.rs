@@ -30,6 +30,7 @@ pub fn start(connections: &Connections, key: &str, extra_env: &[(&str, &str)]) -
         .env("PINFLOW_OUTBOX_KEY", key)
         .env("PINFLOW_ARGON2_M_COST", "256")
         .env("PINFLOW_ARGON2_T_COST", "1")
+        .env("PINFLOW_DEV_ALLOW_WEAK_ARGON2", "true")
         .env("PINFLOW_LOG", "trace")
         .env_remove("PINFLOW_FAILPOINTS")
         .stdout(Stdio::null())

@@ -163,8 +163,17 @@ pub async fn run(command: DlqCommand, workers: &[Description]) -> anyhow::Result
         DlqCommand::Export { out, common } => {
             let (connection, channel, names) = open_session(&common).await?;
             let letters = read_all(&channel, &names, &dead_letter_queues(&names, workers)).await?;
-            let mut file = std::fs::File::create(&out)
-                .with_context(|| format!("cannot write {}", out.display()))?;
+            // Personal data: owner-only.
+            let mut file = {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&out)
+            }
+            .with_context(|| format!("cannot write {}", out.display()))?;
             for letter in &letters {
                 let mut row = summary(letter);
                 row["headers"] = letter.headers_json();

@@ -38,7 +38,7 @@ pub async fn run_edit(
                 .with_context(|| format!("cannot read {}", path.display()))?,
         )
         .context("the data file is not JSON")?,
-        None => edit_in_editor(&event["data"])?,
+        None => edit_in_editor(&event["data"]).await?,
     };
     let message_type = event["type"].as_str().unwrap_or_default().to_owned();
     crate::contract::schemas::Schemas::embedded()
@@ -87,24 +87,57 @@ pub async fn run_edit(
     Ok(())
 }
 
-fn edit_in_editor(data: &Value) -> anyhow::Result<Value> {
+/// A file that holds personal data: created owner-only, removed when dropped.
+struct PrivateFile(std::path::PathBuf);
+
+impl PrivateFile {
+    fn create(contents: &str) -> anyhow::Result<PrivateFile> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = std::env::temp_dir().join(format!("pinflow-edit-{}.json", uuid::Uuid::new_v4()));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        let guard = PrivateFile(path);
+        file.write_all(contents.as_bytes())?;
+        Ok(guard)
+    }
+}
+
+impl Drop for PrivateFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Opens the data in `$EDITOR` from a private temporary file, which is removed on every
+/// way out, Ctrl-C included (pinflow handles the signal, so it unwinds instead of
+/// dying with the file on disk).
+async fn edit_in_editor(data: &Value) -> anyhow::Result<Value> {
     use anyhow::Context as _;
     let editor = std::env::var("EDITOR")
         .or_else(|_| std::env::var("VISUAL"))
         .context("set $EDITOR or pass --data FILE")?;
-    let path = std::env::temp_dir().join(format!("pinflow-edit-{}.json", uuid::Uuid::new_v4()));
-    std::fs::write(&path, serde_json::to_string_pretty(data)?)?;
-    let status = std::process::Command::new("sh")
+    let file = PrivateFile::create(&serde_json::to_string_pretty(data)?)?;
+    let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(format!("{editor} \"$1\""))
         .arg("sh")
-        .arg(&path)
-        .status()?;
-    let text = std::fs::read_to_string(&path);
-    let _ = std::fs::remove_file(&path);
+        .arg(&file.0)
+        .spawn()?;
+    let status = tokio::select! {
+        status = child.wait() => status?,
+        _ = tokio::signal::ctrl_c() => {
+            let _ = child.kill().await;
+            anyhow::bail!("interrupted; nothing replayed");
+        }
+    };
     anyhow::ensure!(
         status.success(),
         "the editor exited with {status}; nothing replayed"
     );
-    serde_json::from_str(&text?).context("the edited data is not JSON; nothing replayed")
+    let text = std::fs::read_to_string(&file.0)?;
+    serde_json::from_str(&text).context("the edited data is not JSON; nothing replayed")
 }
