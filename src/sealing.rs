@@ -54,7 +54,13 @@ fn seal_value(key: &OutboxKey, kind: char, clear: &[u8], aad: &[u8]) -> String {
 /// left as they are.
 pub fn seal_body(body: &[u8], ring: &KeyRing, place: &Place<'_>) -> Vec<u8> {
     let key = ring.current();
-    match serde_json::from_slice::<Value>(body) {
+    // A body over the size limit was refused unparsed; it is not parsed here either.
+    let parsed = if body.len() > crate::contract::envelope::MAX_BODY_BYTES {
+        Err(())
+    } else {
+        serde_json::from_slice::<Value>(body).map_err(drop)
+    };
+    match parsed {
         Ok(mut value @ Value::Object(_)) => {
             let mut sealed = false;
             seal_fields(&mut value, key, place, "", &mut sealed);
