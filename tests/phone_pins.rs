@@ -147,7 +147,7 @@ async fn only_a_live_credential_gets_a_phone_pin_and_the_reply_says_why() {
 }
 
 #[tokio::test]
-async fn a_new_phone_pin_replaces_the_last() {
+async fn a_new_phone_pin_replaces_the_last_and_a_revoked_credential_ends_it() {
     let app = spawn_app().await;
     let code = tax_code(506);
     app.live_credential(&code).await;
@@ -161,6 +161,13 @@ async fn a_new_phone_pin_replaces_the_last() {
             .await,
         1
     );
+    // As `pin.revoke` leaves it (no worker revokes yet here): the phone PIN dies with it.
+    sqlx::query("update credentials set status = 'revoked' where tax_code = $1")
+        .bind(&code)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(app.verify_phone_pin(&code, &new).await["status"], "revoked");
     app.stop().await;
 }
 

@@ -3,6 +3,7 @@
 //! new phone PIN replaces the last one, is kept as a hash, and leaves pinflow once:
 //! sealed in the reply to the caller's own queue.
 
+use chrono::SubsecRound as _;
 use serde_json::json;
 use sqlx::PgConnection;
 use zeroize::Zeroizing;
@@ -35,7 +36,11 @@ pub async fn handle(
     if !credential.is_live(message.now) {
         return Ok(vec![answer(message, &PhonePinRequestReply::Expired, None)?]);
     }
-    let valid_until = period(request.validity).add_to(message.now);
+    // To the millisecond, as the reply and the event write it: the instant the caller
+    // is told is the instant it stops working.
+    let valid_until = period(request.validity)
+        .add_to(message.now)
+        .trunc_subsecs(3);
     // Their wire names, as the table and the audit trail keep them.
     let validity = json!(request.validity);
     let authenticated_with = json!(request.authenticated_with);
