@@ -7,16 +7,25 @@ use sqlx::PgConnection;
 
 /// One receipt as the log keeps it.
 pub struct Logged<'a> {
+    /// The receipt's CloudEvent id.
     pub message_id: &'a str,
+    /// The notification it names.
     pub notification_id: &'a str,
     /// `delivered`, `failed` or `returned`.
     pub status: &'a str,
+    /// The gateway's own words.
     pub detail: Option<&'a str>,
+    /// When the gateway saw the outcome (the receipt's `time`, else its arrival).
     pub observed_at: DateTime<Utc>,
+    /// When pinflow handled it.
     pub received_at: DateTime<Utc>,
+    /// The gateway (the CloudEvent `source`).
     pub source: &'a str,
+    /// Whether the ledger has the notification.
     pub known: bool,
+    /// Whether it became the notification's state.
     pub applied: bool,
+    /// Whether it caused `pin.delivery_failed`.
     pub announced: bool,
 }
 

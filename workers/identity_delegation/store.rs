@@ -43,11 +43,17 @@ impl Status {
 /// A stored delegation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delegation {
+    /// Its id, as in `delegation.granted`.
     pub id: Uuid,
+    /// Who delegates (a checked tax code).
     pub delegator: String,
+    /// Who is delegated (a checked tax code).
     pub delegate: String,
+    /// Its last day, as granted.
     pub valid_until: Option<NaiveDate>,
+    /// The instant it ends.
     pub ends_at: Option<DateTime<Utc>>,
+    /// As stored.
     pub status: Status,
 }
 

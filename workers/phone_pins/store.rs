@@ -9,14 +9,19 @@ use super::state::PhonePinState;
 
 /// A phone PIN about to replace the tax code's last one.
 pub struct Replacement<'a> {
+    /// Whose phone PIN.
     pub tax_code: &'a str,
+    /// The live credential it is issued against.
     pub credential_id: Uuid,
+    /// Its Argon2id hash.
     pub pin_hash: &'a str,
     /// Wire name of the validity (`P1D`, ...).
     pub validity: &'a str,
     /// Wire name of the authentication (`spid`, ...).
     pub authenticated_with: &'a str,
+    /// When it was issued.
     pub issued_at: DateTime<Utc>,
+    /// Until when it works, to the millisecond.
     pub valid_until: DateTime<Utc>,
 }
 
