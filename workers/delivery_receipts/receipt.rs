@@ -52,14 +52,8 @@ pub async fn handle(
         return unknown(&logged, message, conn).await;
     };
     logged.known = true;
-    logged.applied = notifications::apply_receipt(
-        conn,
-        &id,
-        status,
-        logged.observed_at,
-        logged.detail,
-    )
-    .await?;
+    logged.applied =
+        notifications::apply_receipt(conn, &id, status, logged.observed_at, logged.detail).await?;
     let failure = failure(receipt, &notification)?;
     if logged.applied && failure.is_some() {
         logged.announced = !store::announced_before(conn, &id).await?;
@@ -83,7 +77,9 @@ pub async fn handle(
     match failure {
         Some(event) if logged.announced => {
             let event_id = derived_id(&[&id, "pin.delivery_failed"]);
-            Ok(vec![Outgoing::typed_event(&event, message.now)?.with_id(event_id)])
+            Ok(vec![
+                Outgoing::typed_event(&event, message.now)?.with_id(event_id),
+            ])
         }
         _ => Ok(Vec::new()),
     }
@@ -102,7 +98,8 @@ fn failure(
     let Some(part) = carried.and_then(|c| PinPart::try_from(c).ok()) else {
         return Ok(None);
     };
-    let corrupt = |what: &str| HandlerError::Permanent(format!("the ledger holds an unknown {what}"));
+    let corrupt =
+        |what: &str| HandlerError::Permanent(format!("the ledger holds an unknown {what}"));
     Ok(Some(PinDeliveryFailed {
         tax_code: TaxCode::parse(&notification.tax_code).map_err(|_| corrupt("tax code"))?,
         credential_id: notification.credential_id,

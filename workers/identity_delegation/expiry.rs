@@ -34,8 +34,18 @@ pub async fn expire(
         ));
     };
     store::end(conn, delegation.id, Status::Expired, ended, ACTOR).await?;
-    let detail = json!({ "delegation_id": delegation.id, "delegate_tax_code": delegation.delegate });
-    audit(conn, now, ACTOR, "delegation.expired", &delegation.delegator, message_id, detail).await?;
+    let detail =
+        json!({ "delegation_id": delegation.id, "delegate_tax_code": delegation.delegate });
+    audit(
+        conn,
+        now,
+        ACTOR,
+        "delegation.expired",
+        &delegation.delegator,
+        message_id,
+        detail,
+    )
+    .await?;
     let event = DelegationExpired {
         tax_code: tax_code(&delegation.delegator)?,
         delegation_id: delegation.id,

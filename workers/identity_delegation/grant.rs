@@ -28,18 +28,24 @@ pub async fn grant(
 ) -> Result<Vec<Outgoing>, HandlerError> {
     let refuse = |reason, existing| refusal(grant, reason, existing);
     if grant.delegator == grant.delegate {
-        return refuse(DelegationRefusal::SelfDelegation, None).emit(message, conn).await;
+        return refuse(DelegationRefusal::SelfDelegation, None)
+            .emit(message, conn)
+            .await;
     }
     let ends_at = match grant.valid_until {
         Some(day) => Some(store::end_of(conn, day).await?),
         None => None,
     };
     if ends_at.is_some_and(|end| end <= message.now) {
-        return refuse(DelegationRefusal::ValidUntilPast, None).emit(message, conn).await;
+        return refuse(DelegationRefusal::ValidUntilPast, None)
+            .emit(message, conn)
+            .await;
     }
     let delegate = credentials::latest_for_update(conn, grant.delegate.as_str()).await?;
     if !delegate.is_some_and(|d| d.credential.is_live(message.now)) {
-        return refuse(DelegationRefusal::DelegateNotLive, None).emit(message, conn).await;
+        return refuse(DelegationRefusal::DelegateNotLive, None)
+            .emit(message, conn)
+            .await;
     }
     let (delegator, delegate) = (grant.delegator.as_str(), grant.delegate.as_str());
     let mut out = Vec::new();
@@ -74,7 +80,16 @@ pub async fn grant(
     let detail = json!({ "delegation_id": delegation.id, "delegate_tax_code": delegate,
         "valid_until": grant.valid_until, "ends_at": ends_at });
     let id = Some(message.envelope.id.as_str());
-    audit(conn, message.now, &grant.operator_id, "delegation.granted", delegator, id, detail).await?;
+    audit(
+        conn,
+        message.now,
+        &grant.operator_id,
+        "delegation.granted",
+        delegator,
+        id,
+        detail,
+    )
+    .await?;
     out.push(Outgoing::typed_event(&granted, message.now)?);
     Ok(out)
 }
@@ -109,10 +124,26 @@ pub async fn revoke(
         return Ok(out);
     }
     let (delegator, delegate) = (delegation.delegator.as_str(), delegation.delegate.as_str());
-    store::end(conn, delegation.id, Status::Revoked, message.now, &revoke.operator_id).await?;
+    store::end(
+        conn,
+        delegation.id,
+        Status::Revoked,
+        message.now,
+        &revoke.operator_id,
+    )
+    .await?;
     let detail = json!({ "delegation_id": delegation.id, "delegate_tax_code": delegate });
     let actor = &revoke.operator_id;
-    audit(conn, message.now, actor, "delegation.revoked", delegator, message_id, detail).await?;
+    audit(
+        conn,
+        message.now,
+        actor,
+        "delegation.revoked",
+        delegator,
+        message_id,
+        detail,
+    )
+    .await?;
     let revoked = DelegationRevoked {
         tax_code: tax_code(delegator)?,
         delegation_id: delegation.id,
@@ -153,7 +184,16 @@ impl Refusal<'_> {
             .map_err(|e| HandlerError::Permanent(format!("cannot encode a refusal: {e}")))?;
         let tax_code = self.event.tax_code.as_str();
         let id = Some(message.envelope.id.as_str());
-        audit(conn, message.now, self.actor, "delegation.rejected", tax_code, id, detail).await?;
+        audit(
+            conn,
+            message.now,
+            self.actor,
+            "delegation.rejected",
+            tax_code,
+            id,
+            detail,
+        )
+        .await?;
         Ok(vec![Outgoing::typed_event(&self.event, message.now)?])
     }
 }

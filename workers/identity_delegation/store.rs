@@ -69,8 +69,7 @@ impl Delegation {
     }
 }
 
-const COLUMNS: &str =
-    "id, delegator_tax_code, delegate_tax_code, valid_until, ends_at, status";
+const COLUMNS: &str = "id, delegator_tax_code, delegate_tax_code, valid_until, ends_at, status";
 
 fn decode(row: PgRow) -> Result<Delegation, sqlx::Error> {
     let status: String = row.try_get("status")?;
@@ -114,7 +113,10 @@ pub async fn live_pair_for_update(
 }
 
 /// A delegation by id, locked for update.
-pub async fn for_update(conn: &mut PgConnection, id: Uuid) -> Result<Option<Delegation>, sqlx::Error> {
+pub async fn for_update(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<Delegation>, sqlx::Error> {
     let sql = format!("select {COLUMNS} from delegations where id = $1 for update");
     let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
     row.map(decode).transpose()

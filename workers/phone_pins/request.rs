@@ -27,7 +27,11 @@ pub async fn handle(
 ) -> Result<Vec<Outgoing>, HandlerError> {
     let tax_code = request.tax_code.as_str();
     let Some(stored) = credentials::latest_for_update(conn, tax_code).await? else {
-        return Ok(vec![answer(message, &PhonePinRequestReply::NotFound, None)?]);
+        return Ok(vec![answer(
+            message,
+            &PhonePinRequestReply::NotFound,
+            None,
+        )?]);
     };
     let credential = &stored.credential;
     if credential.status == Status::Revoked {
@@ -81,7 +85,11 @@ pub async fn handle(
         value: Zeroizing::new(new.pin.expose().to_owned()),
     };
     Ok(vec![
-        answer(message, &PhonePinRequestReply::Ok { valid_until }, Some(secret))?,
+        answer(
+            message,
+            &PhonePinRequestReply::Ok { valid_until },
+            Some(secret),
+        )?,
         Outgoing::typed_event(&issued, message.now)?,
     ])
 }

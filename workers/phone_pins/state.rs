@@ -84,7 +84,10 @@ mod tests {
     fn a_phone_pin_expires_at_the_instant_its_validity_ends() {
         let now = Utc::now();
         let pin = fresh(now);
-        assert_eq!(pin.check(pin.valid_until - Duration::milliseconds(1)), Ok(()));
+        assert_eq!(
+            pin.check(pin.valid_until - Duration::milliseconds(1)),
+            Ok(())
+        );
         assert_eq!(pin.check(pin.valid_until), Err(Refusal::Expired));
     }
 

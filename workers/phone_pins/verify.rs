@@ -12,6 +12,7 @@ use super::state::{PhonePinState, Refusal};
 use super::{PhonePins, answer, audit, store};
 use crate::contract::Outgoing;
 use crate::contract::events::PhonePinLocked;
+use crate::contract::outgoing::encode;
 use crate::contract::replies::PhonePinVerifyReply;
 use crate::error::HandlerError;
 use crate::runtime::Message;
@@ -21,16 +22,6 @@ fn refused(refusal: Refusal) -> PhonePinVerifyReply {
         Refusal::Revoked => PhonePinVerifyReply::Revoked,
         Refusal::Expired => PhonePinVerifyReply::Expired,
         Refusal::Locked => PhonePinVerifyReply::Locked,
-    }
-}
-
-fn status(reply: &PhonePinVerifyReply) -> &'static str {
-    match reply {
-        PhonePinVerifyReply::Ok { .. } => "ok",
-        PhonePinVerifyReply::Invalid => "invalid",
-        PhonePinVerifyReply::Expired => "expired",
-        PhonePinVerifyReply::Locked => "locked",
-        PhonePinVerifyReply::Revoked => "revoked",
     }
 }
 
@@ -71,7 +62,7 @@ pub async fn handle(
             }
         }
     };
-    let detail = json!({ "status": status(&reply) });
+    let detail = json!({ "status": encode(&reply)?["status"] });
     audit(
         conn,
         message,
