@@ -18,4 +18,7 @@ macro_rules! registry {
 
 registry! {
     issuance,
+    phone_pins,
+    identity_delegation,
+    delivery_receipts,
 }

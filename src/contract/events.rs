@@ -216,3 +216,14 @@ mod tests {
         assert_eq!(data["failed_attempts"], 5);
     }
 }
+
+// Phone PINs, delegation of digital identity and delivery receipts: one file each.
+mod delegation;
+mod delivery;
+mod phone;
+
+pub use delegation::{
+    DelegationExpired, DelegationGranted, DelegationRefusal, DelegationRejected, DelegationRevoked,
+};
+pub use delivery::{DeliveryFailure, PinDeliveryFailed, PinPart};
+pub use phone::{PhonePinIssued, PhonePinLocked};

@@ -365,3 +365,56 @@ mod tests {
         assert_eq!(out.body["data"]["notification_id"], a.as_str());
     }
 }
+
+// Reading the ledger back (delivery receipts): channel and carried secret from their
+// stored names, and their wire names in events.
+
+impl NotifyChannel {
+    /// The inverse of `as_str`.
+    pub fn parse(text: &str) -> Option<NotifyChannel> {
+        NotifyChannel::ALL.into_iter().find(|c| c.as_str() == text)
+    }
+}
+
+impl Serialize for NotifyChannel {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl Carries {
+    /// The inverse of `as_str`.
+    pub fn parse(text: &str) -> Option<Carries> {
+        [
+            Carries::FirstHalf,
+            Carries::SecondHalf,
+            Carries::WholePin,
+            Carries::Token,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == text)
+    }
+}
+
+#[cfg(test)]
+mod ledger_names {
+    use super::*;
+
+    #[test]
+    fn stored_names_read_back() {
+        for channel in NotifyChannel::ALL {
+            assert_eq!(NotifyChannel::parse(channel.as_str()), Some(channel));
+            assert_eq!(json!(channel), json!(channel.as_str()));
+        }
+        for carries in [
+            Carries::FirstHalf,
+            Carries::SecondHalf,
+            Carries::WholePin,
+            Carries::Token,
+        ] {
+            assert_eq!(Carries::parse(carries.as_str()), Some(carries));
+        }
+        assert_eq!(NotifyChannel::parse("fax"), None);
+        assert_eq!(Carries::parse("pin"), None);
+    }
+}

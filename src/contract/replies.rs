@@ -190,3 +190,8 @@ mod tests {
         );
     }
 }
+
+// The phone-PIN replies, in their own file.
+mod phone;
+
+pub use phone::{PhonePinRequestReply, PhonePinVerifyReply};

@@ -1,6 +1,7 @@
 //! `pinflow credential show`: a credential as the support desk sees it — state, kind,
-//! holder, deadlines, lock, masked contacts, the notifications sent about it and its
-//! audit history — and never a secret (the hashes are not even read).
+//! holder, deadlines, lock, masked contacts, the notifications sent about it with their
+//! delivery state and its audit history, the phone PIN's validity and the delegation
+//! given and received — and never a secret (the hashes are not even read).
 
 use serde_json::{Value, json};
 use sqlx::{PgPool, Row as _};
@@ -43,7 +44,11 @@ pub async fn show(pool: &PgPool, tax_code: &str) -> anyhow::Result<Value> {
     .bind(tax_code.as_str())
     .fetch_all(pool)
     .await?;
-    anyhow::ensure!(!rows.is_empty(), "no credential for {tax_code}");
+    let (phone_pin, given, received) = phone_pin_and_delegation(pool, tax_code.as_str()).await?;
+    anyhow::ensure!(
+        !rows.is_empty() || !given.is_empty() || !received.is_empty(),
+        "no credential for {tax_code}"
+    );
     let mut credentials = Vec::new();
     for row in rows {
         let time = |name: &str| -> Value {
@@ -105,5 +110,82 @@ pub async fn show(pool: &PgPool, tax_code: &str) -> anyhow::Result<Value> {
         "credentials": credentials,
         "notifications_without_credential": other,
         "history": history,
+        "phone_pin": phone_pin,
+        "delegations_given": given,
+        "delegations_received": received,
     }))
+}
+
+/// The tax code's phone PIN (its validity and lock, never its hash) and the delegation
+/// it gave and received, newest first.
+async fn phone_pin_and_delegation(
+    pool: &PgPool,
+    tax_code: &str,
+) -> anyhow::Result<(Value, Vec<Value>, Vec<Value>)> {
+    let phone_pin = sqlx::query(
+        "select credential_id, validity, authenticated_with, issued_at, valid_until,
+                failed_attempts, locked_at, tidied_at,
+                case when tidied_at is not null or valid_until <= now() then 'expired'
+                     when locked_at is not null then 'locked' else 'live' end as state
+         from phone_pin_credentials where tax_code = $1",
+    )
+    .bind(tax_code)
+    .fetch_optional(pool)
+    .await?
+    .map(|row| -> anyhow::Result<Value> {
+        let time = |name: &str| -> anyhow::Result<Option<String>> {
+            let t: Option<chrono::DateTime<chrono::Utc>> = row.try_get(name)?;
+            Ok(t.map(|t| t.to_rfc3339()))
+        };
+        Ok(json!({
+            "state": row.try_get::<String, _>("state")?,
+            "credential_id": row.try_get::<uuid::Uuid, _>("credential_id")?,
+            "validity": row.try_get::<String, _>("validity")?,
+            "authenticated_with": row.try_get::<String, _>("authenticated_with")?,
+            "issued_at": time("issued_at")?,
+            "valid_until": time("valid_until")?,
+            "failed_attempts": row.try_get::<i32, _>("failed_attempts")?,
+            "locked_at": time("locked_at")?,
+            "tidied_at": time("tidied_at")?,
+        }))
+    })
+    .transpose()?
+    .unwrap_or(Value::Null);
+    let rows = sqlx::query(
+        "select id, delegator_tax_code, delegate_tax_code, valid_until, ends_at,
+                case when status = 'live' and ends_at <= now() then 'expired'
+                     else status end as status,
+                granted_at, granted_by, ended_at, ended_by
+         from delegations where delegator_tax_code = $1 or delegate_tax_code = $1
+         order by granted_at desc, id",
+    )
+    .bind(tax_code)
+    .fetch_all(pool)
+    .await?;
+    let (mut given, mut received) = (Vec::new(), Vec::new());
+    for row in rows {
+        let time = |name: &str| -> anyhow::Result<Option<String>> {
+            let t: Option<chrono::DateTime<chrono::Utc>> = row.try_get(name)?;
+            Ok(t.map(|t| t.to_rfc3339()))
+        };
+        let delegator: String = row.try_get("delegator_tax_code")?;
+        let shown = json!({
+            "delegation_id": row.try_get::<uuid::Uuid, _>("id")?,
+            "delegator_tax_code": delegator,
+            "delegate_tax_code": row.try_get::<String, _>("delegate_tax_code")?,
+            "valid_until": row.try_get::<Option<chrono::NaiveDate>, _>("valid_until")?,
+            "ends_at": time("ends_at")?,
+            "status": row.try_get::<String, _>("status")?,
+            "granted_at": time("granted_at")?,
+            "granted_by": row.try_get::<String, _>("granted_by")?,
+            "ended_at": time("ended_at")?,
+            "ended_by": row.try_get::<Option<String>, _>("ended_by")?,
+        });
+        if delegator == tax_code {
+            given.push(shown);
+        } else {
+            received.push(shown);
+        }
+    }
+    Ok((phone_pin, given, received))
 }

@@ -128,3 +128,57 @@ pub async fn for_tax_code(
     .fetch_all(conn)
     .await
 }
+
+// Delivery receipts move a notification's state on. The order of states is pending <
+// sent < a gateway's word (delivered, failed, returned). Between two words of a
+// gateway, the later observation is the real state (a receipt's CloudEvent `time`, or
+// its arrival when it has none), so a receipt that arrives late does not undo a newer
+// one; at the same instant a failure outranks a delivery (returned > failed >
+// delivered), and the same word twice changes nothing.
+
+/// One notification by id, locked for update (receipts for it wait their turn).
+pub async fn find_for_update(
+    conn: &mut PgConnection,
+    notification_id: &str,
+) -> Result<Option<Notification>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from notifications where notification_id = $1 for update"
+    ))
+    .bind(notification_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Sets a gateway's word (`delivered`, `failed` or `returned`), observed at
+/// `observed_at`, as the notification's state if it is the latest real one (see
+/// above); returns whether it was.
+pub async fn apply_receipt(
+    conn: &mut PgConnection,
+    notification_id: &str,
+    state: &str,
+    observed_at: DateTime<Utc>,
+    detail: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let rank = |x: &str| {
+        format!(
+            "case {x} when 'delivered' then 1 when 'failed' then 2 when 'returned' then 3 else 0 end"
+        )
+    };
+    let applied = sqlx::query(&format!(
+        "update notifications set state = $2, state_at = $3, detail = $4
+         where notification_id = $1
+           and (state in ('pending', 'sent')
+                or state_at < $3
+                or (state_at = $3 and {} < {}))",
+        rank("state"),
+        rank("$2")
+    ))
+    .bind(notification_id)
+    .bind(state)
+    .bind(observed_at)
+    .bind(detail)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(applied == 1)
+}

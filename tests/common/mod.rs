@@ -7,7 +7,10 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+pub mod delivery_receipts;
+pub mod identity_delegation;
 pub mod issuance;
+pub mod phone_pins;
 pub mod process;
 pub mod services;
 pub mod subscriber;

@@ -1,0 +1,295 @@
+//! The phone-PIN worker, tried as the citizen portal and the contact-center desk would:
+//! a phone PIN only for a live credential, returned once and never kept in clear, valid
+//! up to the exact end of the chosen period, locked like `pin.verify`, replaced by a new
+//! one, tidied up once past its validity, and bad input dead-lettered.
+
+mod common;
+
+use chrono::{DateTime, Duration, Utc};
+use common::phone_pins::PhonePinApp;
+use common::{TestApp, assert_valid, command, spawn_app, spawn_app_with, tax_code};
+use pinflow::domain::Period;
+use serde_json::{Value, json};
+
+fn valid_until(reply: &Value) -> DateTime<Utc> {
+    reply["valid_until"]
+        .as_str()
+        .expect("valid_until")
+        .parse()
+        .expect("an instant")
+}
+
+fn phone_pin(reply: &Value) -> String {
+    assert_eq!(reply["status"], "ok", "{reply}");
+    reply["phone_pin"].as_str().expect("a phone PIN").to_owned()
+}
+
+async fn hashes(app: &TestApp) -> i64 {
+    app.count("select count(*) from phone_pin_credentials where pin_hash is not null")
+        .await
+}
+
+#[tokio::test]
+async fn a_phone_pin_works_up_to_the_exact_end_of_its_validity_and_is_then_tidied_up() {
+    let app = spawn_app().await;
+    let code = tax_code(501);
+    app.live_credential(&code).await;
+    let before = Utc::now();
+    let reply = app.request_phone_pin(&code, "P1D").await;
+    let pin = phone_pin(&reply);
+    assert_eq!(pin.len(), 8);
+    let end = valid_until(&reply);
+    assert!(end >= before + Duration::days(1) && end <= Utc::now() + Duration::days(1));
+    let issued = app.event("phone_pin.issued").await;
+    assert_eq!(issued["data"]["tax_code"], code.as_str());
+    assert_eq!(issued["data"]["valid_until"], reply["valid_until"]);
+    assert_eq!(issued["data"]["validity"], "P1D");
+    assert!(
+        !issued.to_string().contains(&pin),
+        "the event never carries it"
+    );
+
+    assert_eq!(app.verify_phone_pin(&code, &pin).await["status"], "ok");
+    app.move_clock_to(end - Duration::seconds(1));
+    app.jobs_now.fire();
+    let ok = app.verify_phone_pin(&code, &pin).await;
+    assert_eq!(ok["status"], "ok", "a second before the end");
+    assert_eq!(ok["valid_until"], reply["valid_until"]);
+    assert_eq!(hashes(&app).await, 1, "nothing tidied before the end");
+
+    app.move_clock_to(end);
+    assert_eq!(
+        app.verify_phone_pin(&code, &pin).await["status"],
+        "expired",
+        "from the instant it ends, before any sweep"
+    );
+    app.jobs_now.fire();
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    while hashes(&app).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hash is cleared"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.verify_phone_pin(&code, &pin).await["status"], "expired");
+    assert!(
+        !app.database_text().await.contains(&pin),
+        "never stored in clear"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn each_validity_gives_its_period() {
+    let app = spawn_app().await;
+    let code = tax_code(502);
+    app.live_credential(&code).await;
+    for validity in ["P1D", "P7D", "P1M", "P3M"] {
+        let period = Period::parse(validity).unwrap();
+        let before = Utc::now();
+        let reply = app.request_phone_pin(&code, validity).await;
+        let end = valid_until(&reply);
+        assert!(
+            end >= period.add_to(before) && end <= period.add_to(Utc::now()),
+            "{validity}: {end}"
+        );
+        let issued = app.event("phone_pin.issued").await;
+        assert_eq!(issued["data"]["validity"], validity);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn only_a_live_credential_gets_a_phone_pin_and_the_reply_says_why() {
+    let app = spawn_app().await;
+    let (none, revoked, expired) = (tax_code(503), tax_code(504), tax_code(505));
+    assert_eq!(
+        app.request_phone_pin(&none, "P1D").await["status"],
+        "not_found"
+    );
+
+    app.live_credential(&revoked).await;
+    // No worker revokes yet here; the state is what `pin.revoke` leaves.
+    sqlx::query("update credentials set status = 'revoked' where tax_code = $1")
+        .bind(&revoked)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let reply = app.request_phone_pin(&revoked, "P7D").await;
+    assert_eq!(
+        reply,
+        json!({ "status": "revoked" }),
+        "no phone PIN in a refusal"
+    );
+
+    app.live_credential(&expired).await;
+    app.clock.advance(Duration::days(61));
+    let reply = app.request_phone_pin(&expired, "P1M").await;
+    assert_eq!(
+        reply,
+        json!({ "status": "expired" }),
+        "the initial PIN's window passed"
+    );
+
+    assert_eq!(
+        app.count("select count(*) from phone_pin_credentials")
+            .await,
+        0
+    );
+    assert!(app.events_so_far("phone_pin.issued").await.is_empty());
+    assert_eq!(
+        app.verify_phone_pin(&none, "K7M2P9QX").await["status"],
+        "invalid",
+        "no phone PIN was ever issued"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_phone_pin_replaces_the_last_and_a_revoked_credential_ends_it() {
+    let app = spawn_app().await;
+    let code = tax_code(506);
+    app.live_credential(&code).await;
+    let old = phone_pin(&app.request_phone_pin(&code, "P3M").await);
+    let new = phone_pin(&app.request_phone_pin(&code, "P1D").await);
+    assert_ne!(old, new);
+    assert_eq!(app.verify_phone_pin(&code, &old).await["status"], "invalid");
+    assert_eq!(app.verify_phone_pin(&code, &new).await["status"], "ok");
+    assert_eq!(
+        app.count("select count(*) from phone_pin_credentials")
+            .await,
+        1
+    );
+    // As `pin.revoke` leaves it (no worker revokes yet here): the phone PIN dies with it.
+    sqlx::query("update credentials set status = 'revoked' where tax_code = $1")
+        .bind(&code)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(app.verify_phone_pin(&code, &new).await["status"], "revoked");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_phone_pins_lock_it_as_pin_verify_does_until_a_new_one() {
+    let app = spawn_app_with(&["--lockout-threshold", "3"]).await;
+    let code = tax_code(507);
+    app.live_credential(&code).await;
+    let pin = phone_pin(&app.request_phone_pin(&code, "P7D").await);
+    for _ in 0..2 {
+        assert_eq!(
+            app.verify_phone_pin(&code, "WRONGPIN").await["status"],
+            "invalid"
+        );
+    }
+    assert_eq!(
+        app.verify_phone_pin(&code, &pin).await["status"],
+        "ok",
+        "the count restarts"
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            app.verify_phone_pin(&code, "WRONGPIN").await["status"],
+            "invalid"
+        );
+    }
+    assert_eq!(
+        app.verify_phone_pin(&code, "WRONGPIN").await["status"],
+        "locked"
+    );
+    let locked = app.event("phone_pin.locked").await;
+    assert_eq!(locked["data"]["tax_code"], code.as_str());
+    assert_eq!(locked["data"]["failed_attempts"], 3);
+    assert_eq!(
+        app.verify_phone_pin(&code, &pin).await["status"],
+        "locked",
+        "the right phone PIN no longer works"
+    );
+    let audited = app
+        .count(
+            "select count(*) from audit_log where action = 'phone_pin.verify' and actor = 'op-17'",
+        )
+        .await;
+    assert_eq!(audited, 7, "every check is audited with its operator");
+
+    let fresh = phone_pin(&app.request_phone_pin(&code, "P1D").await);
+    assert_eq!(app.verify_phone_pin(&code, &fresh).await["status"], "ok");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_phone_pin_commands_are_dead_lettered_without_the_phone_pin() {
+    let app = spawn_app().await;
+    let code = tax_code(508);
+    let bad_validity = command(
+        "phone_pin.request",
+        json!({ "tax_code": code, "authenticated_with": "spid", "validity": "P2D" }),
+    );
+    let weak_login = command(
+        "phone_pin.request",
+        json!({ "tax_code": code, "authenticated_with": "pin_ordinary", "validity": "P1D" }),
+    );
+    let no_reply_to = command(
+        "phone_pin.verify",
+        json!({ "tax_code": code, "phone_pin": "SECRET42", "operator_id": "op-17" }),
+    );
+    let mut bad_check = code.clone();
+    bad_check.replace_range(15..16, if code.ends_with('A') { "B" } else { "A" });
+    let bad_tax_code = command(
+        "phone_pin.verify",
+        json!({ "tax_code": bad_check, "phone_pin": "SECRET43", "operator_id": "op-17" }),
+    );
+    for bad in [&bad_validity, &weak_login] {
+        app.publish_with(bad, Some("amq.gen-test"), Some("c-1"))
+            .await;
+    }
+    app.publish(&no_reply_to).await;
+    app.publish_with(&bad_tax_code, Some("amq.gen-test"), Some("c-2"))
+        .await;
+    let dead = app.take(&app.phone_dlq(), 4).await;
+    for letter in &dead {
+        let error = letter.header("x-pinflow-error").expect("a reason");
+        assert!(!error.is_empty());
+        let raw = String::from_utf8_lossy(&letter.raw);
+        assert!(
+            !raw.contains("SECRET42") && !raw.contains("SECRET43"),
+            "{raw}"
+        );
+        assert!(!error.contains("SECRET4"));
+    }
+    assert_eq!(
+        app.count("select count(*) from phone_pin_credentials")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("select count(*) from inbox").await,
+        0,
+        "nothing was handled"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn credential_show_lists_the_phone_pin_by_its_validity_only() {
+    let app = spawn_app().await;
+    let code = tax_code(509);
+    app.live_credential(&code).await;
+    let reply = app.request_phone_pin(&code, "P7D").await;
+    let pin = phone_pin(&reply);
+    let (ok, out, err) = app.pinflow(&["credential", "show", &code]);
+    assert!(ok, "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    let phone = &shown["phone_pin"];
+    assert_eq!(phone["validity"], "P7D");
+    assert_eq!(phone["state"], "live");
+    let shown_end: DateTime<Utc> = phone["valid_until"].as_str().unwrap().parse().unwrap();
+    assert_eq!(shown_end, valid_until(&reply));
+    assert!(
+        !out.contains(&pin) && !out.contains("argon2"),
+        "never the PIN or its hash"
+    );
+    assert_valid(&app.event("phone_pin.issued").await);
+    app.stop().await;
+}

@@ -1,0 +1,78 @@
+//! The delivery-receipt worker: `delivery.receipt` from the gateways moves a
+//! notification's delivery state in the ledger (the latest real word wins; see
+//! `store::notifications`), and a notification that carried part of a PIN and failed
+//! or came back is announced once as `pin.delivery_failed`. A receipt for a
+//! notification the ledger does not know is logged and audited, never a dead letter.
+
+mod receipt;
+mod store;
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::contract::commands::{self as wire, CommandData, CommandType, ReceiptStatus};
+use crate::contract::{Envelope, Outgoing, ParseError};
+use crate::error::HandlerError;
+use crate::manifest::{Binding, Description};
+use crate::runtime::{Message, Registration, Worker};
+
+/// The delivery-receipt worker as the registry lists it.
+pub const WORKER: Registration = Registration {
+    description: Description {
+        name: "delivery_receipts",
+        bindings: &[Binding::command("delivery.receipt", &[])],
+        jobs: &[],
+    },
+    start: |starter| starter.consume(Receipts),
+    parse: |envelope| Receipt::parse(envelope).map(drop),
+};
+
+/// A checked `delivery.receipt`.
+pub struct Receipt {
+    /// The notification it reports on.
+    pub notification_id: Uuid,
+    /// What became of it.
+    pub status: ReceiptStatus,
+    /// The gateway's own words, if any.
+    pub detail: Option<String>,
+}
+
+impl Receipt {
+    /// Parses a `delivery.receipt`.
+    pub fn parse(envelope: &Envelope) -> Result<Receipt, ParseError> {
+        if CommandType::parse(&envelope.message_type) != Some(CommandType::DeliveryReceipt) {
+            return Err(ParseError::UnknownType(envelope.message_type.clone()));
+        }
+        let data = wire::DeliveryReceipt::from_envelope(envelope)?;
+        Ok(Receipt {
+            notification_id: data.notification_id,
+            status: data.status,
+            detail: data.detail,
+        })
+    }
+}
+
+/// The delivery-receipt worker: no settings of its own.
+pub struct Receipts;
+
+impl Worker for Receipts {
+    type Command = Receipt;
+    type Prepared = Receipt;
+
+    fn parse(&self, envelope: &Envelope) -> Result<Receipt, ParseError> {
+        Receipt::parse(envelope)
+    }
+
+    async fn prepare(&self, receipt: Receipt) -> Result<Receipt, HandlerError> {
+        Ok(receipt)
+    }
+
+    async fn handle<'a>(
+        &'a self,
+        receipt: &'a Receipt,
+        message: &'a Message<'a>,
+        conn: &'a mut PgConnection,
+    ) -> Result<Vec<Outgoing>, HandlerError> {
+        receipt::handle(receipt, message, conn).await
+    }
+}

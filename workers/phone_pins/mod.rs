@@ -1,0 +1,141 @@
+//! The phone-PIN worker: `phone_pin.request` (a temporary PIN for the contact center,
+//! only for a tax code with a live credential, returned once in the reply and kept as
+//! a hash; a new one replaces the last), `phone_pin.verify` (an operator checks a
+//! caller's phone PIN, with the same lockout as `pin.verify`) and a timed job that
+//! clears the hashes of phone PINs past their validity.
+
+mod command;
+mod request;
+mod state;
+mod store;
+mod tidy;
+mod verify;
+
+use serde_json::Value;
+use sqlx::PgConnection;
+
+use crate::config::Rules;
+use crate::contract::outgoing::encode;
+use crate::contract::{Envelope, Outgoing, OutgoingData, ParseError, SecretField};
+use crate::domain::{PhonePin, PinHasher};
+use crate::error::HandlerError;
+use crate::manifest::{Binding, Description, JobSpec};
+use crate::runtime::{Message, Registration, Worker};
+use crate::store::audit;
+pub use command::{Command, Request, Verify};
+
+/// The phone-PIN worker as the registry lists it.
+pub const WORKER: Registration = Registration {
+    description: Description {
+        name: "phone_pins",
+        bindings: &[
+            Binding::rpc("phone_pin.request", &["reply", "phone_pin.issued"]),
+            Binding::rpc("phone_pin.verify", &["reply"]),
+        ],
+        jobs: &[JobSpec {
+            name: "tidy",
+            interval_setting: "PINFLOW_SWEEP_INTERVAL",
+        }],
+    },
+    start: |starter| {
+        starter.consume(PhonePins {
+            rules: starter.rules().clone(),
+            hasher: starter.hasher().clone(),
+        });
+        starter.every(tidy::Tidy::new(starter.runtime().sweep_interval));
+    },
+    parse: |envelope| Command::parse(envelope).map(drop),
+};
+
+/// The phone-PIN worker.
+pub struct PhonePins {
+    /// The lockout threshold (the same as `pin.verify`'s).
+    rules: Rules,
+    /// Argon2id, run on the blocking pool.
+    hasher: PinHasher,
+}
+
+/// A command with its slow part (generating and hashing a new phone PIN) done.
+pub enum Prepared {
+    Request(Request, NewPhonePin),
+    Verify(Verify),
+}
+
+/// A phone PIN generated and hashed before the transaction.
+pub struct NewPhonePin {
+    pin: PhonePin,
+    hash: String,
+}
+
+impl Worker for PhonePins {
+    type Command = Command;
+    type Prepared = Prepared;
+
+    fn parse(&self, envelope: &Envelope) -> Result<Command, ParseError> {
+        Command::parse(envelope)
+    }
+
+    async fn prepare(&self, command: Command) -> Result<Prepared, HandlerError> {
+        Ok(match command {
+            Command::Request(request) => {
+                let pin = PhonePin::generate();
+                let hash = self.hasher.hash_off_thread(pin.expose().to_owned()).await?;
+                Prepared::Request(request, NewPhonePin { pin, hash })
+            }
+            Command::Verify(verify) => Prepared::Verify(verify),
+        })
+    }
+
+    async fn handle<'a>(
+        &'a self,
+        prepared: &'a Prepared,
+        message: &'a Message<'a>,
+        conn: &'a mut PgConnection,
+    ) -> Result<Vec<Outgoing>, HandlerError> {
+        match prepared {
+            Prepared::Request(request, pin) => request::handle(request, pin, message, conn).await,
+            Prepared::Verify(verify) => verify::handle(self, verify, message, conn).await,
+        }
+    }
+}
+
+/// The RPC reply to `message` from its typed data.
+fn answer<R: OutgoingData>(
+    message: &Message<'_>,
+    data: &R,
+    secret: Option<SecretField>,
+) -> Result<Outgoing, HandlerError> {
+    Ok(Outgoing::reply(
+        &message.envelope.message_type,
+        message.reply_to.unwrap_or_default(),
+        message.correlation_id,
+        encode(data)?,
+        secret,
+        message.now,
+    ))
+}
+
+/// Writes an audit row for this message.
+async fn audit(
+    conn: &mut PgConnection,
+    message: &Message<'_>,
+    actor: &str,
+    action: &str,
+    tax_code: &str,
+    credential_id: uuid::Uuid,
+    detail: Value,
+) -> Result<(), sqlx::Error> {
+    audit::record(
+        conn,
+        audit::Entry {
+            at: message.now,
+            actor,
+            action,
+            tax_code: Some(tax_code),
+            credential_id: Some(credential_id),
+            message_id: Some(&message.envelope.id),
+            detail,
+        },
+    )
+    .await
+}

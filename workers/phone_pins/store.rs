@@ -1,0 +1,134 @@
+//! The phone-PIN table, `phone_pin_credentials`: one row per tax code, the phone PIN
+//! only as an Argon2id hash, cleared by the tidy-up job once past its validity.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, Row as _};
+use uuid::Uuid;
+
+use super::state::PhonePinState;
+
+/// A phone PIN about to replace the tax code's last one.
+pub struct Replacement<'a> {
+    /// Whose phone PIN.
+    pub tax_code: &'a str,
+    /// The live credential it is issued against.
+    pub credential_id: Uuid,
+    /// Its Argon2id hash.
+    pub pin_hash: &'a str,
+    /// Wire name of the validity (`P1D`, ...).
+    pub validity: &'a str,
+    /// Wire name of the authentication (`spid`, ...).
+    pub authenticated_with: &'a str,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+    /// Until when it works, to the millisecond.
+    pub valid_until: DateTime<Utc>,
+}
+
+/// A stored phone PIN, locked for update.
+pub struct Stored {
+    /// The credential it was issued against.
+    pub credential_id: Uuid,
+    /// The hash, until tidied up.
+    pub pin_hash: Option<String>,
+    /// What the rules look at.
+    pub state: PhonePinState,
+}
+
+/// Stores a new phone PIN in place of the tax code's last one: a fresh count, no lock.
+pub async fn replace(conn: &mut PgConnection, new: &Replacement<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into phone_pin_credentials (tax_code, credential_id, pin_hash, validity,
+             authenticated_with, issued_at, valid_until)
+         values ($1, $2, $3, $4, $5, $6, $7)
+         on conflict (tax_code) do update set credential_id = excluded.credential_id,
+             pin_hash = excluded.pin_hash, validity = excluded.validity,
+             authenticated_with = excluded.authenticated_with,
+             issued_at = excluded.issued_at, valid_until = excluded.valid_until,
+             failed_attempts = 0, locked_at = null, tidied_at = null",
+    )
+    .bind(new.tax_code)
+    .bind(new.credential_id)
+    .bind(new.pin_hash)
+    .bind(new.validity)
+    .bind(new.authenticated_with)
+    .bind(new.issued_at)
+    .bind(new.valid_until)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The tax code's phone PIN, with whether its credential has been revoked since, locked
+/// for update.
+pub async fn for_update(
+    conn: &mut PgConnection,
+    tax_code: &str,
+) -> Result<Option<Stored>, sqlx::Error> {
+    let row = sqlx::query(
+        "select p.credential_id, p.pin_hash, p.valid_until, p.failed_attempts,
+                p.locked_at is not null as locked, c.status = 'revoked' as credential_revoked
+         from phone_pin_credentials p join credentials c on c.id = p.credential_id
+         where p.tax_code = $1 for update of p",
+    )
+    .bind(tax_code)
+    .fetch_optional(conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let pin_hash: Option<String> = row.try_get("pin_hash")?;
+    let failed: i32 = row.try_get("failed_attempts")?;
+    Ok(Some(Stored {
+        credential_id: row.try_get("credential_id")?,
+        state: PhonePinState {
+            valid_until: row.try_get("valid_until")?,
+            failed_attempts: u32::try_from(failed).unwrap_or(0),
+            locked: row.try_get("locked")?,
+            has_hash: pin_hash.is_some(),
+            credential_revoked: row.try_get("credential_revoked")?,
+        },
+        pin_hash,
+    }))
+}
+
+/// Stores the count of consecutive failures and, once locked, when.
+pub async fn save_attempts(
+    conn: &mut PgConnection,
+    tax_code: &str,
+    state: &PhonePinState,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update phone_pin_credentials set failed_attempts = $2,
+             locked_at = case when $3 then coalesce(locked_at, $4) end
+         where tax_code = $1",
+    )
+    .bind(tax_code)
+    .bind(i32::try_from(state.failed_attempts).unwrap_or(i32::MAX))
+    .bind(state.locked)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Clears the hashes of at most `limit` phone PINs past their validity at `now`,
+/// skipping rows another runner holds; returns how many.
+pub async fn tidy_due(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "with due as (
+             select tax_code from phone_pin_credentials
+             where pin_hash is not null and valid_until <= $1
+             order by valid_until limit $2 for update skip locked)
+         update phone_pin_credentials p set pin_hash = null, tidied_at = $1
+         from due where p.tax_code = due.tax_code",
+    )
+    .bind(now)
+    .bind(i64::from(limit))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}

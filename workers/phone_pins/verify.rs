@@ -1,0 +1,98 @@
+//! `phone_pin.verify`: an operator checks the phone PIN a caller says. The same
+//! protection as `pin.verify`: consecutive failures up to the threshold lock it
+//! (`phone_pin.locked`), the attempt that locks answers `locked`, and past its validity
+//! it answers `expired` from that instant, locked or not. Every check is audited with
+//! the operator.
+
+use serde_json::json;
+use sqlx::PgConnection;
+
+use super::command::Verify;
+use super::state::{PhonePinState, Refusal};
+use super::{PhonePins, answer, audit, store};
+use crate::contract::Outgoing;
+use crate::contract::events::PhonePinLocked;
+use crate::contract::outgoing::encode;
+use crate::contract::replies::PhonePinVerifyReply;
+use crate::error::HandlerError;
+use crate::runtime::Message;
+
+fn refused(refusal: Refusal) -> PhonePinVerifyReply {
+    match refusal {
+        Refusal::Revoked => PhonePinVerifyReply::Revoked,
+        Refusal::Expired => PhonePinVerifyReply::Expired,
+        Refusal::Locked => PhonePinVerifyReply::Locked,
+    }
+}
+
+/// Handles one `phone_pin.verify`.
+pub async fn handle(
+    worker: &PhonePins,
+    verify: &Verify,
+    message: &Message<'_>,
+    conn: &mut PgConnection,
+) -> Result<Vec<Outgoing>, HandlerError> {
+    let tax_code = verify.tax_code.as_str();
+    let Some(stored) = store::for_update(conn, tax_code).await? else {
+        // No phone PIN was ever issued: nothing to count a failure against.
+        return Ok(vec![answer(message, &PhonePinVerifyReply::Invalid, None)?]);
+    };
+    let mut out = Vec::new();
+    let reply = match (stored.state.check(message.now), &stored.pin_hash) {
+        (Err(refusal), _) => refused(refusal),
+        (Ok(()), None) => PhonePinVerifyReply::Expired,
+        (Ok(()), Some(hash)) => {
+            let presented = verify.phone_pin.expose().to_owned();
+            let right = worker
+                .hasher
+                .verify_off_thread(presented, hash.clone())
+                .await?;
+            if right {
+                if stored.state.failed_attempts > 0 {
+                    let after = stored.state.succeed();
+                    store::save_attempts(conn, tax_code, &after, message.now).await?;
+                }
+                PhonePinVerifyReply::Ok {
+                    valid_until: stored.state.valid_until,
+                }
+            } else {
+                let after = stored.state.fail(worker.rules.lockout_threshold);
+                store::save_attempts(conn, tax_code, &after, message.now).await?;
+                locked(verify, &stored, &after, message, &mut out)?
+            }
+        }
+    };
+    let detail = json!({ "status": encode(&reply)?["status"] });
+    audit(
+        conn,
+        message,
+        &verify.operator_id,
+        "phone_pin.verify",
+        tax_code,
+        stored.credential_id,
+        detail,
+    )
+    .await?;
+    out.insert(0, answer(message, &reply, None)?);
+    Ok(out)
+}
+
+/// The reply to a wrong phone PIN; when this failure locked it, `phone_pin.locked` too.
+fn locked(
+    verify: &Verify,
+    stored: &store::Stored,
+    after: &PhonePinState,
+    message: &Message<'_>,
+    out: &mut Vec<Outgoing>,
+) -> Result<PhonePinVerifyReply, HandlerError> {
+    if !after.locked {
+        return Ok(PhonePinVerifyReply::Invalid);
+    }
+    let event = PhonePinLocked {
+        tax_code: verify.tax_code.clone(),
+        credential_id: stored.credential_id,
+        failed_attempts: after.failed_attempts,
+    };
+    out.push(Outgoing::typed_event(&event, message.now)?);
+    Ok(PhonePinVerifyReply::Locked)
+}
