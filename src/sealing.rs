@@ -221,7 +221,7 @@ mod tests {
 
     const PLACE: Place<'static> = Place {
         message_id: "m-1",
-        queue: "pinflow.issuance.dlq",
+        queue: "pinflow.sample.dlq",
     };
 
     #[test]

@@ -317,7 +317,7 @@ mod tests {
             ok("t42.pinflow.notify.sms"),
             Err(ParseError::ForbiddenReplyTo)
         );
-        assert_eq!(ok("pinflow.issuance"), Err(ParseError::ForbiddenReplyTo));
+        assert_eq!(ok("pinflow.sample"), Err(ParseError::ForbiddenReplyTo));
         assert_eq!(ok(""), Err(ParseError::MissingReplyTo));
         assert_eq!(
             check_reply_address(Some("portal.replies"), None),
