@@ -7,7 +7,6 @@ use zeroize::Zeroizing;
 
 use super::command::{FirstAccess, Verify};
 use super::{Issuance, audit, instant, reply};
-use crate::runtime::Message;
 use crate::contract::events::{PinActivated, PinLocked};
 use crate::contract::outgoing::encode;
 use crate::contract::replies::{FirstAccessReply, VerifyReply};
@@ -15,6 +14,7 @@ use crate::contract::{Outgoing, OutgoingData, SecretField};
 use crate::domain::credential::{self, Credential, Refusal, Status};
 use crate::domain::{Pin, PinHasher, TaxCode};
 use crate::error::HandlerError;
+use crate::runtime::Message;
 use crate::store::credentials::{self, Stored};
 
 /// The 8-character PIN that first access hands out, generated and hashed before the

@@ -9,10 +9,10 @@ use zeroize::Zeroizing;
 
 use super::command::PinRequest;
 use super::{Issuance, audit};
-use crate::contract::{Carries, Notice, NotifyChannel, Outgoing};
 use crate::contract::commands::{Channel, FirstHalfVia};
 use crate::contract::events::{Alternative, PinIssued, PinRequestRejected};
 use crate::contract::outgoing::encode;
+use crate::contract::{Carries, Notice, NotifyChannel, Outgoing};
 use crate::domain::credential::Kind;
 use crate::domain::{InitialPin, PinHasher};
 use crate::error::HandlerError;
