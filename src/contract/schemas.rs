@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use jsonschema::{Resource, Validator};
+use jsonschema::{Registry, Validator};
 use serde_json::Value;
 
 mod embedded {
@@ -34,6 +34,8 @@ pub enum SchemaError {
     },
     #[error("schema {name} does not compile: {reason}")]
     Compile { name: String, reason: String },
+    #[error("the schemas do not resolve together")]
+    Registry(#[source] jsonschema::ReferencingError),
 }
 
 impl Schemas {
@@ -52,15 +54,19 @@ impl Schemas {
             })?;
             documents.push((*file, value));
         }
-        let mut options = jsonschema::options().should_validate_formats(true);
+        let mut registry = Registry::new();
         for (file, value) in &documents {
-            let resource =
-                Resource::from_contents(value.clone()).map_err(|e| SchemaError::Compile {
+            registry = registry
+                .add(format!("{BASE_URI}{file}"), value)
+                .map_err(|e| SchemaError::Compile {
                     name: (*file).to_owned(),
                     reason: e.to_string(),
                 })?;
-            options = options.with_resource(format!("{BASE_URI}{file}"), resource);
         }
+        let registry = registry.prepare().map_err(SchemaError::Registry)?;
+        let options = jsonschema::options()
+            .should_validate_formats(true)
+            .with_registry(&registry);
         let mut validators = HashMap::new();
         for (file, value) in &documents {
             let validator = options.build(value).map_err(|e| SchemaError::Compile {
@@ -87,7 +93,7 @@ impl Schemas {
         match validator.iter_errors(value).next() {
             None => Ok(()),
             Some(error) => {
-                let at = error.instance_path.to_string();
+                let at = error.instance_path().to_string();
                 let at = if at.is_empty() { "/".to_owned() } else { at };
                 Err(format!("{at}: {}", error.masked()))
             }
