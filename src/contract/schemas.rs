@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use jsonschema::{Resource, Validator};
+use jsonschema::{Registry, Validator};
 use serde_json::Value;
 
 use crate::domain::Email;
@@ -36,6 +36,8 @@ pub enum SchemaError {
     },
     #[error("schema {name} does not compile: {reason}")]
     Compile { name: String, reason: String },
+    #[error("the schemas do not resolve together")]
+    Registry(#[source] jsonschema::ReferencingError),
 }
 
 impl Schemas {
@@ -54,19 +56,22 @@ impl Schemas {
             })?;
             documents.push((*file, value));
         }
-        // One definition of an e-mail address (PEC addresses use the same format): the
-        // schemas' `email` format is the parse the workers use, not the library's own.
-        let mut options = jsonschema::options()
-            .should_validate_formats(true)
-            .with_format("email", |text: &str| Email::parse(text).is_ok());
+        let mut registry = Registry::new();
         for (file, value) in &documents {
-            let resource =
-                Resource::from_contents(value.clone()).map_err(|e| SchemaError::Compile {
+            registry = registry
+                .add(format!("{BASE_URI}{file}"), value)
+                .map_err(|e| SchemaError::Compile {
                     name: (*file).to_owned(),
                     reason: e.to_string(),
                 })?;
-            options = options.with_resource(format!("{BASE_URI}{file}"), resource);
         }
+        let registry = registry.prepare().map_err(SchemaError::Registry)?;
+        // One definition of an e-mail address (PEC addresses use the same format): the
+        // schemas' `email` format is the parse the workers use, not the library's own.
+        let options = jsonschema::options()
+            .should_validate_formats(true)
+            .with_format("email", |text: &str| Email::parse(text).is_ok())
+            .with_registry(&registry);
         let mut validators = HashMap::new();
         for (file, value) in &documents {
             let validator = options.build(value).map_err(|e| SchemaError::Compile {
@@ -93,7 +98,7 @@ impl Schemas {
         match validator.iter_errors(value).next() {
             None => Ok(()),
             Some(error) => {
-                let at = error.instance_path.to_string();
+                let at = error.instance_path().to_string();
                 let at = if at.is_empty() { "/".to_owned() } else { at };
                 Err(format!("{at}: {}", error.masked()))
             }
