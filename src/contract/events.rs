@@ -216,3 +216,11 @@ mod tests {
         assert_eq!(data["failed_attempts"], 5);
     }
 }
+
+// The events of the device-PIN flow (the verification and conversion workers).
+mod device;
+pub use device::{
+    ApplicationAccepted, ApplicationHeld, ApplicationReleased, ConversionRejected,
+    ConversionReviewRejected, ConversionReviewRequested, HoldReason, PinConverted, ReviewChannel,
+    ReviewRefusal,
+};
