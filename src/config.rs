@@ -128,6 +128,12 @@ pub struct Rules {
     /// Argon2id parallelism.
     #[arg(long, env = "PINFLOW_ARGON2_P_COST", default_value_t = 1)]
     pub argon2_p_cost: u32,
+
+    // Device-PIN conversion (the verification and conversion workers).
+    /// Largest document a conversion accepts, in bytes (10 MiB); an empty one is
+    /// refused too.
+    #[arg(long, env = "PINFLOW_CONVERSION_MAX_DOCUMENT_BYTES", default_value_t = 10 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub conversion_max_document_bytes: u64,
 }
 
 impl Rules {

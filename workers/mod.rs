@@ -18,4 +18,6 @@ macro_rules! registry {
 
 registry! {
     issuance,
+    verification,
+    conversion,
 }
