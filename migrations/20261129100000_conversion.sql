@@ -34,9 +34,10 @@ create unique index conversion_pending_key on conversions (credential_id)
     where status = 'under_review';
 create index conversions_tax_code on conversions (tax_code, submitted_at);
 
--- One row per application.submit (keyed on the portal's application id).
+-- One row per application.submit, keyed on the applicant and the portal's id (an id
+-- that two applicants share is two applications: neither is lost).
 create table applications (
-    application_id      text primary key,
+    application_id      text not null,
     tax_code            text not null,
     benefit             text not null,
     authenticated_with  text not null
@@ -54,7 +55,8 @@ create table applications (
     -- The device credential whose conversion released it.
     released_with       uuid,
     check ((status = 'held') = (hold_reason is not null)),
-    check ((status = 'released') = (released_at is not null))
+    check ((status = 'released') = (released_at is not null)),
+    primary key (tax_code, application_id)
 );
 
 create index applications_held on applications (tax_code, filed_at, seq) where status = 'held';

@@ -4,9 +4,10 @@
 //! becomes a device PIN (`pin.converted`), every held application of theirs is
 //! released, once each, in filing order, with its original `filed_at`; one that
 //! arrives after the conversion is held and released at once. When the PIN is revoked
-//! (`pin.revoked`), held applications stay held and say so. An application id already
-//! filed is not filed again. What is announced carries ids derived from the
-//! application, so an announcement repeated for any reason is one to its readers.
+//! (`pin.revoked`), held applications stay held and say so. An application is its
+//! applicant and the portal's id: filed again, it is not filed twice. What is announced
+//! carries ids derived from the application, so an announcement repeated for any
+//! reason is one to its readers.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::json;
@@ -47,7 +48,7 @@ pub async fn submit(
             application_id: app.application_id.clone(),
             benefit: app.benefit.clone(),
         };
-        let id = derived_id(&["application.accepted", &app.application_id]);
+        let id = derived_id(&["application.accepted", tax_code.as_str(), &app.application_id]);
         return Ok(vec![Outgoing::typed_event(&accepted, message.now)?.with_id(id)]);
     }
     let credential = current.map(|stored| stored.credential);
@@ -60,7 +61,7 @@ pub async fn submit(
         reason: HoldReason::OrdinaryPin,
         credential_id,
     };
-    let id = derived_id(&["application.held", &app.application_id]);
+    let id = derived_id(&["application.held", tax_code.as_str(), &app.application_id]);
     let mut out = vec![Outgoing::typed_event(&held, message.now)?.with_id(id)];
     // Filed after the conversion: the PIN is a device PIN already.
     if let Some(device) = credential.filter(|c| c.kind == Kind::Device && c.is_live(message.now)) {
@@ -73,8 +74,8 @@ pub async fn submit(
     Ok(out)
 }
 
-/// Records a new application; `false` if its id was filed before (for the same tax
-/// code: nothing to do; for another one, the message cannot be applied).
+/// Records a new application; `false` if the applicant filed this id before (the
+/// first filing stands).
 async fn file(
     conn: &mut PgConnection,
     app: &Application,
@@ -91,7 +92,7 @@ async fn file(
         "insert into applications (application_id, tax_code, benefit, authenticated_with,
              status, hold_reason, filed_at, submit_message_id, received_at)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         on conflict (application_id) do nothing",
+         on conflict (tax_code, application_id) do nothing",
     )
     .bind(&app.application_id)
     .bind(app.tax_code.as_str())
@@ -105,21 +106,7 @@ async fn file(
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    if inserted == 1 {
-        return Ok(true);
-    }
-    let owner: String =
-        sqlx::query_scalar("select tax_code from applications where application_id = $1")
-            .bind(&app.application_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    if owner == app.tax_code.as_str() {
-        Ok(false)
-    } else {
-        Err(HandlerError::Permanent(
-            "application_id already filed for another tax code".into(),
-        ))
-    }
+    Ok(inserted == 1)
 }
 
 /// A held application that changed, in filing order.
@@ -158,7 +145,7 @@ pub async fn release(
              released_at = $3, released_with = $2
          from (select application_id from applications
                where tax_code = $1 and status = 'held' for update) held
-         where a.application_id = held.application_id
+         where a.tax_code = $1 and a.application_id = held.application_id
          returning a.application_id, a.filed_at, a.seq, a.benefit",
     )
     .bind(converted.tax_code.as_str())
@@ -173,7 +160,7 @@ pub async fn release(
         let actor = crate::contract::SOURCE;
         audit(conn, message, actor, "application.released", tax_code, Some(credential_id), detail)
             .await?;
-        let id = derived_id(&["application.released", &app.application_id]);
+        let id = derived_id(&["application.released", tax_code.as_str(), &app.application_id]);
         let released = ApplicationReleased {
             tax_code: tax_code.clone(),
             application_id: app.application_id,
@@ -211,6 +198,7 @@ pub async fn still_held(
             .await?;
         let id = derived_id(&[
             "application.held",
+            tax_code.as_str(),
             &app.application_id,
             HoldReason::PinRevoked.as_str(),
             &credential_id.to_string(),
