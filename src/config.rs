@@ -133,6 +133,12 @@ pub struct Rules {
     /// tests and for measuring the runtime alone).
     #[arg(long, env = "PINFLOW_DEV_ALLOW_WEAK_ARGON2")]
     pub dev_allow_weak_argon2: bool,
+
+    // Device-PIN conversion (the verification and conversion workers).
+    /// Largest document a conversion accepts, in bytes (10 MiB); an empty one is
+    /// refused too.
+    #[arg(long, env = "PINFLOW_CONVERSION_MAX_DOCUMENT_BYTES", default_value_t = 10 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub conversion_max_document_bytes: u64,
 }
 
 /// The OWASP minimum for Argon2id: 19 MiB of memory and two passes (or, in OWASP's

@@ -26,6 +26,10 @@ pub struct Binding {
     /// (events, notifications, `reply` for the RPC reply): the message pattern the
     /// benchmark drives and compares with the broker's own ceiling.
     pub causes: &'static [&'static str],
+    /// Command types whose contract example, for the same applicant, must have been
+    /// handled before this type's example can succeed (an ordinary PIN before its
+    /// conversion): the benchmark sends them first, untimed. Empty for most.
+    pub needs: &'static [&'static str],
 }
 
 impl Binding {
@@ -36,6 +40,7 @@ impl Binding {
             message_type,
             rpc: false,
             causes,
+            needs: &[],
         }
     }
 
@@ -46,6 +51,7 @@ impl Binding {
             message_type,
             rpc: true,
             causes,
+            needs: &[],
         }
     }
 
@@ -56,7 +62,13 @@ impl Binding {
             message_type,
             rpc: false,
             causes,
+            needs: &[],
         }
+    }
+
+    /// The same binding, whose example needs these command types handled first.
+    pub const fn after(self, needs: &'static [&'static str]) -> Binding {
+        Binding { needs, ..self }
     }
 }
 

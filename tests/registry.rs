@@ -21,17 +21,17 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The places in `text` that name a worker: `workers::` or a worker's name as a word.
+/// The places in `text` that name a worker: `workers::` (its code) or a worker's name
+/// as a string of its own, `"NAME"` (its queue, `--worker NAME`, its description).
+/// Words of the contract that a worker is named after (`conversion.submit`, "an
+/// expiry date", `mod conversion` of the typed commands) name no worker.
 fn names_a_worker(text: &str, workers: &[Description]) -> Vec<String> {
     let mut found = Vec::new();
     if text.contains("workers::") {
         found.push("workers::".to_owned());
     }
-    let words: Vec<&str> = text
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .collect();
     for worker in workers {
-        if words.contains(&worker.name) {
+        if text.contains(&format!("\"{}\"", worker.name)) {
             found.push(worker.name.to_owned());
         }
     }
@@ -45,6 +45,15 @@ fn the_check_finds_a_worker_named_in_code() {
     assert!(!names_a_worker(&format!("let q = names.work_queue(\"{name}\");"), &all).is_empty());
     assert!(!names_a_worker("use crate::workers::REGISTRY;", &all).is_empty());
     assert!(names_a_worker("let q = names.work_queue(worker.name);", &all).is_empty());
+    for worker in &all {
+        let name = worker.name;
+        assert!(
+            !names_a_worker(&format!("let q = names.work_queue(\"{name}\");"), &all).is_empty()
+        );
+        let contract =
+            format!("/// a {name} of\nCommandType::X => \"{name}.submit\",\nmod {name};");
+        assert!(names_a_worker(&contract, &all).is_empty(), "{contract}");
+    }
 }
 
 #[test]

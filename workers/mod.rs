@@ -21,4 +21,6 @@ registry! {
     phone_pins,
     identity_delegation,
     delivery_receipts,
+    verification,
+    conversion,
 }

@@ -227,3 +227,11 @@ pub use delegation::{
 };
 pub use delivery::{DeliveryFailure, PinDeliveryFailed, PinPart};
 pub use phone::{PhonePinIssued, PhonePinLocked};
+
+// The events of the device-PIN flow (the verification and conversion workers).
+mod device;
+pub use device::{
+    ApplicationAccepted, ApplicationHeld, ApplicationReleased, ConversionRejected,
+    ConversionReviewRejected, ConversionReviewRequested, HoldReason, PinConverted, ReviewChannel,
+    ReviewRefusal,
+};

@@ -4,6 +4,7 @@
 pub mod contact;
 pub mod country;
 pub mod credential;
+pub mod device;
 pub mod hashing;
 pub mod period;
 pub mod pin;

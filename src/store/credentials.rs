@@ -155,3 +155,61 @@ pub async fn save(
     .await?;
     Ok(())
 }
+
+// For the device-PIN flow (the verification and conversion workers): a credential by
+// id, its kind, and who it belongs to.
+
+/// A credential by id, locked for update.
+pub async fn by_id_for_update(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<Stored>, sqlx::Error> {
+    let sql = format!("select {COLUMNS} from credentials where id = $1 for update");
+    let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+    row.map(decode).transpose()
+}
+
+/// Stores a credential's kind (a conversion: the PIN and its hashes stay as they are).
+pub async fn save_kind(
+    conn: &mut PgConnection,
+    credential: &Credential,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update credentials set kind = $2 where id = $1")
+        .bind(credential.id)
+        .bind(credential.kind.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Whom a credential belongs to, as a notice addresses them.
+pub struct Addressee {
+    /// Given name, for the greeting.
+    pub given_name: String,
+    /// Family name.
+    pub family_name: String,
+    /// The contacts on record.
+    pub contacts: crate::contract::commands::Contacts,
+}
+
+/// The holder of a credential and their contacts on record.
+pub async fn addressee(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<Addressee>, sqlx::Error> {
+    let row =
+        sqlx::query("select given_name, family_name, contacts from credentials where id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    row.map(|row| {
+        let contacts: Value = row.try_get("contacts")?;
+        Ok(Addressee {
+            given_name: row.try_get("given_name")?,
+            family_name: row.try_get("family_name")?,
+            contacts: serde_json::from_value(contacts)
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        })
+    })
+    .transpose()
+}

@@ -7,6 +7,7 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+pub mod conversion;
 pub mod delivery_receipts;
 pub mod identity_delegation;
 pub mod issuance;
@@ -41,7 +42,10 @@ pub use services::services;
 /// How long a test waits for something that should come.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// A flag given twice takes its last value, so a test's extra settings override the
+/// defaults below (`--consumers 2`).
 #[derive(Parser)]
+#[command(args_override_self = true)]
 struct Settings {
     #[command(flatten)]
     runtime: Runtime,

@@ -6,7 +6,7 @@
 //! reported as ratios, since absolute rates on a shared machine move from run to run.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use lapin::options::{QueueBindOptions, QueueDeleteOptions};
@@ -15,8 +15,10 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 mod ceiling;
+mod prelude;
 
-use ceiling::{count, declare, pattern_ceiling, publish_all};
+use ceiling::{declare, pattern_ceiling, publish_all};
+use prelude::Pinflow;
 
 use super::Setup;
 use crate::broker::{self, Names};
@@ -192,6 +194,36 @@ pub async fn run(connections: &Connections, bench: BenchSetup<'_>) -> anyhow::Re
             )
             .await?;
     }
+    let pool =
+        super::prepare_database(&bench_connections.database_url, 2, &Default::default()).await?;
+    let key = OutboxKey::generate().to_base64();
+    let setup = || -> anyhow::Result<Setup> {
+        Ok(Setup {
+            connections: bench_connections.clone(),
+            runtime: runtime.clone(),
+            rules: rules.clone(),
+            keys: KeyRing::single(OutboxKey::from_base64(&key)?),
+            clock: Arc::new(SystemClock),
+            registry: registry.to_vec(),
+            workers: Vec::new(),
+            jobs_now: JobTrigger::default(),
+        })
+    };
+    // What the measured commands need done first (untimed), then the commands queued.
+    let target = prelude::Target {
+        names: &names,
+        sink: &sink,
+        confirm_timeout: runtime.confirm_timeout,
+    };
+    prelude::run(
+        &channel,
+        target,
+        registry,
+        binding.needs,
+        messages,
+        setup()?,
+    )
+    .await?;
     let reply_to = binding.rpc.then_some(sink.as_str());
     let kind = (message_type, reply_to);
     publish_all(
@@ -203,34 +235,12 @@ pub async fn run(connections: &Connections, bench: BenchSetup<'_>) -> anyhow::Re
         runtime.confirm_timeout,
     )
     .await?;
-    let pool =
-        super::prepare_database(&bench_connections.database_url, 2, &Default::default()).await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let setup = Setup {
-        connections: bench_connections.clone(),
-        runtime: runtime.clone(),
-        rules: rules.clone(),
-        keys: KeyRing::single(OutboxKey::generate()),
-        clock: Arc::new(SystemClock),
-        registry: registry.to_vec(),
-        workers: Vec::new(),
-        jobs_now: JobTrigger::default(),
-    };
     let started = Instant::now();
-    let worker = tokio::spawn(super::run(setup, async move {
-        let _ = stopped.await;
-    }));
+    let pinflow = Pinflow::start(setup()?);
     let expected = messages.saturating_mul(outputs as u32);
-    while count(&channel, &sink).await? < expected {
-        anyhow::ensure!(
-            !worker.is_finished(),
-            "pinflow stopped during the benchmark"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    pinflow.wait_for(&channel, &sink, expected).await?;
     let pinflow_rate = f64::from(messages) / started.elapsed().as_secs_f64();
-    let _ = stop.send(());
-    worker.await??;
+    pinflow.stop().await?;
     channel
         .queue_delete(sink.as_str().into(), QueueDeleteOptions::default())
         .await?;

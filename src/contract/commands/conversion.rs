@@ -72,7 +72,7 @@ pub enum DocumentKind {
 }
 
 /// One document of a conversion.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Document {
     /// What it is.
@@ -102,7 +102,7 @@ pub enum IdentityDocumentType {
 }
 
 /// The identity document shown for a conversion.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityDocument {
     /// Its kind (`type` on the wire).
@@ -117,7 +117,7 @@ pub struct IdentityDocument {
 }
 
 /// How a fax arrived.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fax {
     /// The sender's number as the fax server saw it.

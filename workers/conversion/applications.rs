@@ -1,0 +1,263 @@
+//! `application.submit` and what becomes of a held application. Device-level
+//! authentication: accepted at once. An ordinary PIN: held, with the envelope's `time`
+//! as its filing time, so time limits stop running then. When the citizen's PIN
+//! becomes a device PIN (`pin.converted`), every held application of theirs is
+//! released, once each, in filing order, with its original `filed_at`; one that
+//! arrives after the conversion is held and released at once. When the PIN is revoked
+//! (`pin.revoked`), held applications stay held and say so. An application is its
+//! applicant and the portal's id: filed again, it is not filed twice. What is announced
+//! carries ids derived from the application, so an announcement repeated for any
+//! reason is one to its readers.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde_json::json;
+use sqlx::{PgConnection, Row as _};
+
+use super::command::{Application, CredentialEvent};
+use super::outcome::audit;
+use crate::contract::Outgoing;
+use crate::contract::events::{
+    ApplicationAccepted, ApplicationHeld, ApplicationReleased, HoldReason,
+};
+use crate::contract::outgoing::derived_id;
+use crate::domain::credential::Kind;
+use crate::error::HandlerError;
+use crate::runtime::Message;
+use crate::store::credentials;
+
+/// Handles one `application.submit`.
+pub async fn submit(
+    app: &Application,
+    message: &Message<'_>,
+    conn: &mut PgConnection,
+) -> Result<Vec<Outgoing>, HandlerError> {
+    let filed_at = app.filed_at.unwrap_or_else(|| message.now.trunc_subsecs(6));
+    // The credential first, so a conversion of it commits wholly before or after this.
+    let current = credentials::latest_for_update(conn, app.tax_code.as_str()).await?;
+    let held = !app.authenticated_with.is_device_level();
+    if !file(conn, app, held, filed_at, message).await? {
+        tracing::debug!("application already filed; nothing to do");
+        return Ok(Vec::new());
+    }
+    let source = message.envelope.source.as_str();
+    let tax_code = &app.tax_code;
+    let detail = json!({ "application_id": app.application_id, "benefit": app.benefit,
+        "authenticated_with": app.authenticated_with, "filed_at": filed_at });
+    if !held {
+        audit(
+            conn,
+            message,
+            source,
+            "application.accepted",
+            tax_code,
+            None,
+            detail,
+        )
+        .await?;
+        let accepted = ApplicationAccepted {
+            tax_code: tax_code.clone(),
+            application_id: app.application_id.clone(),
+            benefit: app.benefit.clone(),
+        };
+        let id = derived_id(&[
+            "application.accepted",
+            tax_code.as_str(),
+            &app.application_id,
+        ]);
+        return Ok(vec![
+            Outgoing::typed_event(&accepted, message.now)?.with_id(id),
+        ]);
+    }
+    let credential = current.map(|stored| stored.credential);
+    let credential_id = credential.as_ref().map(|c| c.id);
+    audit(
+        conn,
+        message,
+        source,
+        "application.held",
+        tax_code,
+        credential_id,
+        detail,
+    )
+    .await?;
+    let held = ApplicationHeld {
+        tax_code: tax_code.clone(),
+        application_id: app.application_id.clone(),
+        filed_at,
+        reason: HoldReason::OrdinaryPin,
+        credential_id,
+    };
+    let id = derived_id(&["application.held", tax_code.as_str(), &app.application_id]);
+    let mut out = vec![Outgoing::typed_event(&held, message.now)?.with_id(id)];
+    // Filed after the conversion: the PIN is a device PIN already.
+    if let Some(device) = credential.filter(|c| c.kind == Kind::Device && c.is_live(message.now)) {
+        let converted = CredentialEvent {
+            tax_code: tax_code.clone(),
+            credential_id: device.id,
+        };
+        out.extend(release(&converted, message, conn).await?);
+    }
+    Ok(out)
+}
+
+/// Records a new application; `false` if the applicant filed this id before (the
+/// first filing stands).
+async fn file(
+    conn: &mut PgConnection,
+    app: &Application,
+    held: bool,
+    filed_at: DateTime<Utc>,
+    message: &Message<'_>,
+) -> Result<bool, HandlerError> {
+    let (status, hold_reason) = if held {
+        ("held", Some(HoldReason::OrdinaryPin.as_str()))
+    } else {
+        ("accepted", None)
+    };
+    let inserted = sqlx::query(
+        "insert into applications (application_id, tax_code, benefit, authenticated_with,
+             status, hold_reason, filed_at, submit_message_id, received_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         on conflict (tax_code, application_id) do nothing",
+    )
+    .bind(&app.application_id)
+    .bind(app.tax_code.as_str())
+    .bind(&app.benefit)
+    .bind(super::record::wire(&app.authenticated_with)?)
+    .bind(status)
+    .bind(hold_reason)
+    .bind(filed_at)
+    .bind(&message.envelope.id)
+    .bind(message.now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// A held application that changed, in filing order.
+struct Changed {
+    application_id: String,
+    filed_at: DateTime<Utc>,
+    benefit: String,
+}
+
+fn in_filing_order(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<Changed>, sqlx::Error> {
+    let mut changed = rows
+        .into_iter()
+        .map(|row| {
+            let seq: i64 = row.try_get("seq")?;
+            let item = Changed {
+                application_id: row.try_get("application_id")?,
+                filed_at: row.try_get("filed_at")?,
+                benefit: row.try_get("benefit")?,
+            };
+            Ok((seq, item))
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    changed.sort_by(|(a_seq, a), (b_seq, b)| (a.filed_at, a_seq).cmp(&(b.filed_at, b_seq)));
+    Ok(changed.into_iter().map(|(_, item)| item).collect())
+}
+
+/// `pin.converted`: releases every held application of the citizen, in filing order.
+/// An application released before is not held any more, so none is released twice.
+pub async fn release(
+    converted: &CredentialEvent,
+    message: &Message<'_>,
+    conn: &mut PgConnection,
+) -> Result<Vec<Outgoing>, HandlerError> {
+    let rows = sqlx::query(
+        "update applications a set status = 'released', hold_reason = null,
+             released_at = $3, released_with = $2
+         from (select application_id from applications
+               where tax_code = $1 and status = 'held' for update) held
+         where a.tax_code = $1 and a.application_id = held.application_id
+         returning a.application_id, a.filed_at, a.seq, a.benefit",
+    )
+    .bind(converted.tax_code.as_str())
+    .bind(converted.credential_id)
+    .bind(message.now)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    let (tax_code, credential_id) = (&converted.tax_code, converted.credential_id);
+    for app in in_filing_order(rows)? {
+        let detail = json!({ "application_id": app.application_id, "filed_at": app.filed_at });
+        let actor = crate::contract::SOURCE;
+        audit(
+            conn,
+            message,
+            actor,
+            "application.released",
+            tax_code,
+            Some(credential_id),
+            detail,
+        )
+        .await?;
+        let id = derived_id(&[
+            "application.released",
+            tax_code.as_str(),
+            &app.application_id,
+        ]);
+        let released = ApplicationReleased {
+            tax_code: tax_code.clone(),
+            application_id: app.application_id,
+            filed_at: app.filed_at,
+            credential_id,
+            benefit: app.benefit,
+        };
+        out.push(Outgoing::typed_event(&released, message.now)?.with_id(id));
+    }
+    Ok(out)
+}
+
+/// `pin.revoked`: held applications stay held, now for want of a PIN; each says so
+/// once per revoked credential.
+pub async fn still_held(
+    revoked: &CredentialEvent,
+    message: &Message<'_>,
+    conn: &mut PgConnection,
+) -> Result<Vec<Outgoing>, HandlerError> {
+    let rows = sqlx::query(
+        "update applications set hold_reason = $2
+         where tax_code = $1 and status = 'held'
+         returning application_id, filed_at, seq, benefit",
+    )
+    .bind(revoked.tax_code.as_str())
+    .bind(HoldReason::PinRevoked.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    let (tax_code, credential_id) = (&revoked.tax_code, revoked.credential_id);
+    for app in in_filing_order(rows)? {
+        let detail =
+            json!({ "application_id": app.application_id, "reason": HoldReason::PinRevoked });
+        let actor = crate::contract::SOURCE;
+        audit(
+            conn,
+            message,
+            actor,
+            "application.held",
+            tax_code,
+            Some(credential_id),
+            detail,
+        )
+        .await?;
+        let id = derived_id(&[
+            "application.held",
+            tax_code.as_str(),
+            &app.application_id,
+            HoldReason::PinRevoked.as_str(),
+            &credential_id.to_string(),
+        ]);
+        let held = ApplicationHeld {
+            tax_code: tax_code.clone(),
+            application_id: app.application_id,
+            filed_at: app.filed_at,
+            reason: HoldReason::PinRevoked,
+            credential_id: Some(credential_id),
+        };
+        out.push(Outgoing::typed_event(&held, message.now)?.with_id(id));
+    }
+    Ok(out)
+}

@@ -1,0 +1,140 @@
+//! `conversion.submit`: every automatic check at once; then a refusal
+//! (`conversion.rejected` with every failed check, the citizen told), a conversion at
+//! once (office), or documents waiting for an operator (`conversion.review_requested`
+//! with everything the operator looks at). A new submission is refused as
+//! `already_under_review` while another one of the same PIN waits; a rejected one
+//! blocks nothing. Each submission is recorded as a conversion with its own id.
+
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::checks::{self, Failure};
+use super::{Submission, Verification};
+use crate::contract::Outgoing;
+use crate::contract::events::{ConversionReviewRequested, ReviewChannel};
+use crate::error::HandlerError;
+use crate::runtime::Message;
+use crate::store::credentials;
+use crate::workers::conversion::outcome::{self, audit};
+use crate::workers::conversion::record::{self, Conversion, NewConversion, Status};
+
+/// Handles one `conversion.submit`.
+pub async fn handle(
+    worker: &Verification,
+    submission: &Submission,
+    message: &Message<'_>,
+    conn: &mut PgConnection,
+) -> Result<Vec<Outgoing>, HandlerError> {
+    let tax_code = &submission.tax_code;
+    // Locks the PIN: submissions and reviews of it take turns.
+    let credential = credentials::latest_for_update(conn, tax_code.as_str())
+        .await?
+        .map(|stored| stored.credential);
+    let pin = checks::pin(credential.as_ref(), message.now);
+    let mut failures: Vec<Failure> = pin.err().into_iter().collect();
+    let max_bytes = worker.rules.conversion_max_document_bytes;
+    let today = message.now.date_naive();
+    failures.extend(checks::documents(
+        &submission.documents,
+        &submission.identity_document,
+        today,
+        max_bytes,
+    ));
+    let credential_id = credential.as_ref().map(|c| c.id);
+    if let (Ok(()), Some(id)) = (pin, credential_id)
+        && record::pending_for(conn, id).await?.is_some()
+    {
+        failures.push(Failure::AlreadyUnderReview);
+    }
+    let mut conversion = Conversion {
+        id: Uuid::new_v4(),
+        tax_code: tax_code.clone(),
+        credential_id,
+        channel: submission.channel,
+        status: if failures.is_empty() {
+            Status::UnderReview
+        } else {
+            Status::Rejected
+        },
+    };
+    let actor = submission.actor(&message.envelope.source);
+    let mut reasons: Vec<String> = failures.iter().map(|f| f.as_str().to_owned()).collect();
+    if !store(conn, submission, &conversion, &reasons, actor, message).await? {
+        // Another submission of the same PIN started waiting since we looked.
+        reasons = vec![Failure::AlreadyUnderReview.as_str().to_owned()];
+        conversion.status = Status::Rejected;
+        store(conn, submission, &conversion, &reasons, actor, message).await?;
+    }
+    let detail = json!({ "conversion_id": conversion.id, "channel": submission.channel });
+    if conversion.status == Status::Rejected {
+        let detail = json!({ "conversion_id": conversion.id, "reasons": reasons });
+        audit(
+            conn,
+            message,
+            actor,
+            "conversion.rejected",
+            tax_code,
+            credential_id,
+            detail,
+        )
+        .await?;
+        return outcome::rejected(conn, message, &conversion, reasons).await;
+    }
+    let credential = credential.ok_or_else(|| {
+        HandlerError::Permanent("a conversion that passed its checks has no credential".into())
+    })?;
+    let Some(channel) = ReviewChannel::of(submission.channel) else {
+        // Office: the operator saw the citizen and the document.
+        return outcome::approve(conn, message, &conversion, &credential, actor).await;
+    };
+    let action = "conversion.review_requested";
+    audit(
+        conn,
+        message,
+        actor,
+        action,
+        tax_code,
+        credential_id,
+        detail,
+    )
+    .await?;
+    let requested = ConversionReviewRequested {
+        tax_code: tax_code.clone(),
+        conversion_id: conversion.id,
+        credential_id: credential.id,
+        channel,
+        documents: submission.documents.clone(),
+        identity_document: submission.identity_document.clone(),
+        fax: submission.fax.clone(),
+        submitted_at: message.now,
+    };
+    Ok(vec![Outgoing::typed_event(&requested, message.now)?])
+}
+
+/// Records the submission as a conversion in its status; `false` if it was to wait for
+/// review and another conversion of the PIN already does.
+async fn store(
+    conn: &mut PgConnection,
+    submission: &Submission,
+    conversion: &Conversion,
+    reasons: &[String],
+    actor: &str,
+    message: &Message<'_>,
+) -> Result<bool, sqlx::Error> {
+    let new = NewConversion {
+        id: conversion.id,
+        tax_code: &conversion.tax_code,
+        credential_id: conversion.credential_id,
+        channel: submission.channel,
+        status: conversion.status,
+        documents: &submission.documents,
+        identity_document: &submission.identity_document,
+        fax: submission.fax.as_ref(),
+        reasons,
+        submitted_by: actor,
+        message_id: &message.envelope.id,
+        at: message.now,
+    };
+    record::insert(conn, &new).await
+}
