@@ -5,6 +5,7 @@ pub mod contact;
 pub mod country;
 pub mod credential;
 pub mod hashing;
+pub mod lifecycle;
 pub mod period;
 pub mod pin;
 pub mod tax_code;
