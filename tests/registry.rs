@@ -21,17 +21,25 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The places in `text` that name a worker: `workers::` or a worker's name as a word.
+/// The places in `text` that name a worker in code: `workers::`, or a worker's name as
+/// a string literal (`"NAME"`) or a path (`NAME::`). The name as a word of prose is
+/// not one: worker names are domain words (an expiry, a reset), which comments and
+/// message types (`pin.reset.request`) use in their own right.
 fn names_a_worker(text: &str, workers: &[Description]) -> Vec<String> {
     let mut found = Vec::new();
     if text.contains("workers::") {
         found.push("workers::".to_owned());
     }
-    let words: Vec<&str> = text
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .collect();
     for worker in workers {
-        if words.contains(&worker.name) {
+        let literal = format!("\"{}\"", worker.name);
+        let path = format!("{}::", worker.name);
+        let as_path = text.match_indices(&path).any(|(at, _)| {
+            !text[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+        if text.contains(&literal) || as_path {
             found.push(worker.name.to_owned());
         }
     }
@@ -44,7 +52,10 @@ fn the_check_finds_a_worker_named_in_code() {
     let name = all[0].name;
     assert!(!names_a_worker(&format!("let q = names.work_queue(\"{name}\");"), &all).is_empty());
     assert!(!names_a_worker("use crate::workers::REGISTRY;", &all).is_empty());
+    assert!(!names_a_worker(&format!("use crate::{name}::Sweep;"), &all).is_empty());
     assert!(names_a_worker("let q = names.work_queue(worker.name);", &all).is_empty());
+    let prose = format!("// the {name} of a PIN, as in pin.{name}.request");
+    assert!(names_a_worker(&prose, &all).is_empty(), "a domain word");
 }
 
 #[test]

@@ -18,4 +18,5 @@ macro_rules! registry {
 
 registry! {
     issuance,
+    reset,
 }

@@ -7,6 +7,7 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+pub mod account;
 pub mod issuance;
 pub mod process;
 pub mod services;
