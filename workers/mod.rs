@@ -18,5 +18,6 @@ macro_rules! registry {
 
 registry! {
     issuance,
+    revocation,
     reset,
 }
