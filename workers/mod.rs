@@ -18,6 +18,7 @@ macro_rules! registry {
 
 registry! {
     issuance,
+    expiry,
     revocation,
     reset,
 }
