@@ -31,16 +31,20 @@ pub enum Claim {
 }
 
 impl Claim {
-    /// The condition and order of the claim. Each matches a partial index of the
-    /// migration `expiry_reset`, word for word, so the claim reads only due rows.
+    /// The condition and order of the claim: the same rule as the credential state
+    /// machine's (`expire`, `reminder_due`), so every row claimed is changed and a
+    /// pass always moves on. Each names the predicate of a partial index of the
+    /// migration `expiry_reset`, so the claim reads only due rows.
     fn condition(self) -> &'static str {
         match self {
             Claim::Expired => {
-                "status in ('active', 'locked') and valid_until <= $1 order by valid_until"
+                "status in ('active', 'locked') and valid_until <= $1
+                 and activated_at is not null order by valid_until"
             }
             Claim::Reminder { .. } => {
                 "status in ('active', 'locked') and reminded_for is distinct from valid_until
-                 and valid_until > $1 and valid_until <= $3 order by valid_until"
+                 and valid_until > $1 and valid_until <= $3 and activated_at is not null
+                 order by valid_until"
             }
             Claim::InitialPin => {
                 "status in ('issued', 'locked') and activated_at is null
