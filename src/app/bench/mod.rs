@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 mod ceiling;
+pub mod sweep;
 
 use ceiling::{count, declare, pattern_ceiling, publish_all};
 
