@@ -280,13 +280,20 @@ async fn bad_reset_commands_go_to_the_reset_dead_letter_queue() {
     text.replace_range(15.., last);
     bad_check["data"]["tax_code"] = json!(text);
     let no_token = command("pin.reset.confirm", json!({}));
-    for message in [&one_contact, &bad_check, &no_token] {
+    let long_token = "T0KEN".repeat(13);
+    let too_long = command("pin.reset.confirm", json!({ "token": long_token }));
+    for message in [&one_contact, &bad_check, &no_token, &too_long] {
         app.publish(message).await;
     }
-    let dead = app.take(&app.dlq_of("reset"), 3).await;
+    let dead = app.take(&app.dlq_of("reset"), 4).await;
     for letter in &dead {
         let error = letter.header("x-pinflow-error").expect("a reason");
         assert!(!error.is_empty());
+        let raw = String::from_utf8_lossy(&letter.raw);
+        assert!(
+            !raw.contains(&long_token) && !error.contains(&long_token),
+            "sealed"
+        );
         assert!(letter.header("x-pinflow-failed-at").is_some());
     }
     assert!(app.events_so_far("pin.reset.rejected").await.is_empty());
