@@ -139,6 +139,24 @@ pub struct Rules {
     /// refused too.
     #[arg(long, env = "PINFLOW_CONVERSION_MAX_DOCUMENT_BYTES", default_value_t = 10 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub conversion_max_document_bytes: u64,
+
+    // The expiry, reset and revocation workers.
+    /// How long before a PIN's deadline the reminder (`pin.expiring`) goes out.
+    #[arg(long, env = "PINFLOW_EXPIRY_REMINDER", default_value = "P14D", value_parser = parse_period)]
+    pub expiry_reminder: Period,
+
+    /// How long a reset link's token works.
+    #[arg(long, env = "PINFLOW_RESET_TOKEN_TTL", default_value = "PT24H", value_parser = parse_period)]
+    pub reset_token_ttl: Period,
+
+    /// Reset requests one tax code may make within `PINFLOW_RESET_RATE_WINDOW`; the
+    /// next ones are refused (`rate_limited`) and send nothing.
+    #[arg(long, env = "PINFLOW_RESET_RATE_LIMIT", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub reset_rate_limit: u32,
+
+    /// The window the reset requests of one tax code are counted over.
+    #[arg(long, env = "PINFLOW_RESET_RATE_WINDOW", default_value = "P1D", value_parser = parse_period)]
+    pub reset_rate_window: Period,
 }
 
 /// The OWASP minimum for Argon2id: 19 MiB of memory and two passes (or, in OWASP's

@@ -121,6 +121,10 @@ enum Command {
         /// The command type to drive (its example in schemas/examples/ is the body).
         #[arg(long = "type", default_value = "pin.request")]
         message_type: String,
+        /// Measure the timed jobs instead: --messages credentials past their deadline,
+        /// swept by two replicas, against the broker's publish-confirm rate.
+        #[arg(long, conflicts_with = "message_type")]
+        sweep: bool,
         #[command(flatten)]
         connections: Connections,
         #[command(flatten)]
@@ -404,7 +408,21 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Bench {
             messages,
+            message_type: _,
+            sweep: true,
+            connections,
+            runtime,
+            rules,
+        } => {
+            let report =
+                app::bench::sweep::run(&connections, &runtime, &rules, REGISTRY, messages).await?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Bench {
+            messages,
             message_type,
+            sweep: false,
             connections,
             runtime,
             rules,

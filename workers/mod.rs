@@ -23,4 +23,7 @@ registry! {
     delivery_receipts,
     verification,
     conversion,
+    expiry,
+    revocation,
+    reset,
 }

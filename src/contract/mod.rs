@@ -4,6 +4,7 @@
 //! workers turn that into their domain values.
 //! Knows nothing of the broker or the database.
 
+pub mod account_events;
 pub mod commands;
 pub mod envelope;
 pub mod events;

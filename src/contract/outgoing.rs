@@ -350,10 +350,10 @@ mod tests {
 
     #[test]
     fn derived_ids_are_stable_and_follow_into_the_body() {
-        let a = derived_id(&["credential", "expiry", "2027-05-01T00:00:00Z"]);
+        let a = derived_id(&["credential", "validity", "2027-05-01T00:00:00Z"]);
         assert_eq!(
             a,
-            derived_id(&["credential", "expiry", "2027-05-01T00:00:00Z"])
+            derived_id(&["credential", "validity", "2027-05-01T00:00:00Z"])
         );
         assert_ne!(
             a,

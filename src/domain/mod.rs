@@ -6,6 +6,7 @@ pub mod country;
 pub mod credential;
 pub mod device;
 pub mod hashing;
+pub mod lifecycle;
 pub mod period;
 pub mod pin;
 pub mod tax_code;

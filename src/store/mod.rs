@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod inbox;
 pub mod notifications;
 pub mod outbox;
+pub mod profiles;
 
 use std::time::Duration;
 

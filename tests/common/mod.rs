@@ -7,6 +7,7 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+pub mod account;
 pub mod conversion;
 pub mod delivery_receipts;
 pub mod identity_delegation;

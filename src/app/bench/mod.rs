@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 mod ceiling;
 mod prelude;
+pub mod sweep;
 
 use ceiling::{declare, pattern_ceiling, publish_all};
 use prelude::Pinflow;

@@ -1,0 +1,295 @@
+//! `pinflow bench --sweep`: the timed jobs against a backlog of due deadlines. N active
+//! credentials whose validity ended a moment ago are written straight into a fresh
+//! database; then, in one run on the same broker, (1) the broker publishes and
+//! confirms as many messages as the sweep will announce (an event and a notice per
+//! credential), and (2) two replicas of every registered worker that has timed jobs
+//! start on that database and sweep it together, until every credential is marked and
+//! every announcement is confirmed on the broker. Reported as rates and their ratio.
+//! Names no worker: the workers with timed jobs are found by their descriptions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lapin::options::{QueueBindOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::ceiling::{count, declare, publish_all};
+use super::{Setup, peak_rss_kib};
+use crate::broker::{self, Names};
+use crate::clock::SystemClock;
+use crate::config::{Connections, Rules, Runtime};
+use crate::runtime::{JobTrigger, Registration, descriptions};
+use crate::seal::OutboxKey;
+
+/// Replicas that share the sweep.
+const REPLICAS: usize = 2;
+
+/// Messages announced per expired credential: `pin.expired` and a notice.
+const PER_CREDENTIAL: u32 = 2;
+
+/// What was measured.
+#[derive(Debug, Clone)]
+pub struct SweepReport {
+    /// Credentials due.
+    pub credentials: u32,
+    /// Broker ceiling: messages published with confirms per second.
+    pub broker_publish_rate: f64,
+    /// Credentials marked expired per second, both replicas together.
+    pub marked_rate: f64,
+    /// Credentials expired and announced (every message confirmed) per second.
+    pub announced_rate: f64,
+    /// Peak resident memory of this process, in KiB.
+    pub peak_rss_kib: u64,
+}
+
+impl SweepReport {
+    /// Announced messages per second as a share of the broker's publish-confirm rate.
+    pub fn ratio(&self) -> f64 {
+        self.announced_rate * f64::from(PER_CREDENTIAL) / self.broker_publish_rate
+    }
+}
+
+impl std::fmt::Display for SweepReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = f64::from(self.credentials);
+        let messages = self.credentials * PER_CREDENTIAL;
+        let lines = [
+            ("credentials due:", format!("{}", self.credentials)),
+            ("replicas sharing the sweep:", format!("{REPLICAS}")),
+            (
+                "messages to announce:",
+                format!("{messages} (an event and a notice each)"),
+            ),
+            (
+                "broker publish-confirm ceiling:",
+                format!("{:.0} msg/s", self.broker_publish_rate),
+            ),
+            (
+                "swept (all marked expired):",
+                format!(
+                    "{:.1} s, {:.0} credentials/s",
+                    n / self.marked_rate,
+                    self.marked_rate
+                ),
+            ),
+            (
+                "swept and announced:",
+                format!(
+                    "{:.1} s, {:.0} credentials/s",
+                    n / self.announced_rate,
+                    self.announced_rate
+                ),
+            ),
+            (
+                "ratio to the publish-confirm ceiling:",
+                format!("{:.3}", self.ratio()),
+            ),
+            (
+                "peak RSS of this process:",
+                format!("{} MiB", self.peak_rss_kib / 1024),
+            ),
+        ];
+        for (label, value) in lines {
+            writeln!(f, "{label:<40}{value}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A valid tax code for each `n` below 672,000: day of birth (women's +40), month
+/// letter and a three-digit town number vary.
+pub fn tax_code(n: u32) -> String {
+    const MONTHS: &[u8] = b"ABCDEHLMPRST";
+    let town = n % 1000;
+    let day = 1 + (n / 1000) % 56;
+    let day = if day > 28 { day - 28 + 40 } else { day };
+    let month = char::from(MONTHS[(n / 56_000) as usize % MONTHS.len()]);
+    let first15 = format!("BNCLRA80{month}{day:02}Z{town:03}");
+    let check = crate::domain::tax_code::check_character(&first15).unwrap_or('X');
+    format!("{first15}{check}")
+}
+
+/// Writes `n` active credentials whose validity ended within the last minute, each
+/// with an e-mail on record, half citizens and half intermediaries.
+pub async fn seed(pool: &PgPool, n: u32) -> anyhow::Result<()> {
+    let chunk = 20_000;
+    for start in (0..n).step_by(chunk) {
+        let codes: Vec<String> = (start..n.min(start + chunk as u32)).map(tax_code).collect();
+        sqlx::query(
+            "insert into credentials (id, tax_code, kind, holder, channel, status, given_name,
+                 family_name, birth_date, residence_country, contacts, postal_address,
+                 pin_hash, activated_at, valid_until, issued_at)
+             select gen_random_uuid(), code, 'ordinary',
+                 case when i % 2 = 0 then 'citizen' else 'intermediary' end, 'online',
+                 'active', 'Laura', 'Bianchi', date '1980-01-01', 'AR',
+                 jsonb_build_object('email', lower(code) || '@example.org'), $2,
+                 'not-a-real-hash', now() - interval '3 months',
+                 now() - interval '1 second' - (i % 60000) * interval '1 millisecond',
+                 now() - interval '4 months'
+             from unnest($1::text[]) with ordinality as c(code, i)",
+        )
+        .bind(&codes)
+        .bind(json!({ "line1": "Avenida 1", "city": "Buenos Aires", "postal_code": "C1000", "country": "AR" }))
+        .execute(pool)
+        .await?;
+    }
+    sqlx::query("analyze credentials").execute(pool).await?;
+    Ok(())
+}
+
+/// Runs both phases and removes the namespace and the database afterwards.
+pub async fn run(
+    connections: &Connections,
+    runtime: &Runtime,
+    rules: &Rules,
+    registry: &[Registration],
+    credentials: u32,
+) -> anyhow::Result<SweepReport> {
+    let sweepers: Vec<String> = registry
+        .iter()
+        .filter(|r| !r.description.jobs.is_empty())
+        .map(|r| r.description.name.to_owned())
+        .collect();
+    anyhow::ensure!(!sweepers.is_empty(), "no registered worker has timed jobs");
+    let tag = format!("bench{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let base = connections
+        .database_url
+        .rsplit_once('/')
+        .map_or(&*connections.database_url, |(h, _)| h);
+    let bench = Connections {
+        amqp_url: connections.amqp_url.clone(),
+        database_url: format!("{base}/{tag}"),
+        namespace: tag.clone(),
+    };
+    let pool = super::super::prepare_database(&bench.database_url, 4, &Default::default()).await?;
+    seed(&pool, credentials).await?;
+
+    let connection = broker::connect(&connections.amqp_url).await?;
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(Default::default()).await?;
+    // Phase 1: the broker publishes and confirms as many messages, of about the size
+    // of a notice, to a quorum queue.
+    let messages = credentials * PER_CREDENTIAL;
+    let body = serde_json::to_vec(
+        &json!({ "data": { "notification_id": Uuid::new_v4(), "template": "pin_expired", "to": "laura@example.org", "params": { "credential_id": Uuid::new_v4(), "given_name": "Laura", "family_name": "Bianchi", "expired_at": "2027-05-22T10:00:00.000Z" } } }),
+    )?;
+    let bodies: Vec<(String, Vec<u8>)> = (0..messages)
+        .map(|i| (i.to_string(), body.clone()))
+        .collect();
+    let ceiling = format!("{tag}.ceiling");
+    declare(&channel, &ceiling, true).await?;
+    let started = Instant::now();
+    publish_all(
+        &channel,
+        "",
+        &ceiling,
+        &bodies,
+        ("bench", None),
+        runtime.confirm_timeout,
+    )
+    .await?;
+    let broker_publish_rate = f64::from(messages) / started.elapsed().as_secs_f64();
+    channel
+        .queue_delete(ceiling.as_str().into(), QueueDeleteOptions::default())
+        .await?;
+    drop(bodies);
+
+    // Phase 2: two replicas of the workers with timed jobs sweep the backlog.
+    let workers = descriptions(registry);
+    super::super::declare_topology(&bench, runtime, &workers).await?;
+    let names = Names::new(&tag);
+    let sink = format!("{tag}.bench.sink");
+    declare(&channel, &sink, false).await?;
+    for exchange in [names.events(), names.notifications()] {
+        let options = QueueBindOptions::default();
+        channel
+            .queue_bind(
+                sink.as_str().into(),
+                exchange.as_str().into(),
+                "#".into(),
+                options,
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    let key = OutboxKey::generate();
+    let started = Instant::now();
+    let mut replicas = Vec::new();
+    for _ in 0..REPLICAS {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let setup = Setup {
+            connections: bench.clone(),
+            runtime: runtime.clone(),
+            rules: rules.clone(),
+            keys: crate::seal::KeyRing::single(OutboxKey::from_base64(&key.to_base64())?),
+            clock: Arc::new(SystemClock),
+            registry: registry.to_vec(),
+            workers: sweepers.clone(),
+            jobs_now: JobTrigger::default(),
+        };
+        let task = tokio::spawn(super::super::run(setup, async move {
+            let _ = stopped.await;
+        }));
+        replicas.push((stop, task));
+    }
+    let mut marked = None;
+    while count(&channel, &sink).await? < messages {
+        anyhow::ensure!(
+            replicas.iter().all(|(_, t)| !t.is_finished()),
+            "a replica stopped during the benchmark"
+        );
+        if marked.is_none() {
+            let left: i64 =
+                sqlx::query_scalar("select count(*) from credentials where status = 'active'")
+                    .fetch_one(&pool)
+                    .await?;
+            if left == 0 {
+                marked = Some(started.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let announced = started.elapsed();
+    for (stop, task) in replicas {
+        let _ = stop.send(());
+        task.await??;
+    }
+    channel
+        .queue_delete(sink.as_str().into(), QueueDeleteOptions::default())
+        .await?;
+    broker::topology::delete(&channel, &names, runtime, &workers).await?;
+    let _ = connection.close(200, "done".into()).await;
+    pool.close().await;
+    let admin = crate::store::connect(&format!("{base}/postgres"), 1).await?;
+    sqlx::query(&format!("drop database if exists {tag} with (force)"))
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    let n = f64::from(credentials);
+    Ok(SweepReport {
+        credentials,
+        broker_publish_rate,
+        marked_rate: n / marked.unwrap_or(announced).as_secs_f64(),
+        announced_rate: n / announced.as_secs_f64(),
+        peak_rss_kib: peak_rss_kib(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_tax_codes_are_valid_and_distinct() {
+        let codes: std::collections::HashSet<String> =
+            (0..672_000).step_by(997).map(tax_code).collect();
+        assert_eq!(codes.len(), (0..672_000).step_by(997).count());
+        for n in [0, 27_999, 28_000, 55_999, 56_000, 671_999] {
+            let code = tax_code(n);
+            assert!(crate::domain::TaxCode::parse(&code).is_ok(), "{n}: {code}");
+        }
+    }
+}
