@@ -55,7 +55,7 @@ pub async fn run<W: Worker>(worker: Arc<W>, deps: Arc<Deps>, cancel: Cancellatio
             break;
         };
         let result = session(&*worker, &deps, &queue, &connection, &cancel).await;
-        let _ = connection.close(200, "pinflow stopping".into()).await;
+        super::close(&connection, "pinflow stopping").await;
         match result {
             Ok(()) => break,
             Err(e) => {
