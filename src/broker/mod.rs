@@ -27,6 +27,22 @@ pub async fn connect_named(url: &str, name: &str) -> Result<Connection, lapin::E
     Connection::connect(url, properties).await
 }
 
+/// How long [`close`] waits for the broker's answer.
+const CLOSE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Closes a connection that is being left, waiting at most [`CLOSE_LIMIT`]: when the
+/// connection fails while it closes, lapin 4 can wait for the broker's close-ok for
+/// ever, and the loop that reconnects would never run again.
+pub async fn close(connection: &Connection, reason: &str) {
+    let closing = connection.close(200, reason.into());
+    if tokio::time::timeout(CLOSE_LIMIT, closing).await.is_err() {
+        tracing::debug!(
+            reason,
+            "the broker did not answer the close; leaving the connection"
+        );
+    }
+}
+
 /// Connects, retrying with exponential backoff and jitter until it succeeds or
 /// `cancel` fires (then `None`). Each failure is logged once, without the URL, which
 /// may hold a password.

@@ -79,7 +79,7 @@ pub async fn run<W: Worker>(
             break;
         };
         let result = consumer.session(&connection, &cancel).await;
-        let _ = connection.close(200, "pinflow stopping".into()).await;
+        broker::close(&connection, "pinflow stopping").await;
         match result {
             Ok(()) => break,
             Err(e) => {
