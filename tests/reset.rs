@@ -110,8 +110,9 @@ async fn one_or_no_matching_contact_is_refused_without_saying_which() {
     let app = spawn_app().await;
     let (code, old) = live(&app, 202).await;
     let one = json!({ "mobile": MOBILE, "email": "someone.else@example.org" });
+    let only_the_email = json!({ "mobile": "+393330000000", "email": EMAIL });
     let none = json!({ "mobile": "+393330000000", "pec": "mario@pec.example.it" });
-    for contacts in [one, none] {
+    for contacts in [one, only_the_email, none] {
         let request = command(
             "pin.reset.request",
             json!({ "tax_code": code, "contacts": contacts }),

@@ -53,7 +53,7 @@ pub async fn run(deps: Arc<Deps>, cancel: CancellationToken) {
             break;
         };
         let result = session(&deps, &connection, &cancel).await;
-        super::close(&connection, "pinflow stopping").await;
+        broker::close(&connection, "pinflow stopping").await;
         match result {
             Ok(()) => break,
             Err(e) => {

@@ -10,10 +10,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lapin::Channel;
 use lapin::options::{QueueBindOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use serde_json::json;
 use sqlx::PgPool;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::ceiling::{count, declare, publish_all};
@@ -166,38 +169,13 @@ pub async fn run(
     };
     let pool = super::super::prepare_database(&bench.database_url, 4, &Default::default()).await?;
     seed(&pool, credentials).await?;
-
     let connection = broker::connect(&connections.amqp_url).await?;
     let channel = connection.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
-    // Phase 1: the broker publishes and confirms as many messages, of about the size
-    // of a notice, to a quorum queue.
     let messages = credentials * PER_CREDENTIAL;
-    let body = serde_json::to_vec(
-        &json!({ "data": { "notification_id": Uuid::new_v4(), "template": "pin_expired", "to": "laura@example.org", "params": { "credential_id": Uuid::new_v4(), "given_name": "Laura", "family_name": "Bianchi", "expired_at": "2027-05-22T10:00:00.000Z" } } }),
-    )?;
-    let bodies: Vec<(String, Vec<u8>)> = (0..messages)
-        .map(|i| (i.to_string(), body.clone()))
-        .collect();
-    let ceiling = format!("{tag}.ceiling");
-    declare(&channel, &ceiling, true).await?;
-    let started = Instant::now();
-    publish_all(
-        &channel,
-        "",
-        &ceiling,
-        &bodies,
-        ("bench", None),
-        runtime.confirm_timeout,
-    )
-    .await?;
-    let broker_publish_rate = f64::from(messages) / started.elapsed().as_secs_f64();
-    channel
-        .queue_delete(ceiling.as_str().into(), QueueDeleteOptions::default())
-        .await?;
-    drop(bodies);
+    let broker_publish_rate = broker_ceiling(&channel, &tag, messages, runtime).await?;
 
-    // Phase 2: two replicas of the workers with timed jobs sweep the backlog.
+    // Phase 2: the replicas, with everything they announce counted in one sink.
     let workers = descriptions(registry);
     super::super::declare_topology(&bench, runtime, &workers).await?;
     let names = Names::new(&tag);
@@ -215,44 +193,9 @@ pub async fn run(
             )
             .await?;
     }
-    let key = OutboxKey::generate();
     let started = Instant::now();
-    let mut replicas = Vec::new();
-    for _ in 0..REPLICAS {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let setup = Setup {
-            connections: bench.clone(),
-            runtime: runtime.clone(),
-            rules: rules.clone(),
-            keys: crate::seal::KeyRing::single(OutboxKey::from_base64(&key.to_base64())?),
-            clock: Arc::new(SystemClock),
-            registry: registry.to_vec(),
-            workers: sweepers.clone(),
-            jobs_now: JobTrigger::default(),
-        };
-        let task = tokio::spawn(super::super::run(setup, async move {
-            let _ = stopped.await;
-        }));
-        replicas.push((stop, task));
-    }
-    let mut marked = None;
-    while count(&channel, &sink).await? < messages {
-        anyhow::ensure!(
-            replicas.iter().all(|(_, t)| !t.is_finished()),
-            "a replica stopped during the benchmark"
-        );
-        if marked.is_none() {
-            let left: i64 =
-                sqlx::query_scalar("select count(*) from credentials where status = 'active'")
-                    .fetch_one(&pool)
-                    .await?;
-            if left == 0 {
-                marked = Some(started.elapsed());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let announced = started.elapsed();
+    let replicas = start_replicas(&bench, runtime, rules, registry, &sweepers)?;
+    let (marked, announced) = wait(&channel, &sink, &pool, messages, &replicas, started).await?;
     for (stop, task) in replicas {
         let _ = stop.send(());
         task.await??;
@@ -272,10 +215,100 @@ pub async fn run(
     Ok(SweepReport {
         credentials,
         broker_publish_rate,
-        marked_rate: n / marked.unwrap_or(announced).as_secs_f64(),
+        marked_rate: n / marked.as_secs_f64(),
         announced_rate: n / announced.as_secs_f64(),
         peak_rss_kib: peak_rss_kib(),
     })
+}
+
+/// Phase 1: the broker alone publishes and confirms `messages` messages of about the
+/// size of a notice to a quorum queue. Messages per second.
+async fn broker_ceiling(
+    channel: &Channel,
+    tag: &str,
+    messages: u32,
+    runtime: &Runtime,
+) -> anyhow::Result<f64> {
+    let data = json!({ "notification_id": Uuid::new_v4(), "template": "pin_expired",
+        "to": "laura@example.org", "params": { "credential_id": Uuid::new_v4(),
+        "given_name": "Laura", "family_name": "Bianchi", "expired_at": "2027-05-22T10:00:00.000Z" } });
+    let body = serde_json::to_vec(&json!({ "data": data }))?;
+    let bodies: Vec<(String, Vec<u8>)> = (0..messages)
+        .map(|i| (i.to_string(), body.clone()))
+        .collect();
+    let queue = format!("{tag}.ceiling");
+    declare(channel, &queue, true).await?;
+    let started = Instant::now();
+    let kind = ("bench", None);
+    publish_all(channel, "", &queue, &bodies, kind, runtime.confirm_timeout).await?;
+    let rate = f64::from(messages) / started.elapsed().as_secs_f64();
+    channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await?;
+    Ok(rate)
+}
+
+/// A running replica: how to stop it, and its task.
+type Replica = (oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>);
+
+/// Starts `REPLICAS` copies of the workers with timed jobs on one database, as
+/// separate deployments would run them; each runs a pass at once.
+fn start_replicas(
+    bench: &Connections,
+    runtime: &Runtime,
+    rules: &Rules,
+    registry: &[Registration],
+    sweepers: &[String],
+) -> anyhow::Result<Vec<Replica>> {
+    let key = OutboxKey::generate().to_base64();
+    let mut replicas = Vec::with_capacity(REPLICAS);
+    for _ in 0..REPLICAS {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let setup = Setup {
+            connections: bench.clone(),
+            runtime: runtime.clone(),
+            rules: rules.clone(),
+            keys: crate::seal::KeyRing::single(OutboxKey::from_base64(&key)?),
+            clock: Arc::new(SystemClock),
+            registry: registry.to_vec(),
+            workers: sweepers.to_vec(),
+            jobs_now: JobTrigger::default(),
+        };
+        let task = tokio::spawn(super::super::run(setup, async move {
+            let _ = stopped.await;
+        }));
+        replicas.push((stop, task));
+    }
+    Ok(replicas)
+}
+
+/// Waits until every announcement is in the sink; returns when no credential was
+/// left unmarked and when everything was announced, both from `started`.
+async fn wait(
+    channel: &Channel,
+    sink: &str,
+    pool: &PgPool,
+    messages: u32,
+    replicas: &[Replica],
+    started: Instant,
+) -> anyhow::Result<(Duration, Duration)> {
+    let mut marked = None;
+    while count(channel, sink).await? < messages {
+        anyhow::ensure!(
+            replicas.iter().all(|(_, t)| !t.is_finished()),
+            "a replica stopped during the benchmark"
+        );
+        if marked.is_none() {
+            let active = "select count(*) from credentials where status = 'active'";
+            let left: i64 = sqlx::query_scalar(active).fetch_one(pool).await?;
+            if left == 0 {
+                marked = Some(started.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let announced = started.elapsed();
+    Ok((marked.unwrap_or(announced), announced))
 }
 
 #[cfg(test)]
