@@ -152,6 +152,19 @@ impl PinHasher {
         Ok(computed == expected)
     }
 
+    /// Whether the PHC string `phc` was made with this hasher's parameters; a hash made
+    /// with other (older, weaker) ones is replaced at the next successful check.
+    pub fn is_current(&self, phc: &str) -> bool {
+        PasswordHash::new(phc)
+            .ok()
+            .and_then(|parsed| Params::try_from(&parsed).ok())
+            .is_some_and(|params| {
+                params.m_cost() == self.params.m_cost()
+                    && params.t_cost() == self.params.t_cost()
+                    && params.p_cost() == self.params.p_cost()
+            })
+    }
+
     /// `hash` on tokio's blocking pool.
     pub async fn hash_off_thread(&self, secret: String) -> Result<String, HashError> {
         let secret = Zeroizing::new(secret);

@@ -183,8 +183,20 @@ pub async fn verify(
     let valid_until = stored.credential.valid_until.ok_or_else(|| {
         HandlerError::Permanent("an activated credential has no validity period".into())
     })?;
-    if stored.credential.failed_attempts > 0 {
-        credentials::save(conn, &stored.credential.succeed(), None, message.now).await?;
+    // A PIN hashed with other (older, weaker) Argon2 costs is re-hashed now, while the
+    // PIN is at hand.
+    let rehashed = match stored.pin_hash.as_deref() {
+        Some(hash) if !worker.hasher.is_current(hash) => Some(
+            worker
+                .hasher
+                .hash_off_thread(verify.pin.expose().to_owned())
+                .await?,
+        ),
+        _ => None,
+    };
+    if stored.credential.failed_attempts > 0 || rehashed.is_some() {
+        let after = stored.credential.succeed();
+        credentials::save(conn, &after, rehashed.as_deref(), message.now).await?;
     }
     let ok = VerifyReply::Ok {
         kind: stored.credential.kind,
