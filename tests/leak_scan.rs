@@ -96,6 +96,9 @@ async fn a_known_secret_rests_nowhere_but_the_delivery_queues() {
     let export = std::env::temp_dir().join(format!("{}-export.jsonl", app.namespace));
     let (ok, _, err) = app.pinflow(&["dlq", "export", "--out", export.to_str().unwrap()]);
     assert!(ok, "{err}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&export).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the export is the operator's alone");
     let exported = std::fs::read_to_string(&export).unwrap();
     let _ = std::fs::remove_file(&export);
     assert!(!exported.contains(SECRET), "the export holds no secret");

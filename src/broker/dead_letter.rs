@@ -172,3 +172,16 @@ impl DeadLetterer<'_> {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_reason_is_capped_at_a_character_boundary() {
+        let long = "é".repeat(400);
+        let cut = capped(&long);
+        assert!(cut.len() <= MAX_ERROR && cut.ends_with("..."));
+        assert_eq!(capped("short reason"), "short reason");
+    }
+}
