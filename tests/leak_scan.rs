@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::issuance::IssuanceApp;
 use common::{PATIENCE, TestApp, command, observer_with, start_app, tax_code};
-use lapin::options::{BasicGetOptions, BasicRejectOptions};
 use serde_json::json;
 
 const SECRET: &str = "LEAKME7QZX";
@@ -39,21 +38,7 @@ async fn a_known_secret_rests_nowhere_but_the_delivery_queues() {
     );
     app.publish_with(&verify, Some("portal.replies"), Some("c-1"))
         .await;
-    for _ in 0..10 {
-        let got = app
-            .channel
-            .basic_get(app.work_queue().into(), BasicGetOptions { no_ack: false })
-            .await
-            .unwrap();
-        let Some(message) = got else { break };
-        app.channel
-            .basic_reject(
-                message.delivery.delivery_tag,
-                BasicRejectOptions { requeue: true },
-            )
-            .await
-            .unwrap();
-    }
+    app.hand_back_until_dead_lettered(&app.work_queue()).await;
     let app = start_app(app, connections, rules).await;
     let mistyped = command(
         "pin.verfy",

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::issuance::IssuanceApp;
 use common::{PATIENCE, TestApp, command, observer_with, start_app, tax_code};
-use lapin::options::{BasicGetOptions, BasicRejectOptions};
 use pinflow::contract::trace::TraceContext;
 use pinflow::contract::{Carries, Notice, NotifyChannel, Outgoing};
 use pinflow::seal::{KeyRing, OutboxKey};
@@ -72,21 +71,7 @@ async fn a_message_the_broker_dead_letters_at_its_limit_rests_sealed() {
         .await;
     // A worker that crashes on it every time, as the broker sees it: delivered and
     // handed back until the broker's delivery limit dead-letters it.
-    for _ in 0..10 {
-        let got = app
-            .channel
-            .basic_get(app.work_queue().into(), BasicGetOptions { no_ack: false })
-            .await
-            .unwrap();
-        let Some(message) = got else { break };
-        app.channel
-            .basic_reject(
-                message.delivery.delivery_tag,
-                BasicRejectOptions { requeue: true },
-            )
-            .await
-            .unwrap();
-    }
+    app.hand_back_until_dead_lettered(&app.work_queue()).await;
     wait_ready(&app, &app.names.intake(), 1).await;
     let app = start_app(app, connections, rules).await;
     wait_ready(&app, &app.dlq(), 1).await;

@@ -532,6 +532,25 @@ impl TestApp {
             .expect("bind events");
     }
 
+    /// Takes each message of `queue` and hands it back, as a worker that crashes on it
+    /// every time would, until the broker's delivery limit dead-letters it.
+    pub async fn hand_back_until_dead_lettered(&self, queue: &str) {
+        for _ in 0..10 {
+            let options = BasicGetOptions { no_ack: false };
+            let got = self
+                .channel
+                .basic_get(queue.into(), options)
+                .await
+                .expect("get");
+            let Some(message) = got else { return };
+            let requeue = lapin::options::BasicRejectOptions { requeue: true };
+            self.channel
+                .basic_reject(message.delivery.delivery_tag, requeue)
+                .await
+                .expect("reject");
+        }
+    }
+
     /// Messages ready in a queue.
     pub async fn ready(&self, queue: &str) -> u32 {
         let passive = QueueDeclareOptions {
