@@ -1,8 +1,7 @@
 //! How a worker plugs into the runtime: its `Description` (plain data), a function
 //! that starts it, and a function that parses a command the way it would (so every
-//! example of the contract can be run through the worker's own parser). The list of
-//! registrations lives in `workers/mod.rs`; `main` passes it in, so nothing under
-//! `src/` names a worker.
+//! example of the contract can be run through the worker's own parser). `main` passes
+//! the list of registrations in, so nothing under `src/` names a worker.
 
 use std::sync::Arc;
 
