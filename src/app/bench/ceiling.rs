@@ -148,3 +148,27 @@ pub(super) async fn pattern_ceiling(
     }
     Ok((publish_rate, pattern_rate))
 }
+
+/// A queue that receives a copy of everything pinflow publishes on the events and
+/// notifications exchanges of `names`, for the benchmark to count.
+pub(super) async fn sink_for(
+    channel: &Channel,
+    tag: &str,
+    names: &crate::broker::Names,
+) -> anyhow::Result<String> {
+    let sink = format!("{tag}.bench.sink");
+    declare(channel, &sink, false).await?;
+    for exchange in [names.events(), names.notifications()] {
+        let options = lapin::options::QueueBindOptions::default();
+        channel
+            .queue_bind(
+                sink.as_str().into(),
+                exchange.as_str().into(),
+                "#".into(),
+                options,
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(sink)
+}

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use lapin::options::{QueueBindOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
+use lapin::options::QueueDeleteOptions;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -18,7 +17,7 @@ mod ceiling;
 mod prelude;
 pub mod sweep;
 
-use ceiling::{declare, pattern_ceiling, publish_all};
+use ceiling::{pattern_ceiling, publish_all, sink_for};
 use prelude::Pinflow;
 
 use super::Setup;
@@ -181,20 +180,7 @@ pub async fn run(connections: &Connections, bench: BenchSetup<'_>) -> anyhow::Re
     let workers = descriptions(registry);
     super::declare_topology(&bench_connections, runtime, &workers).await?;
     let names = Names::new(&tag);
-    let sink = format!("{tag}.bench.sink");
-    declare(&channel, &sink, false).await?;
-    for exchange in [names.events(), names.notifications()] {
-        let options = QueueBindOptions::default();
-        channel
-            .queue_bind(
-                sink.as_str().into(),
-                exchange.as_str().into(),
-                "#".into(),
-                options,
-                FieldTable::default(),
-            )
-            .await?;
-    }
+    let sink = sink_for(&channel, &tag, &names).await?;
     let pool =
         super::prepare_database(&bench_connections.database_url, 2, &Default::default()).await?;
     let key = OutboxKey::generate().to_base64();

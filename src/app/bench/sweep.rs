@@ -11,15 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lapin::Channel;
-use lapin::options::{QueueBindOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
+use lapin::options::QueueDeleteOptions;
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::ceiling::{count, declare, publish_all};
+use super::ceiling::{count, declare, publish_all, sink_for};
 use super::{Setup, peak_rss_kib};
 use crate::broker::{self, Names};
 use crate::clock::SystemClock;
@@ -179,20 +178,7 @@ pub async fn run(
     let workers = descriptions(registry);
     super::super::declare_topology(&bench, runtime, &workers).await?;
     let names = Names::new(&tag);
-    let sink = format!("{tag}.bench.sink");
-    declare(&channel, &sink, false).await?;
-    for exchange in [names.events(), names.notifications()] {
-        let options = QueueBindOptions::default();
-        channel
-            .queue_bind(
-                sink.as_str().into(),
-                exchange.as_str().into(),
-                "#".into(),
-                options,
-                FieldTable::default(),
-            )
-            .await?;
-    }
+    let sink = sink_for(&channel, &tag, &names).await?;
     let started = Instant::now();
     let replicas = start_replicas(&bench, runtime, rules, registry, &sweepers)?;
     let (marked, announced) = wait(&channel, &sink, &pool, messages, &replicas, started).await?;
