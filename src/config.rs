@@ -96,6 +96,16 @@ pub struct Runtime {
     /// Rows a timed job claims and handles in one transaction.
     #[arg(long, env = "PINFLOW_SWEEP_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub sweep_batch: u32,
+
+    /// Where `pinflow run` serves `/metrics` (Prometheus), `/healthz` and `/readyz`,
+    /// e.g. `0.0.0.0:9464`; off when unset.
+    #[arg(long, env = "PINFLOW_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// How often the gauges read from the database (outbox backlog, credentials by
+    /// status, expiries) are refreshed (ISO 8601 duration).
+    #[arg(long, env = "PINFLOW_METRICS_INTERVAL", default_value = "PT15S", value_parser = parse_duration)]
+    pub metrics_interval: Duration,
 }
 
 /// The business rules that a decree may change: periods, lockout, hashing cost.

@@ -152,6 +152,14 @@ enum Command {
     },
     /// List the registered workers: their queues, bindings and timed jobs.
     Workers,
+    /// Ask a running `pinflow run` whether it is ready (its `/readyz` at
+    /// PINFLOW_METRICS_ADDR): exit status 0 when it is, 1 when not; prints what is not.
+    /// For container health checks.
+    Ready {
+        /// Where it serves its endpoints (an unspecified address means this host).
+        #[arg(long, env = "PINFLOW_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+        metrics_addr: std::net::SocketAddr,
+    },
     /// The outbox keys: list what each still seals, add one, retire an old one.
     Keys {
         #[command(subcommand)]
@@ -211,10 +219,13 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => name_the_variable(e).exit(),
     };
-    if let Err(e) = telemetry::init(&cli.logging) {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
-    }
+    let telemetry = match telemetry::init(&cli.logging) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {}", pinflow::error::chain(&e));
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -228,6 +239,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(execute(cli.command));
     telemetry::finished();
     drop(runtime);
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -439,6 +451,12 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { command } => keys(command).await,
+        Command::Ready { metrics_addr } => {
+            let (ready, answer) = pinflow::ops::health::probe_ready(metrics_addr).await?;
+            print!("{answer}");
+            anyhow::ensure!(ready, "not ready");
+            Ok(())
+        }
         Command::Workers => {
             for description in descriptions(REGISTRY) {
                 print_description(&description);

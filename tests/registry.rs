@@ -1,6 +1,7 @@
 //! The registry is the one list of workers, and everything reads it: `src/` names no
-//! worker, compose has a service for each, every example of the contract goes through
-//! the parser of the worker that takes it, and the descriptions agree with the schemas.
+//! worker, compose runs, health-checks and scrapes each, every example of the contract
+//! goes through the parser of the worker that takes it, and the descriptions agree
+//! with the schemas.
 
 use std::path::{Path, PathBuf};
 
@@ -83,26 +84,47 @@ fn src_names_no_worker() {
 }
 
 #[test]
-fn compose_runs_every_registered_worker_and_no_other() {
-    let compose =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docker-compose.yml"))
-            .expect("docker-compose.yml");
+fn compose_runs_checks_and_scrapes_every_registered_worker_and_no_other() {
+    let read = |file: &str| {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+    };
+    let compose = read("docker-compose.yml");
+    let prometheus = read("ops/prometheus.yml");
     for worker in descriptions(REGISTRY) {
-        let run = format!("command: [\"run\", \"--worker\", \"{}\"]", worker.name);
-        assert!(
-            compose.contains(&run),
-            "compose has no service running {}",
+        let run = format!(
+            "<<: *worker\n    command: [\"run\", \"--worker\", \"{}\"]",
             worker.name
         );
-        let health = format!("\"--worker\", \"{}\"]", worker.name);
         assert!(
-            compose.matches(&health).count() >= 2,
-            "compose checks the health of {}",
+            compose.contains(&run),
+            "compose has no service running {} from the worker template",
+            worker.name
+        );
+        let target = format!("- {}:9464\n", worker.name);
+        assert!(
+            prometheus.contains(&target),
+            "Prometheus does not scrape {}",
             worker.name
         );
     }
     let running = compose.matches("command: [\"run\", \"--worker\"").count();
     assert_eq!(running, REGISTRY.len(), "one service per registered worker");
+    let template = compose
+        .split("\nservices:")
+        .next()
+        .expect("the worker template comes first");
+    for line in [
+        "PINFLOW_METRICS_ADDR: 0.0.0.0:9464",
+        "test: [\"CMD\", \"pinflow\", \"ready\"]",
+    ] {
+        assert!(template.contains(line), "the worker template has {line}");
+    }
+    assert_eq!(
+        compose.matches("healthcheck:").count(),
+        3,
+        "the template's readiness check is the workers' only one (besides the broker's and the database's)"
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! `main` passes the registry and SIGTERM/Ctrl-C; tests pass their own.
 
 pub mod bench;
+pub mod endpoints;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,10 +18,12 @@ use crate::broker::{self, Names};
 use crate::clock::Clock;
 use crate::config::{Connections, Rules, Runtime};
 use crate::manifest::{self, Description};
+use crate::runtime::health::Health;
 use crate::runtime::registry::Starter;
 use crate::runtime::{Deps, JobTrigger, Registration, descriptions};
 use crate::seal::KeyRing;
 use crate::store;
+use endpoints::Endpoints;
 
 /// Creates the database if needed, connects (retrying while the database is not up
 /// yet) and migrates under sqlx's advisory lock.
@@ -103,10 +106,37 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
         .filter_map(|d| setup.registry.iter().find(|r| r.description == *d).copied())
         .collect();
     let mut shutdown = std::pin::pin!(shutdown);
+    let health = Arc::new(Health::default());
+    // Served from the start (alive, not ready), stopped when `run` returns.
+    let listener_stop = CancellationToken::new();
+    let _stop_listener = listener_stop.clone().drop_guard();
+    let endpoints = match setup.runtime.metrics_addr {
+        None => None,
+        Some(addr) => {
+            let endpoints = Arc::new(Endpoints {
+                health: health.clone(),
+                pool: std::sync::OnceLock::new(),
+                metrics: crate::telemetry::metrics::install(),
+            });
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (PINFLOW_METRICS_ADDR)"))?;
+            tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+            tokio::spawn(endpoints::serve(
+                listener,
+                endpoints.clone(),
+                listener_stop.clone(),
+            ));
+            Some(endpoints)
+        }
+    };
     let pool = tokio::select! {
         pool = prepare_database(&setup.connections.database_url, setup.runtime.db_max_connections, &cancel) => pool?,
         () = &mut shutdown => anyhow::bail!("stopped before start-up finished"),
     };
+    if let Some(endpoints) = &endpoints {
+        let _ = endpoints.pool.set(pool.clone());
+    }
     let deps = Arc::new(Deps {
         pool: pool.clone(),
         names: Names::new(&setup.connections.namespace),
@@ -117,6 +147,7 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
         relay_wake: Arc::new(Notify::new()),
         workers: all.into(),
         jobs_now: setup.jobs_now.clone(),
+        health,
     });
     let hasher = crate::domain::PinHasher::new(setup.rules.hash_params())
         .context("invalid Argon2 settings")?;
@@ -134,6 +165,9 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
         (registration.start)(&starter);
     }
     tracker.spawn(crate::runtime::intake::run(deps.clone(), cancel.clone()));
+    if endpoints.is_some() {
+        tracker.spawn(crate::runtime::gauges::run(deps.clone(), cancel.clone()));
+    }
     tracker.spawn(crate::runtime::relay::run(
         deps.clone(),
         relay_cancel.clone(),

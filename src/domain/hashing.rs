@@ -10,6 +10,8 @@ use rand::rngs::OsRng;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
+use crate::telemetry::metrics;
+
 /// Argon2id cost parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashParams {
@@ -165,12 +167,20 @@ impl PinHasher {
             })
     }
 
+    /// A core to hash on; the wait is counted in `pinflow_argon2_queue_depth`.
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, HashError> {
+        metrics::argon2_waiting(1.0);
+        let permit = self.permits.acquire().await;
+        metrics::argon2_waiting(-1.0);
+        permit.map_err(|_| HashError::Pool)
+    }
+
     /// `hash` on tokio's blocking pool.
     pub async fn hash_off_thread(&self, secret: String) -> Result<String, HashError> {
         let secret = Zeroizing::new(secret);
         let hasher = self.clone();
-        let _permit = self.permits.acquire().await.map_err(|_| HashError::Pool)?;
-        tokio::task::spawn_blocking(move || hasher.hash(&secret))
+        let _permit = self.permit().await?;
+        tokio::task::spawn_blocking(move || timed(|| hasher.hash(&secret)))
             .await
             .map_err(|_| HashError::Pool)?
     }
@@ -179,11 +189,19 @@ impl PinHasher {
     pub async fn verify_off_thread(&self, secret: String, phc: String) -> Result<bool, HashError> {
         let secret = Zeroizing::new(secret);
         let hasher = self.clone();
-        let _permit = self.permits.acquire().await.map_err(|_| HashError::Pool)?;
-        tokio::task::spawn_blocking(move || hasher.verify(&secret, &phc))
+        let _permit = self.permit().await?;
+        tokio::task::spawn_blocking(move || timed(|| hasher.verify(&secret, &phc)))
             .await
             .map_err(|_| HashError::Pool)?
     }
+}
+
+/// Runs one hash or check and records how long it took.
+fn timed<T>(work: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let result = work();
+    metrics::argon2(started.elapsed());
+    result
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `pinflow health`: exit 0 when the broker and the database answer and every chosen
 //! worker's queue has a consumer; for container health checks. A worker made only of
 //! timed jobs has no queue, and is healthy when the broker and the database are.
+//! `pinflow ready` asks a running process's own `/readyz` instead.
 
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -31,4 +32,23 @@ pub async fn check(connections: &Connections, workers: &[&Description]) -> anyho
     }
     let _ = connection.close(200, "done".into()).await;
     Ok(())
+}
+
+/// Asks a running `pinflow run` for its `/readyz` at `addr` (an unspecified address,
+/// such as `0.0.0.0`, means this host): whether it is ready, and its answer.
+pub async fn probe_ready(addr: std::net::SocketAddr) -> anyhow::Result<(bool, String)> {
+    use anyhow::Context as _;
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .with_context(|| format!("no answer from http://{addr}/readyz"))?;
+    let ready = response.status().is_success();
+    Ok((ready, response.text().await?))
 }

@@ -4,7 +4,7 @@
 //! two workers has its effect once in each.
 
 use sqlx::Connection as _;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use super::deps::Deps;
 use super::worker::{Message, Worker};
@@ -21,7 +21,10 @@ pub struct Head {
     pub reply_to: Option<String>,
     /// The RPC correlation id.
     pub correlation_id: Option<String>,
-    /// The caller's trace context, continued by everything this message causes.
+    /// The delivery's span (see `telemetry::spans`).
+    pub span: Span,
+    /// The trace context everything this message causes carries: the caller's trace,
+    /// with the delivery's span as parent.
     pub trace: TraceContext,
 }
 
@@ -37,8 +40,12 @@ pub struct Ready<P> {
 
 /// What became of one delivery of a batch.
 pub enum Verdict {
-    /// Handled (or a duplicate): acknowledge.
+    /// Handled: acknowledge.
     Done,
+    /// Already handled before: acknowledge.
+    Duplicate,
+    /// Did not parse: to the `.dlq`, with this reason.
+    Invalid(String),
     /// Permanent failure: to the `.dlq`, with this reason.
     DeadLetter(String),
     /// Transient failure: to a delay queue, with this reason.
@@ -81,36 +88,33 @@ pub async fn apply_batch<W: Worker>(
     }
 }
 
-fn record(verdicts: &mut [Verdict], outcomes: Vec<(usize, Option<String>)>) {
-    for (index, failure) in outcomes {
-        verdicts[index] = match failure {
-            None => Verdict::Done,
-            Some(reason) => Verdict::DeadLetter(reason),
-        };
+fn record(verdicts: &mut [Verdict], outcomes: Vec<(usize, Verdict)>) {
+    for (index, verdict) in outcomes {
+        verdicts[index] = verdict;
     }
 }
 
 /// Applies messages in one transaction, one savepoint each. A permanent handler error
-/// rolls back that message alone (its outcome carries the reason); anything else
+/// rolls back that message alone (its verdict carries the reason); anything else
 /// fails the whole transaction.
 async fn apply<W: Worker>(
     worker: &W,
     deps: &Deps,
     queue: &str,
     items: &[&Ready<W::Prepared>],
-) -> Result<Vec<(usize, Option<String>)>, HandlerError> {
+) -> Result<Vec<(usize, Verdict)>, HandlerError> {
     let mut tx = deps.pool.begin().await.map_err(HandlerError::Unavailable)?;
     let mut outcomes = Vec::with_capacity(items.len());
     for item in items {
         let envelope = &item.head.envelope;
-        let span = tracing::info_span!("message", message_id = %envelope.id, message_type = %envelope.message_type, trace_id = %item.head.trace.parent.trace_id);
+        let span = &item.head.span;
         let mut savepoint = tx.begin().await?;
         let first =
             inbox::record(&mut savepoint, &envelope.id, queue, &envelope.message_type).await?;
         if !first {
             savepoint.commit().await?;
             span.in_scope(|| tracing::debug!("duplicate; already handled"));
-            outcomes.push((item.index, None));
+            outcomes.push((item.index, Verdict::Duplicate));
             continue;
         }
         let message = Message {
@@ -134,12 +138,12 @@ async fn apply<W: Worker>(
                 )
                 .await?;
                 savepoint.commit().await?;
-                outcomes.push((item.index, None));
+                outcomes.push((item.index, Verdict::Done));
             }
             Err(e) if e.is_transient() => return Err(e),
             Err(e) => {
                 savepoint.rollback().await?;
-                outcomes.push((item.index, Some(chain(&e))));
+                outcomes.push((item.index, Verdict::DeadLetter(chain(&e))));
             }
         }
     }

@@ -4,6 +4,7 @@
 //! that logs a message's failure.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::future::join_all;
 use futures_util::{FutureExt, StreamExt};
@@ -14,6 +15,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, Span};
 
 use super::apply::{Head, Ready, Verdict, apply_batch};
 use super::deps::Deps;
@@ -22,10 +24,12 @@ use crate::broker::dead_letter::{DeadLetterer, attempts};
 use crate::broker::publish::{PublishError, header_str};
 use crate::broker::{self, topology};
 use crate::contract::schemas::Schemas;
-use crate::contract::trace::TraceContext;
+use crate::contract::trace::{TraceContext, TraceParent};
 use crate::contract::{Envelope, ParseError};
 use crate::error::chain;
 use crate::manifest::Description;
+use crate::telemetry::metrics::{self, Outcome};
+use crate::telemetry::spans;
 
 /// Why a consuming session ended (the loop reconnects after each).
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +71,14 @@ pub async fn run<W: Worker>(
         deps: &deps,
         queue: &queue,
     };
+    let part = deps.health.register(&format!("consumer {name}"));
+    let types: Vec<&'static str> = description
+        .bindings
+        .iter()
+        .map(|b| b.message_type)
+        .collect();
+    metrics::declare(name, &types);
+    metrics::reconnects(name, 0);
     let mut delays = broker::reconnect_delays();
     while !cancel.is_cancelled() {
         let Some(connection) = broker::connect_with_backoff(
@@ -78,11 +90,13 @@ pub async fn run<W: Worker>(
         else {
             break;
         };
-        let result = consumer.session(&connection, &cancel).await;
+        let result = consumer.session(&connection, &cancel, &part).await;
+        part.set(false);
         broker::close(&connection, "pinflow stopping").await;
         match result {
             Ok(()) => break,
             Err(e) => {
+                metrics::reconnects(name, 1);
                 let delay = delays.next().unwrap_or_default();
                 tracing::warn!(worker = name, error = %chain(&e), "consumer lost its broker session; reconnecting");
                 tokio::select! {
@@ -100,6 +114,7 @@ impl<W: Worker> Consumer<'_, W> {
         &self,
         connection: &Connection,
         cancel: &CancellationToken,
+        part: &super::health::Part,
     ) -> Result<(), SessionError> {
         let deps = self.deps;
         let channel = connection.create_channel().await?;
@@ -118,6 +133,7 @@ impl<W: Worker> Consumer<'_, W> {
                 FieldTable::default(),
             )
             .await?;
+        part.set(true);
         tracing::info!(
             worker = self.description.name,
             queue = self.queue,
@@ -152,21 +168,30 @@ impl<W: Worker> Consumer<'_, W> {
         channel: &Channel,
         batch: &[Delivery],
     ) -> Result<(), SessionError> {
+        let started = Instant::now();
+        let name = self.description.name;
         let mut verdicts: Vec<Verdict> = batch.iter().map(|_| Verdict::Done).collect();
+        let mut labels = Vec::with_capacity(batch.len());
+        let mut delivery_spans = Vec::with_capacity(batch.len());
         let mut parsed = Vec::new();
         for (index, delivery) in batch.iter().enumerate() {
-            match self.parse(delivery) {
+            let (span, head) = self.parse(delivery);
+            let label = match &head {
+                Ok((head, _)) => head.envelope.message_type.clone(),
+                Err(_) => self.type_label(delivery),
+            };
+            metrics::received(name, &label);
+            labels.push(label);
+            delivery_spans.push(span);
+            match head {
                 Ok(item) => parsed.push((index, item)),
-                Err(e) => verdicts[index] = Verdict::DeadLetter(e.to_string()),
+                Err(e) => verdicts[index] = Verdict::Invalid(e.to_string()),
             }
         }
-        let prepared = join_all(
-            parsed
-                .into_iter()
-                .map(|(index, (head, command))| async move {
-                    (index, head, self.worker.prepare(command).await)
-                }),
-        )
+        let prepared = join_all(parsed.into_iter().map(|(index, (head, command))| {
+            let span = head.span.clone();
+            async move { (index, head, self.worker.prepare(command).await) }.instrument(span)
+        }))
         .await;
         let mut ready = Vec::new();
         for (index, head, result) in prepared {
@@ -184,8 +209,16 @@ impl<W: Worker> Consumer<'_, W> {
             self.deps.relay_wake.notify_one();
             crate::failpoint::hit("after-commit");
         }
-        for (delivery, verdict) in batch.iter().zip(&verdicts) {
-            self.forward(channel, delivery, verdict).await?;
+        let took = started.elapsed();
+        for (index, (delivery, verdict)) in batch.iter().zip(&verdicts).enumerate() {
+            let span = &delivery_spans[index];
+            let outcome = self
+                .forward(channel, delivery, verdict)
+                .instrument(span.clone())
+                .await?;
+            spans::outcome(span, outcome);
+            span.in_scope(|| tracing::debug!(outcome = outcome.as_str(), "delivery finished"));
+            metrics::finished(name, &labels[index], outcome, took);
         }
         if let Some(last) = batch.last() {
             channel
@@ -195,8 +228,53 @@ impl<W: Worker> Consumer<'_, W> {
         Ok(())
     }
 
+    /// The type a delivery that did not parse is counted under: its AMQP type or
+    /// routing key when the worker takes that type, `unknown` otherwise (so a
+    /// stranger's values cannot grow the metrics without bound).
+    fn type_label(&self, delivery: &Delivery) -> String {
+        let properties = &delivery.properties;
+        let amqp_type = properties.kind().as_ref().map(|t| t.as_str());
+        [amqp_type, Some(delivery.routing_key.as_str())]
+            .into_iter()
+            .flatten()
+            .find(|t| self.description.accepts(t))
+            .unwrap_or("unknown")
+            .to_owned()
+    }
+
     /// Bytes to envelope to typed command, with what the reply and the trace need.
-    fn parse(&self, delivery: &Delivery) -> Result<(Head, W::Command), ParseError> {
+    /// The delivery's span is made first, so a delivery that does not parse has one
+    /// too.
+    fn parse(&self, delivery: &Delivery) -> (Span, Result<(Head, W::Command), ParseError>) {
+        let properties = &delivery.properties;
+        let headers = properties.headers().as_ref();
+        let traceparent = header_str(headers, "traceparent");
+        let caller = traceparent
+            .as_deref()
+            .and_then(TraceParent::parse)
+            .map(|_| {
+                TraceContext::from_headers(
+                    traceparent.as_deref(),
+                    header_str(headers, "tracestate").as_deref(),
+                )
+            });
+        let message_id = properties.message_id().as_ref().map_or("", |m| m.as_str());
+        let (span, trace) = spans::delivery(
+            self.description.name,
+            message_id,
+            &self.type_label(delivery),
+            caller.as_ref(),
+        );
+        let parsed = span.in_scope(|| self.parse_with(delivery, &span, trace));
+        (span, parsed)
+    }
+
+    fn parse_with(
+        &self,
+        delivery: &Delivery,
+        span: &Span,
+        trace: TraceContext,
+    ) -> Result<(Head, W::Command), ParseError> {
         let properties = &delivery.properties;
         let content_type = properties.content_type().as_ref().map(|ct| ct.as_str());
         let envelope = Envelope::parse(&delivery.data, content_type, Schemas::embedded(), |t| {
@@ -214,15 +292,11 @@ impl<W: Worker> Consumer<'_, W> {
             check_reply_address(reply_to.as_deref(), correlation_id.as_deref())?;
         }
         let command = self.worker.parse(&envelope)?;
-        let headers = properties.headers().as_ref();
-        let trace = TraceContext::from_headers(
-            header_str(headers, "traceparent").as_deref(),
-            header_str(headers, "tracestate").as_deref(),
-        );
         let head = Head {
             envelope,
             reply_to,
             correlation_id,
+            span: span.clone(),
             trace,
         };
         Ok((head, command))
@@ -235,7 +309,7 @@ impl<W: Worker> Consumer<'_, W> {
         channel: &Channel,
         delivery: &Delivery,
         verdict: &Verdict,
-    ) -> Result<(), SessionError> {
+    ) -> Result<Outcome, SessionError> {
         let deps = self.deps;
         let queue = self.queue;
         let message_id = delivery
@@ -252,19 +326,25 @@ impl<W: Worker> Consumer<'_, W> {
             runtime: &deps.runtime,
         };
         let attempts = attempts(delivery) + 1;
-        match verdict {
-            Verdict::Done => {}
-            Verdict::DeadLetter(reason) => {
+        Ok(match verdict {
+            Verdict::Done => Outcome::Handled,
+            Verdict::Duplicate => Outcome::Duplicate,
+            Verdict::Invalid(reason) | Verdict::DeadLetter(reason) => {
                 tracing::warn!(queue, message_id, routing_key, attempts, reason = %reason, "message dead-lettered");
                 letters
                     .to_dead_letter_queue(queue, delivery, reason, attempts)
                     .await?;
+                match verdict {
+                    Verdict::Invalid(_) => Outcome::Invalid,
+                    _ => Outcome::Rejected,
+                }
             }
             Verdict::Retry(reason) if attempts >= deps.runtime.retry_max_attempts => {
                 tracing::error!(queue, message_id, routing_key, attempts, reason = %reason, "message dead-lettered after its last attempt");
                 letters
                     .to_dead_letter_queue(queue, delivery, reason, attempts)
                     .await?;
+                Outcome::Exhausted
             }
             Verdict::Retry(reason) => {
                 let (delay, ttl) = topology::retry_delay(&deps.runtime, attempts);
@@ -272,9 +352,9 @@ impl<W: Worker> Consumer<'_, W> {
                 letters
                     .to_retry_queue(queue, delivery, attempts, delay, ttl)
                     .await?;
+                Outcome::Retried
             }
-        }
-        Ok(())
+        })
     }
 }
 

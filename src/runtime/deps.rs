@@ -32,6 +32,8 @@ pub struct Deps {
     pub workers: Arc<[Description]>,
     /// Starts a pass of every timed job at once (tests, operators).
     pub jobs_now: JobTrigger,
+    /// Whether each consumer loop, the intake and the relay have their broker session.
+    pub health: Arc<super::health::Health>,
 }
 
 /// Starts a pass of every running job at once, without waiting for its interval.

@@ -20,9 +20,12 @@ use crate::broker::dead_letter::{ERROR, FAILED_AT, ROUTING_KEY, capped, publish_
 use crate::broker::publish::set_str;
 use crate::broker::{self, Names, topology};
 use crate::error::chain;
+use crate::telemetry::metrics;
 
 /// Runs the intake until `cancel` fires, reconnecting whenever the broker goes away.
 pub async fn run(deps: Arc<Deps>, cancel: CancellationToken) {
+    let part = deps.health.register("intake");
+    metrics::reconnects("intake", 0);
     let mut delays = broker::reconnect_delays();
     while !cancel.is_cancelled() {
         let name = deps.names.connection_name("intake");
@@ -30,11 +33,13 @@ pub async fn run(deps: Arc<Deps>, cancel: CancellationToken) {
         else {
             break;
         };
-        let result = session(&deps, &connection, &cancel).await;
+        let result = session(&deps, &connection, &cancel, &part).await;
+        part.set(false);
         broker::close(&connection, "pinflow stopping").await;
         match result {
             Ok(()) => break,
             Err(e) => {
+                metrics::reconnects("intake", 1);
                 tracing::warn!(error = %chain(&e), "intake lost its broker session; reconnecting");
                 tokio::select! {
                     () = cancel.cancelled() => break,
@@ -60,6 +65,7 @@ async fn session(
     deps: &Deps,
     connection: &Connection,
     cancel: &CancellationToken,
+    part: &super::health::Part,
 ) -> Result<(), IntakeError> {
     let channel = connection.create_channel().await?;
     topology::declare_all(&channel, &deps.names, &deps.runtime, &deps.workers).await?;
@@ -77,6 +83,7 @@ async fn session(
             FieldTable::default(),
         )
         .await?;
+    part.set(true);
     loop {
         let delivery = tokio::select! {
             biased;

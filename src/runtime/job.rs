@@ -12,12 +12,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::deps::Deps;
 use crate::contract::Outgoing;
 use crate::contract::trace::TraceContext;
 use crate::error::{HandlerError, chain};
 use crate::store::outbox;
+use crate::telemetry::spans;
 
 /// What one batch of a pass did.
 pub struct Batch {
@@ -48,19 +50,22 @@ pub trait Job: Send + Sync + 'static {
 /// One pass: batches until fewer rows than a full batch were due. Returns the rows
 /// handled.
 pub async fn pass<J: Job>(job: &J, deps: &Deps) -> Result<usize, HandlerError> {
+    let (span, trace) = spans::job_pass(job.name());
+    batches(job, deps, &trace).instrument(span).await
+}
+
+/// A pass's batches; what they announce carries the pass's trace context.
+async fn batches<J: Job>(
+    job: &J,
+    deps: &Deps,
+    trace: &TraceContext,
+) -> Result<usize, HandlerError> {
     let limit = deps.runtime.sweep_batch;
     let mut total = 0;
     loop {
         let mut tx = deps.pool.begin().await.map_err(HandlerError::Unavailable)?;
         let batch = job.run_batch(&mut tx, deps.clock.now(), limit).await?;
-        outbox::insert_all(
-            &mut tx,
-            &batch.outgoing,
-            &TraceContext::start(),
-            &deps.keys,
-            None,
-        )
-        .await?;
+        outbox::insert_all(&mut tx, &batch.outgoing, trace, &deps.keys, None).await?;
         tx.commit().await?;
         if !batch.outgoing.is_empty() {
             deps.relay_wake.notify_one();

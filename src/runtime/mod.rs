@@ -6,6 +6,8 @@
 mod apply;
 pub mod consumer;
 pub mod deps;
+pub mod gauges;
+pub mod health;
 pub mod intake;
 pub mod job;
 pub mod registry;

@@ -23,6 +23,7 @@ use crate::contract::{CONTENT_TYPE, Destination};
 use crate::error::chain;
 use crate::store::notifications;
 use crate::store::outbox::{self, Pending};
+use crate::telemetry::metrics;
 
 /// The advisory-lock key that makes one relay at a time publish for a database.
 const RELAY_LOCK: i64 = 0x7069_6e66_6c6f_7701;
@@ -36,11 +37,15 @@ pub enum RelayError {
     Broker(#[from] lapin::Error),
     #[error("publish failed")]
     Publish(#[from] PublishError),
+    #[error("the broker connection is gone")]
+    Disconnected,
 }
 
 /// Runs the relay until `cancel` fires, then publishes what is left (bounded by the
 /// shutdown timeout) and returns.
 pub async fn run(deps: Arc<Deps>, cancel: CancellationToken) {
+    let part = deps.health.register("relay");
+    metrics::reconnects("relay", 0);
     let mut delays = broker::reconnect_delays();
     loop {
         let Some(connection) = broker::connect_with_backoff(
@@ -52,11 +57,13 @@ pub async fn run(deps: Arc<Deps>, cancel: CancellationToken) {
         else {
             break;
         };
-        let result = session(&deps, &connection, &cancel).await;
+        let result = session(&deps, &connection, &cancel, &part).await;
+        part.set(false);
         broker::close(&connection, "pinflow stopping").await;
         match result {
             Ok(()) => break,
             Err(e) => {
+                metrics::reconnects("relay", 1);
                 tracing::warn!(error = %chain(&e), "outbox relay lost its session; reconnecting");
                 tokio::select! {
                     () = cancel.cancelled() => break,
@@ -72,13 +79,20 @@ async fn session(
     deps: &Deps,
     connection: &Connection,
     cancel: &CancellationToken,
+    part: &super::health::Part,
 ) -> Result<(), RelayError> {
     let channel = connection.create_channel().await?;
     topology::declare_all(&channel, &deps.names, &deps.runtime, &deps.workers).await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
+    part.set(true);
     loop {
+        // A quiet relay touches the channel only when it has rows: notice a lost
+        // connection anyway, so readiness and the reconnect follow the broker.
+        if !channel.status().connected() {
+            return Err(RelayError::Disconnected);
+        }
         drain(deps, &channel).await?;
         tokio::select! {
             () = cancel.cancelled() => break,
@@ -123,6 +137,7 @@ async fn round(deps: &Deps, channel: &Channel) -> Result<usize, RelayError> {
         return Ok(0);
     }
     let rows = outbox::due(&mut tx, Utc::now(), deps.runtime.relay_batch).await?;
+    let started = std::time::Instant::now();
     let mut confirms = Vec::with_capacity(rows.len());
     for row in &rows {
         let outcome = match build(deps, row) {
@@ -160,8 +175,10 @@ async fn round(deps: &Deps, channel: &Channel) -> Result<usize, RelayError> {
         };
         outcomes.push(outcome);
     }
+    let took = started.elapsed();
     let mut sent = Vec::with_capacity(rows.len());
     let mut sent_ids = Vec::new();
+    let mut published = [("event", 0), ("notification", 0), ("reply", 0)];
     for (row, outcome) in rows.iter().zip(outcomes) {
         match outcome {
             Ok(())
@@ -180,6 +197,12 @@ async fn round(deps: &Deps, channel: &Channel) -> Result<usize, RelayError> {
             Ok(()) => {
                 sent.push(row.id);
                 sent_ids.push(row.message_id.clone());
+                let counted = published
+                    .iter_mut()
+                    .find(|(name, _)| *name == row.destination.as_str());
+                if let Some((_, n)) = counted {
+                    *n += 1;
+                }
             }
             Err(reason) => defer(&mut tx, row, &reason).await?,
         }
@@ -190,6 +213,10 @@ async fn round(deps: &Deps, channel: &Channel) -> Result<usize, RelayError> {
     outbox::delete(&mut tx, &sent).await?;
     notifications::mark_sent(&mut tx, &sent_ids, Utc::now()).await?;
     tx.commit().await?;
+    if !rows.is_empty() {
+        let deferred = (rows.len() - sent.len()) as u64;
+        metrics::relay_round(&published, deferred, took);
+    }
     Ok(rows.len())
 }
 

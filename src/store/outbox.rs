@@ -50,9 +50,9 @@ pub struct Sealed {
     pub key_id: String,
 }
 
-/// Writes a message's outgoing messages in one statement, in their order; each gets
-/// its own child of the message's trace context. Notifications go into the ledger in
-/// the same transaction.
+/// Writes a message's outgoing messages in one statement, in their order, each
+/// carrying `trace` (the context of the span that caused them). Notifications go into
+/// the ledger in the same transaction.
 pub async fn insert_all(
     conn: &mut PgConnection,
     messages: &[Outgoing],
@@ -81,7 +81,7 @@ pub async fn insert_all(
         message_id.push(message.message_id.as_str());
         message_type.push(message.message_type());
         correlation_id.push(message.correlation_id.as_deref());
-        traceparent.push(trace.child().parent.to_string());
+        traceparent.push(trace.parent.to_string());
         tracestate.push(trace.state.as_deref());
         body.push(&message.body);
         let sealed = message.secret.as_ref().map(|secret| {

@@ -160,6 +160,7 @@ pub fn deps(app: &TestApp) -> Arc<Deps> {
         relay_wake: Arc::new(Notify::new()),
         workers: pinflow::runtime::descriptions(&app.registry).into(),
         jobs_now: Default::default(),
+        health: Default::default(),
     })
 }
 
