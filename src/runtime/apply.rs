@@ -1,7 +1,8 @@
 //! The transactional heart of the consumer loop: a batch of parsed, prepared messages
-//! applied in one transaction, one savepoint each (inbox, state, audit, outbox). The
-//! inbox is keyed on the consuming queue and the message id, so an event consumed by
-//! two workers has its effect once in each.
+//! applied in one transaction (inbox, state, audit, outbox), with a savepoint per
+//! message only when a handler refused one. The inbox is keyed on the consuming queue
+//! and the message id, so an event consumed by two workers has its effect once in
+//! each.
 
 use sqlx::Connection as _;
 use tracing::{Instrument, Span};
@@ -11,6 +12,7 @@ use super::worker::{Message, Worker};
 use crate::contract::Envelope;
 use crate::contract::trace::TraceContext;
 use crate::error::{HandlerError, chain};
+use crate::store::outbox::Caused;
 use crate::store::{inbox, outbox};
 
 /// What a parsed delivery carries besides its command.
@@ -64,8 +66,11 @@ impl Verdict {
     }
 }
 
-/// Applies a batch in one transaction; when that transaction fails, tries each
-/// message alone, so one bad message or a deadlock does not hold up the others.
+/// Applies a batch in one transaction, with no savepoint per message (see
+/// `apply_together`). When a handler refuses a message for good, the batch is applied
+/// again with a savepoint per message, so only that message is rolled back; when the
+/// transaction fails, each message is tried alone, so one bad message or a deadlock
+/// does not hold up the others.
 pub async fn apply_batch<W: Worker>(
     worker: &W,
     deps: &Deps,
@@ -74,7 +79,12 @@ pub async fn apply_batch<W: Worker>(
     verdicts: &mut [Verdict],
 ) {
     let all: Vec<&Ready<W::Prepared>> = ready.iter().collect();
-    match apply(worker, deps, queue, &all).await {
+    let applied = match apply_together(worker, deps, queue, &all).await {
+        Ok(Some(outcomes)) => Ok(outcomes),
+        Ok(None) => apply(worker, deps, queue, &all).await,
+        Err(e) => Err(e),
+    };
+    match applied {
         Ok(outcomes) => record(verdicts, outcomes),
         Err(e) => {
             tracing::debug!(error = %chain(&e), "batch transaction failed; applying one by one");
@@ -85,6 +95,70 @@ pub async fn apply_batch<W: Worker>(
                 }
             }
         }
+    }
+}
+
+/// The common case in few round trips: one statement records every id of the batch
+/// in the inbox, the handlers run, one statement writes everything they publish (and
+/// one the ledger), one commit. `None`, rolled back, when a handler refused a message
+/// for good.
+async fn apply_together<W: Worker>(
+    worker: &W,
+    deps: &Deps,
+    queue: &str,
+    items: &[&Ready<W::Prepared>],
+) -> Result<Option<Vec<(usize, Verdict)>>, HandlerError> {
+    let mut tx = deps.pool.begin().await.map_err(HandlerError::Unavailable)?;
+    let ids: Vec<&str> = items.iter().map(|i| i.head.envelope.id.as_str()).collect();
+    let types: Vec<&str> = items
+        .iter()
+        .map(|i| i.head.envelope.message_type.as_str())
+        .collect();
+    let first = inbox::record_all(&mut tx, &ids, queue, &types).await?;
+    let mut outcomes = Vec::with_capacity(items.len());
+    let mut caused = Vec::with_capacity(items.len());
+    for (item, first) in items.iter().zip(first) {
+        if !first {
+            item.head
+                .span
+                .in_scope(|| tracing::debug!("duplicate; already handled"));
+            outcomes.push((item.index, Verdict::Duplicate));
+            continue;
+        }
+        let message = message_of(item, deps);
+        match worker
+            .handle(&item.prepared, &message, &mut tx)
+            .instrument(item.head.span.clone())
+            .await
+        {
+            Ok(outgoing) => {
+                caused.push((item, outgoing));
+                outcomes.push((item.index, Verdict::Done));
+            }
+            Err(e) if e.is_transient() => return Err(e),
+            Err(_) => return Ok(None),
+        }
+    }
+    let groups: Vec<Caused<'_>> = caused
+        .iter()
+        .map(|(item, outgoing)| Caused {
+            messages: outgoing,
+            trace: &item.head.trace,
+            caused_by: Some(&item.head.envelope.id),
+        })
+        .collect();
+    outbox::insert_caused(&mut tx, &groups, &deps.keys).await?;
+    tx.commit().await?;
+    Ok(Some(outcomes))
+}
+
+/// What the handler sees of a delivery.
+fn message_of<'a, P>(item: &'a Ready<P>, deps: &Deps) -> Message<'a> {
+    Message {
+        envelope: &item.head.envelope,
+        reply_to: item.head.reply_to.as_deref(),
+        correlation_id: item.head.correlation_id.as_deref(),
+        now: deps.clock.now(),
     }
 }
 
@@ -117,12 +191,7 @@ async fn apply<W: Worker>(
             outcomes.push((item.index, Verdict::Duplicate));
             continue;
         }
-        let message = Message {
-            envelope,
-            reply_to: item.head.reply_to.as_deref(),
-            correlation_id: item.head.correlation_id.as_deref(),
-            now: deps.clock.now(),
-        };
+        let message = message_of(item, deps);
         match worker
             .handle(&item.prepared, &message, &mut savepoint)
             .instrument(span.clone())

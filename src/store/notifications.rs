@@ -10,20 +10,27 @@ use uuid::Uuid;
 use crate::contract::Outgoing;
 
 /// Records the notifications among `messages`, state `pending`, in the transaction that
-/// writes them to the outbox.
-pub async fn record(conn: &mut PgConnection, messages: &[Outgoing]) -> Result<(), sqlx::Error> {
+/// writes them to the outbox; each is created at its own `time`.
+pub async fn record<'a>(
+    conn: &mut PgConnection,
+    messages: impl IntoIterator<Item = &'a Outgoing>,
+) -> Result<(), sqlx::Error> {
     let entries: Vec<_> = messages
-        .iter()
+        .into_iter()
         .filter_map(|m| m.ledger.as_ref().map(|entry| (m, entry)))
         .collect();
     if entries.is_empty() {
         return Ok(());
     }
-    let created_at = messages
+    let created_at: Vec<DateTime<Utc>> = entries
         .iter()
-        .find_map(|m| m.body["time"].as_str())
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+        .map(|(m, _)| {
+            m.body["time"]
+                .as_str()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map_or_else(Utc::now, |t| t.with_timezone(&Utc))
+        })
+        .collect();
     let ids: Vec<&str> = entries.iter().map(|(m, _)| m.message_id.as_str()).collect();
     let templates: Vec<&str> = entries.iter().map(|(_, e)| e.template).collect();
     let channels: Vec<&str> = entries.iter().map(|(_, e)| e.channel.as_str()).collect();
@@ -36,9 +43,9 @@ pub async fn record(conn: &mut PgConnection, messages: &[Outgoing]) -> Result<()
     sqlx::query(
         "insert into notifications (notification_id, template, channel, tax_code,
              credential_id, carries, created_at, state_at)
-         select i, t, c, x, k, s, $7, $7
-         from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[])
-             as m(i, t, c, x, k, s)
+         select i, t, c, x, k, s, a, a
+         from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[],
+             $7::timestamptz[]) as m(i, t, c, x, k, s, a)
          on conflict (notification_id) do nothing",
     )
     .bind(ids)

@@ -50,9 +50,19 @@ pub struct Sealed {
     pub key_id: String,
 }
 
-/// Writes a message's outgoing messages in one statement, in their order, each
-/// carrying `trace` (the context of the span that caused them). Notifications go into
-/// the ledger in the same transaction.
+/// The messages one handled message (or one batch of a timed job) causes, and the
+/// trace context they carry (the context of the span that caused them).
+pub struct Caused<'a> {
+    /// What to publish, in order.
+    pub messages: &'a [Outgoing],
+    /// Their trace context.
+    pub trace: &'a TraceContext,
+    /// The id of the message whose handling wrote them, if a message did.
+    pub caused_by: Option<&'a str>,
+}
+
+/// Writes a message's outgoing messages, in their order, each carrying `trace`.
+/// Notifications go into the ledger in the same transaction.
 pub async fn insert_all(
     conn: &mut PgConnection,
     messages: &[Outgoing],
@@ -60,51 +70,73 @@ pub async fn insert_all(
     keys: &KeyRing,
     caused_by: Option<&str>,
 ) -> Result<(), sqlx::Error> {
+    let caused = Caused {
+        messages,
+        trace,
+        caused_by,
+    };
+    insert_caused(conn, &[caused], keys).await
+}
+
+/// Writes what several messages caused in one statement, in their order (and the
+/// notifications among them into the ledger in one more).
+pub async fn insert_caused(
+    conn: &mut PgConnection,
+    groups: &[Caused<'_>],
+    keys: &KeyRing,
+) -> Result<(), sqlx::Error> {
     let key = keys.current();
-    if messages.is_empty() {
+    let count: usize = groups.iter().map(|g| g.messages.len()).sum();
+    if count == 0 {
         return Ok(());
     }
-    let mut destination = Vec::with_capacity(messages.len());
-    let mut routing_key = Vec::with_capacity(messages.len());
-    let mut message_id = Vec::with_capacity(messages.len());
-    let mut message_type = Vec::with_capacity(messages.len());
-    let mut correlation_id = Vec::with_capacity(messages.len());
-    let mut traceparent = Vec::with_capacity(messages.len());
-    let mut tracestate = Vec::with_capacity(messages.len());
-    let mut body = Vec::with_capacity(messages.len());
-    let mut secret_field = Vec::with_capacity(messages.len());
-    let mut sealed_secret = Vec::with_capacity(messages.len());
-    let mut key_id = Vec::with_capacity(messages.len());
-    for message in messages {
-        destination.push(message.destination.as_str());
-        routing_key.push(message.routing_key.as_str());
-        message_id.push(message.message_id.as_str());
-        message_type.push(message.message_type());
-        correlation_id.push(message.correlation_id.as_deref());
-        traceparent.push(trace.parent.to_string());
-        tracestate.push(trace.state.as_deref());
-        body.push(&message.body);
-        let sealed = message.secret.as_ref().map(|secret| {
-            (
-                secret.field,
-                key.seal(
-                    secret.value.as_bytes(),
-                    &aad(&message.message_id, secret.field, &message.routing_key),
-                ),
-            )
-        });
-        secret_field.push(sealed.as_ref().map(|(field, _)| *field));
-        key_id.push(sealed.as_ref().map(|_| key.key_id()));
-        sealed_secret.push(sealed.map(|(_, bytes)| bytes));
+    let mut destination = Vec::with_capacity(count);
+    let mut routing_key = Vec::with_capacity(count);
+    let mut message_id = Vec::with_capacity(count);
+    let mut message_type = Vec::with_capacity(count);
+    let mut correlation_id = Vec::with_capacity(count);
+    let mut traceparent = Vec::with_capacity(count);
+    let mut tracestate = Vec::with_capacity(count);
+    let mut body = Vec::with_capacity(count);
+    let mut secret_field = Vec::with_capacity(count);
+    let mut sealed_secret = Vec::with_capacity(count);
+    let mut key_id = Vec::with_capacity(count);
+    let mut caused_by = Vec::with_capacity(count);
+    for group in groups {
+        let parent = group.trace.parent.to_string();
+        for message in group.messages {
+            destination.push(message.destination.as_str());
+            routing_key.push(message.routing_key.as_str());
+            message_id.push(message.message_id.as_str());
+            message_type.push(message.message_type());
+            correlation_id.push(message.correlation_id.as_deref());
+            traceparent.push(parent.clone());
+            tracestate.push(group.trace.state.as_deref());
+            body.push(&message.body);
+            let sealed = message.secret.as_ref().map(|secret| {
+                (
+                    secret.field,
+                    key.seal(
+                        secret.value.as_bytes(),
+                        &aad(&message.message_id, secret.field, &message.routing_key),
+                    ),
+                )
+            });
+            secret_field.push(sealed.as_ref().map(|(field, _)| *field));
+            key_id.push(sealed.as_ref().map(|_| key.key_id()));
+            sealed_secret.push(sealed.map(|(_, bytes)| bytes));
+            caused_by.push(group.caused_by);
+        }
     }
     sqlx::query(
         "insert into outbox (destination, routing_key, message_id, message_type,
              correlation_id, traceparent, tracestate, body, secret_field, sealed_secret,
              key_id, caused_by)
-         select d, r, i, t, c, p, ts, b, f, s, k, $12
+         select d, r, i, t, c, p, ts, b, f, s, k, y
          from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-             $6::text[], $7::text[], $8::jsonb[], $9::text[], $10::bytea[], $11::text[])
-         with ordinality as m(d, r, i, t, c, p, ts, b, f, s, k, n)
+             $6::text[], $7::text[], $8::jsonb[], $9::text[], $10::bytea[], $11::text[],
+             $12::text[])
+         with ordinality as m(d, r, i, t, c, p, ts, b, f, s, k, y, n)
          order by n",
     )
     .bind(destination)
@@ -121,7 +153,7 @@ pub async fn insert_all(
     .bind(caused_by)
     .execute(&mut *conn)
     .await?;
-    notifications::record(conn, messages).await
+    notifications::record(conn, groups.iter().flat_map(|g| g.messages)).await
 }
 
 /// What a sealed outbox secret is bound to: its message, its field and where it goes,
