@@ -1,0 +1,60 @@
+//! The Argon2 ceiling: how many PIN hashes a second this machine makes with the
+//! configured parameters, on all cores, through pinflow's own hasher and its bounded
+//! pool (one hash per core at a time), with nothing else running.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::domain::PinHasher;
+
+/// The hashing ceiling.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HashCeiling {
+    /// Argon2id memory cost, KiB.
+    pub m_cost_kib: u32,
+    /// Argon2id iterations.
+    pub t_cost: u32,
+    /// Argon2id lanes.
+    pub p_cost: u32,
+    /// Hashes at a time (the hasher's pool: one per core).
+    pub parallel: usize,
+    /// Hashes made per second.
+    pub hashes_per_second: f64,
+}
+
+/// Hashes for at least `at_least` and at least four hashes per core, with twice as
+/// many callers as cores so the pool is never idle.
+pub(super) async fn ceiling(
+    rules: &crate::config::Rules,
+    at_least: Duration,
+) -> anyhow::Result<HashCeiling> {
+    let params = rules.hash_params();
+    let hasher = PinHasher::new(params)?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let minimum = 4 * cores as u32;
+    let done = Arc::new(AtomicU32::new(0));
+    let started = Instant::now();
+    let mut callers = Vec::new();
+    for _ in 0..2 * cores {
+        let (hasher, done) = (hasher.clone(), done.clone());
+        callers.push(tokio::spawn(async move {
+            while started.elapsed() < at_least || done.load(Ordering::Relaxed) < minimum {
+                hasher.hash_off_thread("BENCHMARK".to_owned()).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, crate::domain::hashing::HashError>(())
+        }));
+    }
+    for caller in callers {
+        caller.await??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(HashCeiling {
+        m_cost_kib: params.m_cost_kib,
+        t_cost: params.t_cost,
+        p_cost: params.p_cost,
+        parallel: cores,
+        hashes_per_second: f64::from(done.load(Ordering::Relaxed)) / elapsed,
+    })
+}
