@@ -686,11 +686,9 @@ impl Inbox<'_> {
         for (id, at) in rows {
             let Some(&i) = ids.get(&id) else { continue };
             let ago = (wall - at).to_std().unwrap_or_default();
-            if tracker.done_at[i as usize].is_none() {
-                tracker.done_at[i as usize] = Some(origin.checked_sub(ago).unwrap_or(origin));
-                tracker.completed += 1;
-            }
+            tracker.done_at[i as usize] = Some(origin.checked_sub(ago).unwrap_or(origin));
         }
+        tracker.completed = tracker.done_at.iter().flatten().count() as u32;
         Ok(())
     }
 }
@@ -1113,7 +1111,7 @@ async fn measure(
         tracker.add(&output);
     }
     let left = leftovers(connection, &non_notify_queues(tag, runtime, &workers)).await?;
-    gateway.stop();
+    gateway.stop().await;
     pool.close().await;
     let pinflow_rate = f64::from(tracker.completed) / elapsed;
     let per_1000 = usage.cpu_seconds * 1000.0 / f64::from(messages);
