@@ -605,7 +605,10 @@ Figures (the --json keys in brackets):
       the worker's description) with confirms, acknowledge, batched like the consumer.
   pinflow end to end [pinflow_rate]: commands a second from the start of the measured
       phase (full speed: the workers' start; --rate: the first publication) until the
-      last output of the last command. Every effect is durable in PostgreSQL.
+      last output of the last command (with --rate, the rate asked bounds it).
+      Every effect is durable in PostgreSQL.
+  published [published_rate, offered_rate]: commands a second the benchmark
+      published in the measured phase (--rate: check it kept up with the rate asked).
   ratio to the pattern ceiling [ratio_to_pattern_ceiling]: pinflow ÷ broker pattern.
   ratio to the argon2 ceiling [ratio_to_hash_ceiling]: pinflow ÷ hashes a second; the
       figure that matters for pin.request and pin.verify (one Argon2 each).
