@@ -597,7 +597,9 @@ subscriber (a sink bound to the events exchange only).
 
 Figures (the --json keys in brackets):
   argon2 ceiling [argon2.hashes_per_second]: PIN hashes a second with the configured
-      Argon2 parameters, one at a time per core, through pinflow's own hasher.
+      Argon2 parameters, one at a time per core, through pinflow's own hasher, alone:
+      the mean of 3 s before pinflow's phase and 3 s after it [argon2.*_before,
+      argon2.*_after]; far apart, the machine's load moved during the run.
   broker publish-confirm ceiling [broker_publish_rate]: messages a second the broker
       takes with confirms, alone.
   broker ceiling for the pattern [broker_pattern_rate]: commands a second the broker

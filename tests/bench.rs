@@ -86,7 +86,13 @@ async fn measure(message_type: &str, runtime: &Runtime, rules: &Rules) -> Report
     for field in ["samples", "p50_ms", "p99_ms", "max_ms", "includes_queueing"] {
         assert!(report["latency"].get(field).is_some(), "latency.{field}");
     }
-    assert!(report["argon2"]["hashes_per_second"].as_f64().is_some());
+    for field in [
+        "hashes_per_second",
+        "hashes_per_second_before",
+        "hashes_per_second_after",
+    ] {
+        assert!(report["argon2"][field].as_f64().is_some(), "argon2.{field}");
+    }
     runs.runs.into_iter().next().expect("one report")
 }
 

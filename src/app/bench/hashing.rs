@@ -1,6 +1,7 @@
 //! The Argon2 ceiling: how many PIN hashes a second this machine makes with the
 //! configured parameters, on all cores, through pinflow's own hasher and its bounded
-//! pool (one hash per core at a time), with nothing else running.
+//! pool (one hash per core at a time), with nothing else of the benchmark running:
+//! measured before pinflow's phase and again after it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -19,8 +20,23 @@ pub struct HashCeiling {
     pub p_cost: u32,
     /// Hashes at a time (the hasher's pool: one per core).
     pub parallel: usize,
-    /// Hashes made per second.
+    /// Hashes made per second: the mean of the two measurements below (the machine's
+    /// load moves during a run; both ends of it bracket the measured phase).
     pub hashes_per_second: f64,
+    /// Measured before pinflow's phase.
+    pub hashes_per_second_before: f64,
+    /// Measured after it.
+    pub hashes_per_second_after: f64,
+}
+
+impl HashCeiling {
+    /// With the rate measured after pinflow's phase too.
+    pub(super) fn and_after(mut self, after: HashCeiling) -> HashCeiling {
+        self.hashes_per_second_after = after.hashes_per_second_before;
+        self.hashes_per_second =
+            (self.hashes_per_second_before + self.hashes_per_second_after) / 2.0;
+        self
+    }
 }
 
 /// Hashes for at least `at_least` and at least four hashes per core, with twice as
@@ -50,11 +66,14 @@ pub(super) async fn ceiling(
         caller.await??;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let rate = f64::from(done.load(Ordering::Relaxed)) / elapsed;
     Ok(HashCeiling {
         m_cost_kib: params.m_cost_kib,
         t_cost: params.t_cost,
         p_cost: params.p_cost,
         parallel: cores,
-        hashes_per_second: f64::from(done.load(Ordering::Relaxed)) / elapsed,
+        hashes_per_second: rate,
+        hashes_per_second_before: rate,
+        hashes_per_second_after: rate,
     })
 }

@@ -241,8 +241,10 @@ impl std::fmt::Display for Report {
             f,
             "argon2 ceiling:",
             format!(
-                "{:.0} hashes/s (m={} KiB t={} p={}, {} at a time)",
+                "{:.0} hashes/s (before {:.0}, after {:.0}; m={} KiB t={} p={}, {} at a time)",
                 self.argon2.hashes_per_second,
+                self.argon2.hashes_per_second_before,
+                self.argon2.hashes_per_second_after,
                 self.argon2.m_cost_kib,
                 self.argon2.t_cost,
                 self.argon2.p_cost,
@@ -962,7 +964,7 @@ async fn measure(
     let traces = Traces::new();
 
     // Phase 1: the Argon2 ceiling, with nothing else running.
-    let argon2 = hashing::ceiling(rules, Duration::from_secs(2)).await?;
+    let argon2 = hashing::ceiling(rules, Duration::from_secs(3)).await?;
 
     // Phase 2: the broker alone running the pattern.
     let channel = connection.create_channel().await?;
@@ -1113,6 +1115,7 @@ async fn measure(
     let left = leftovers(connection, &non_notify_queues(tag, runtime, &workers)).await?;
     gateway.stop().await;
     pool.close().await;
+    let argon2 = argon2.and_after(hashing::ceiling(rules, Duration::from_secs(3)).await?);
     let pinflow_rate = f64::from(tracker.completed) / elapsed;
     let per_1000 = usage.cpu_seconds * 1000.0 / f64::from(messages);
     Ok(Report {
