@@ -599,7 +599,10 @@ Figures (the --json keys in brackets):
   argon2 ceiling [argon2.hashes_per_second]: PIN hashes a second with the configured
       Argon2 parameters, one at a time per core, through pinflow's own hasher, alone:
       the mean of 3 s before pinflow's phase and 3 s after it [argon2.*_before,
-      argon2.*_after]; far apart, the machine's load moved during the run.
+      argon2.*_after]; far apart, the machine's load moved during the run. Also the
+      CPU time of one hash [argon2.cpu_seconds_per_hash] and what that makes on
+      free cores [argon2.hashes_per_second_free_cores], which other load on a shared
+      machine does not lower.
   broker publish-confirm ceiling [broker_publish_rate]: messages a second the broker
       takes with confirms, alone.
   broker ceiling for the pattern [broker_pattern_rate]: commands a second the broker
@@ -613,7 +616,10 @@ Figures (the --json keys in brackets):
       published in the measured phase (--rate: check it kept up with the rate asked).
   ratio to the pattern ceiling [ratio_to_pattern_ceiling]: pinflow ÷ broker pattern.
   ratio to the argon2 ceiling [ratio_to_hash_ceiling]: pinflow ÷ hashes a second; the
-      figure that matters for pin.request and pin.verify (one Argon2 each).
+      figure that matters for pin.request and pin.verify (one Argon2 each). On a
+      loaded machine it can exceed 1: pinflow's many threads win more of the shared
+      cores than the ceiling's one per core. The steadier view is argon2's share of
+      the CPU per command [argon2_cpu_share]: CPU of one hash ÷ CPU per command.
   latency p50 / p99 / max [latency.*_ms]: per command, from its publication until the
       last message it causes arrived (a type that causes nothing, delivery.receipt:
       until its inbox row's transaction began). Exact order statistics of every

@@ -73,6 +73,7 @@ async fn measure(message_type: &str, runtime: &Runtime, rules: &Rules) -> Report
         "usage_includes_bench_client",
         "argon2",
         "ratio_to_hash_ceiling",
+        "argon2_cpu_share",
         "leftover_messages",
         "namespace",
         "cleaned_up",
@@ -90,6 +91,8 @@ async fn measure(message_type: &str, runtime: &Runtime, rules: &Rules) -> Report
         "hashes_per_second",
         "hashes_per_second_before",
         "hashes_per_second_after",
+        "cpu_seconds_per_hash",
+        "hashes_per_second_free_cores",
     ] {
         assert!(report["argon2"][field].as_f64().is_some(), "argon2.{field}");
     }

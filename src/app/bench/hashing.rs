@@ -27,6 +27,11 @@ pub struct HashCeiling {
     pub hashes_per_second_before: f64,
     /// Measured after it.
     pub hashes_per_second_after: f64,
+    /// CPU seconds one hash takes (this process's CPU time over the hashes made,
+    /// both measurements): unlike the rates, not lowered by other load on the machine.
+    pub cpu_seconds_per_hash: f64,
+    /// `parallel / cpu_seconds_per_hash`: the ceiling were every core free for it.
+    pub hashes_per_second_free_cores: f64,
 }
 
 impl HashCeiling {
@@ -35,6 +40,8 @@ impl HashCeiling {
         self.hashes_per_second_after = after.hashes_per_second_before;
         self.hashes_per_second =
             (self.hashes_per_second_before + self.hashes_per_second_after) / 2.0;
+        self.cpu_seconds_per_hash = (self.cpu_seconds_per_hash + after.cpu_seconds_per_hash) / 2.0;
+        self.hashes_per_second_free_cores = self.parallel as f64 / self.cpu_seconds_per_hash;
         self
     }
 }
@@ -50,6 +57,7 @@ pub(super) async fn ceiling(
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let minimum = 4 * cores as u32;
     let done = Arc::new(AtomicU32::new(0));
+    let cpu_before = super::running::cpu_seconds("self").unwrap_or(0.0);
     let started = Instant::now();
     let mut callers = Vec::new();
     for _ in 0..2 * cores {
@@ -66,8 +74,13 @@ pub(super) async fn ceiling(
         caller.await??;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let rate = f64::from(done.load(Ordering::Relaxed)) / elapsed;
+    let hashes = f64::from(done.load(Ordering::Relaxed));
+    let rate = hashes / elapsed;
+    let cpu = super::running::cpu_seconds("self").unwrap_or(0.0) - cpu_before;
+    let cpu_per_hash = cpu / hashes;
     Ok(HashCeiling {
+        cpu_seconds_per_hash: cpu_per_hash,
+        hashes_per_second_free_cores: cores as f64 / cpu_per_hash,
         m_cost_kib: params.m_cost_kib,
         t_cost: params.t_cost,
         p_cost: params.p_cost,

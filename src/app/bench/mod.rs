@@ -148,6 +148,11 @@ pub struct Report {
     /// `pinflow_rate / argon2.hashes_per_second`: for `pin.request` and `pin.verify`
     /// (one Argon2 computation each) how close pinflow comes to the hashing ceiling.
     pub ratio_to_hash_ceiling: f64,
+    /// `argon2.cpu_seconds_per_hash ÷ (cpu_seconds / messages)`: for `pin.request` and
+    /// `pin.verify`, the share of the CPU per command that is the hash (1.0: nothing
+    /// else costs). CPU time is not lowered by other load as rates are, so on a
+    /// shared machine this is the steadier view of the same question.
+    pub argon2_cpu_share: f64,
     /// Messages left at the end in a queue of the namespace other than `notify.*`
     /// (work, retry and dead-letter queues, the benchmark's own), by queue; empty in
     /// a clean run.
@@ -241,10 +246,12 @@ impl std::fmt::Display for Report {
             f,
             "argon2 ceiling:",
             format!(
-                "{:.0} hashes/s (before {:.0}, after {:.0}; m={} KiB t={} p={}, {} at a time)",
+                "{:.0} hashes/s (before {:.0}, after {:.0}; {:.1} ms CPU each, {:.0}/s on free cores; m={} KiB t={} p={}, {} at a time)",
                 self.argon2.hashes_per_second,
                 self.argon2.hashes_per_second_before,
                 self.argon2.hashes_per_second_after,
+                self.argon2.cpu_seconds_per_hash * 1000.0,
+                self.argon2.hashes_per_second_free_cores,
                 self.argon2.m_cost_kib,
                 self.argon2.t_cost,
                 self.argon2.p_cost,
@@ -277,7 +284,10 @@ impl std::fmt::Display for Report {
         line(
             f,
             "ratio to the argon2 ceiling:",
-            format!("{:.3}", self.ratio_to_hash_ceiling),
+            format!(
+                "{:.3} (argon2's share of the CPU per command: {:.3})",
+                self.ratio_to_hash_ceiling, self.argon2_cpu_share
+            ),
         )?;
         let queueing = if self.latency.includes_queueing {
             " (includes queueing)"
@@ -1142,6 +1152,8 @@ async fn measure(
         peak_rss_total_kib: usage.peak_rss_total_kib,
         usage_includes_bench_client: processes == 0,
         ratio_to_hash_ceiling: pinflow_rate / argon2.hashes_per_second,
+        argon2_cpu_share: argon2.cpu_seconds_per_hash * f64::from(messages)
+            / usage.cpu_seconds.max(1e-9),
         argon2,
         leftover_messages: left,
         namespace: tag.clone(),
