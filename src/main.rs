@@ -110,20 +110,36 @@ enum Command {
         #[command(flatten)]
         connections: Connections,
     },
-    /// Measure throughput: the broker's own ceiling for a command's message pattern
-    /// (from its worker's description), then pinflow handling that command end to
-    /// end, in one run, as ratios. Uses a namespace and a database of its own and
-    /// removes them afterwards.
+    /// Measure throughput and latency: the Argon2 ceiling, the broker's own ceiling for
+    /// a command's message pattern (from its worker's description), then pinflow
+    /// handling that command end to end, in one run, as rates and ratios. Uses a
+    /// namespace and a database of its own and removes them afterwards.
+    #[command(after_long_help = BENCH_FIGURES)]
     Bench {
-        /// Commands per phase.
-        #[arg(long, default_value_t = 2000)]
-        messages: u32,
-        /// The command type to drive (its example in schemas/examples/ is the body).
+        /// Commands to measure; several sizes separated by commas (10000,100000) run
+        /// the same measurement at each and report how the figures moved.
+        #[arg(long, default_value = "2000", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=672_000))]
+        messages: Vec<u32>,
+        /// The command type to drive (its example in schemas/examples/ is the body):
+        /// pin.request, pin.first_access, pin.verify, conversion.submit,
+        /// application.submit, delivery.receipt, or any other registered command whose
+        /// example succeeds as it is.
         #[arg(long = "type", default_value = "pin.request")]
         message_type: String,
+        /// Publish this many commands a second while pinflow runs (latency at a set
+        /// load) instead of queueing them all before the workers start (full speed).
+        #[arg(long, value_name = "R")]
+        rate: Option<f64>,
+        /// Run the workers as N `pinflow run` processes of this executable instead of
+        /// in the benchmark's process.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+        processes: Option<u16>,
+        /// Print one JSON object with every figure instead of the table.
+        #[arg(long)]
+        json: bool,
         /// Measure the timed jobs instead: --messages credentials past their deadline,
         /// swept by two replicas, against the broker's publish-confirm rate.
-        #[arg(long, conflicts_with = "message_type")]
+        #[arg(long, conflicts_with_all = ["message_type", "rate", "processes"])]
         sweep: bool,
         #[command(flatten)]
         connections: Connections,
@@ -420,34 +436,55 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Bench {
             messages,
-            message_type: _,
+            json,
             sweep: true,
             connections,
             runtime,
             rules,
+            ..
         } => {
-            let report =
-                app::bench::sweep::run(&connections, &runtime, &rules, REGISTRY, messages).await?;
-            println!("{report}");
+            let mut reports = Vec::new();
+            for credentials in messages {
+                let report =
+                    app::bench::sweep::run(&connections, &runtime, &rules, REGISTRY, credentials)
+                        .await?;
+                if !json {
+                    println!("{report}");
+                }
+                reports.push(report);
+            }
+            if json {
+                println!("{}", serde_json::json!({ "sweeps": reports }));
+            }
             Ok(())
         }
         Command::Bench {
             messages,
             message_type,
+            rate,
+            processes,
+            json,
             sweep: false,
             connections,
             runtime,
             rules,
         } => {
+            rules.check_hash_strength().map_err(anyhow::Error::msg)?;
             let bench = BenchSetup {
                 runtime: &runtime,
                 rules: &rules,
                 registry: REGISTRY,
                 message_type: &message_type,
-                messages,
+                messages: 0,
+                rate,
+                processes: processes.unwrap_or(0),
             };
-            let report = app::bench::run(&connections, bench).await?;
-            println!("{report}");
+            let runs = app::bench::run_sizes(&connections, bench, &messages).await?;
+            if json {
+                println!("{}", serde_json::to_string(&runs)?);
+            } else {
+                print!("{runs}");
+            }
             Ok(())
         }
         Command::Keys { command } => keys(command).await,
@@ -561,6 +598,75 @@ fn write_key_file(path: &std::path::Path, key: &OutboxKey) -> anyhow::Result<()>
         Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
     }
 }
+
+/// What `pinflow bench` reports, for `--help`.
+const BENCH_FIGURES: &str = "\
+The phases, in one run on the same broker and machine (a shared machine moves absolute
+rates from run to run, so read the ratios):
+  1. the Argon2 ceiling, 2. the broker alone running the command's pattern,
+  3. untimed, what the command needs first (see below), 4. pinflow, measured.
+
+Every command carries its own W3C traceparent; pinflow continues the trace id into
+everything the command causes, so each output is matched to its command. The benchmark
+takes the outputs as the systems around pinflow would: it is the delivery gateway (it
+consumes the namespace's own notify.* queues, the only queues that may hold a PIN half),
+the caller (RPC replies come to its reply queue and are dropped unread) and an event
+subscriber (a sink bound to the events exchange only).
+
+Figures (the --json keys in brackets):
+  argon2 ceiling [argon2.hashes_per_second]: PIN hashes a second with the configured
+      Argon2 parameters, one at a time per core, through pinflow's own hasher, alone:
+      the mean of 3 s before pinflow's phase and 3 s after it [argon2.*_before,
+      argon2.*_after]; far apart, the machine's load moved during the run. Also the
+      CPU time of one hash [argon2.cpu_seconds_per_hash] and what that makes on
+      free cores [argon2.hashes_per_second_free_cores], which other load on a shared
+      machine does not lower.
+  broker publish-confirm ceiling [broker_publish_rate]: messages a second the broker
+      takes with confirms, alone.
+  broker ceiling for the pattern [broker_pattern_rate]: commands a second the broker
+      alone runs through the type's pattern: consume one, publish what it causes (from
+      the worker's description) with confirms, acknowledge, batched like the consumer.
+  pinflow end to end [pinflow_rate]: commands a second from the start of the measured
+      phase (full speed: the workers' start; --rate: the first publication) until the
+      last output of the last command (with --rate, the rate asked bounds it).
+      Every effect is durable in PostgreSQL.
+  published [published_rate, offered_rate]: commands a second the benchmark
+      published in the measured phase (--rate: check it kept up with the rate asked).
+  ratio to the pattern ceiling [ratio_to_pattern_ceiling]: pinflow ÷ broker pattern.
+  ratio to the argon2 ceiling [ratio_to_hash_ceiling]: pinflow ÷ hashes a second; the
+      figure that matters for pin.request and pin.verify (one Argon2 each). On a
+      loaded machine it can exceed 1: pinflow's many threads win more of the shared
+      cores than the ceiling's one per core. The steadier view is argon2's share of
+      the CPU per command [argon2_cpu_share]: CPU of one hash ÷ CPU per command.
+  latency p50 / p99 / max [latency.*_ms]: per command, from its publication until the
+      last message it causes arrived (a type that causes nothing, delivery.receipt:
+      until its inbox row's transaction began). Exact order statistics of every
+      command. At full speed all commands were queued before the workers started, so
+      it includes the queueing (latency.includes_queueing); use --rate for the latency
+      at a given load.
+  outputs counted [outputs, expected_outputs, unexpected_outputs]: by routing key; a
+      clean run counts every expected output and nothing unexpected.
+  cpu per 1,000 commands [cpu_seconds_per_1000, cpu_seconds]: user+system CPU of what
+      ran the workers during the measured phase (/proc/<pid>/stat). In process it is
+      the whole process, the benchmark's own publisher and consumers included
+      [usage_includes_bench_client]; with --processes, the children's, start-up
+      included.
+  peak RSS [peak_rss_kib, peak_rss_total_kib]: VmHWM of the process that ran the
+      workers (in process: reset at the phase's start where the kernel allows; the
+      whole process); with --processes, the largest child's and all children's.
+  left in non-notify queues [leftover_messages]: messages still in a work, retry,
+      dead-letter or benchmark queue at the end; none in a clean run.
+  namespace removed [cleaned_up]: queues, exchanges and the database are gone.
+  scaling [scaling.*]: with several --messages, last ÷ first of the rate, the ratio,
+      p50, p99, CPU per 1,000 and peak RSS; a latency or CPU ratio well above 1 is a
+      cost that grows with the backlog.
+
+What each type needs first (from the worker's description, untimed): conversion.submit
+and delivery.receipt a PIN issued (pin.request); pin.first_access the PIN issued, its
+initial PIN read from the two halves in notify.*; pin.verify also activated
+(pin.first_access), its PIN read from the reply. Those secrets stay in memory only.
+With full speed, pin.verify commands (which carry the PIN, as the portal's do) wait
+in the worker's queue until the workers start.";
 
 /// Completes on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {

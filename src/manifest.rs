@@ -28,7 +28,9 @@ pub struct Binding {
     pub causes: &'static [&'static str],
     /// Command types whose contract example, for the same applicant, must have been
     /// handled before this type's example can succeed (an ordinary PIN before its
-    /// conversion): the benchmark sends them first, untimed. Empty for most.
+    /// conversion; the PIN issued, then activated with the initial PIN its halves
+    /// carried, before a `pin.verify`; a notification before its `delivery.receipt`):
+    /// the benchmark sends them first, in this order, untimed. Empty for most.
     pub needs: &'static [&'static str],
 }
 

@@ -20,7 +20,7 @@ use crate::runtime::{Message, Registration, Worker};
 pub const WORKER: Registration = Registration {
     description: Description {
         name: "delivery_receipts",
-        bindings: &[Binding::command("delivery.receipt", &[])],
+        bindings: &[Binding::command("delivery.receipt", &[]).after(&["pin.request"])],
         jobs: &[],
     },
     start: |starter| starter.consume(Receipts),

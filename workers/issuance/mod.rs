@@ -24,8 +24,8 @@ pub const WORKER: Registration = Registration {
         name: "issuance",
         bindings: &[
             Binding::command("pin.request", &["notify.sms", "notify.post", "pin.issued"]),
-            Binding::rpc("pin.first_access", &["reply", "pin.activated"]),
-            Binding::rpc("pin.verify", &["reply"]),
+            Binding::rpc("pin.first_access", &["reply", "pin.activated"]).after(&["pin.request"]),
+            Binding::rpc("pin.verify", &["reply"]).after(&["pin.request", "pin.first_access"]),
         ],
         jobs: &[],
     },

@@ -17,12 +17,28 @@ use crate::config::Runtime;
 use crate::contract::CONTENT_TYPE;
 
 pub(super) fn properties(id: &str, message_type: &str, reply_to: Option<&str>) -> BasicProperties {
-    let properties = BasicProperties::default()
+    traced(id, message_type, reply_to, None)
+}
+
+/// The properties of a command, with its own `traceparent` when given.
+pub(super) fn traced(
+    id: &str,
+    message_type: &str,
+    reply_to: Option<&str>,
+    traceparent: Option<&str>,
+) -> BasicProperties {
+    let mut properties = BasicProperties::default()
         .with_content_type(ShortString::from(CONTENT_TYPE))
         .with_message_id(ShortString::from(id))
         .with_type(ShortString::from(message_type))
         .with_correlation_id(ShortString::from(id))
         .with_delivery_mode(2);
+    if let Some(traceparent) = traceparent {
+        let mut headers = FieldTable::default();
+        let value = AMQPValue::LongString(LongString::from(traceparent));
+        headers.insert(ShortString::from("traceparent"), value);
+        properties = properties.with_headers(headers);
+    }
     match reply_to {
         Some(queue) => properties.with_reply_to(ShortString::from(queue)),
         None => properties,
@@ -149,26 +165,26 @@ pub(super) async fn pattern_ceiling(
     Ok((publish_rate, pattern_rate))
 }
 
-/// A queue that receives a copy of everything pinflow publishes on the events and
-/// notifications exchanges of `names`, for the benchmark to count.
-pub(super) async fn sink_for(
+/// A queue that receives a copy of every event pinflow publishes on the events
+/// exchange of `names`, for the benchmark to count. Never bound to the notifications
+/// exchange: a notification may carry a PIN half, which only its `notify.*` queue may
+/// hold.
+pub(super) async fn events_sink(
     channel: &Channel,
     tag: &str,
     names: &crate::broker::Names,
 ) -> anyhow::Result<String> {
-    let sink = format!("{tag}.bench.sink");
+    let sink = format!("{tag}.bench.events");
     declare(channel, &sink, false).await?;
-    for exchange in [names.events(), names.notifications()] {
-        let options = lapin::options::QueueBindOptions::default();
-        channel
-            .queue_bind(
-                sink.as_str().into(),
-                exchange.as_str().into(),
-                "#".into(),
-                options,
-                FieldTable::default(),
-            )
-            .await?;
-    }
+    let options = lapin::options::QueueBindOptions::default();
+    channel
+        .queue_bind(
+            sink.as_str().into(),
+            names.events().as_str().into(),
+            "#".into(),
+            options,
+            FieldTable::default(),
+        )
+        .await?;
     Ok(sink)
 }

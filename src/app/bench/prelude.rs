@@ -1,111 +1,117 @@
 //! What a benchmark sends before it measures. A command whose binding names others it
-//! needs handled first (a conversion needs an ordinary PIN) gets them: for the same
-//! applicants, the contract's example of each needed type, handled by pinflow until
-//! everything they cause has come out, then drained. None of it is timed.
+//! needs handled first gets them, in the order named, for the same applicants: a
+//! conversion needs an ordinary PIN (`pin.request`); a `pin.verify` needs the PIN
+//! issued and activated (`pin.request`, then `pin.first_access` with the initial PIN
+//! its two halves carried); a `delivery.receipt` needs a notification to report on.
+//! Acting as the delivery gateway and as the portal, the benchmark reads what it needs
+//! from what pinflow sends (the halves from the `notify.*` queues, the PIN from the
+//! first-access reply) into memory that is wiped when dropped, and never writes,
+//! logs or prints it. None of it is timed.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use lapin::Channel;
-use lapin::options::QueuePurgeOptions;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
 
-use super::ceiling::{count, publish_all};
-use super::{binding_of, command};
+use super::gateway::{Gateway, Learned, Traces};
+use super::running::Running;
+use super::{Commands, Outbound, Tracker, binding_of, publish_commands, wait};
 use crate::app::Setup;
-use crate::broker::Names;
 use crate::runtime::Registration;
 
-/// pinflow running in this process for a phase of the benchmark.
-pub(super) struct Pinflow {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<anyhow::Result<()>>,
+/// What the prelude learned, per applicant.
+pub(super) struct Facts {
+    /// Initial PIN, characters 1–8.
+    pub first_half: Vec<Option<Zeroizing<String>>>,
+    /// Initial PIN, characters 9–16.
+    pub second_half: Vec<Option<Zeroizing<String>>>,
+    /// The PIN first access handed out.
+    pub pin: Vec<Option<Zeroizing<String>>>,
+    /// The id of the notification that carried the first half.
+    pub notification: Vec<Option<String>>,
 }
 
-impl Pinflow {
-    /// Starts every worker of `setup`.
-    pub(super) fn start(setup: Setup) -> Pinflow {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(crate::app::run(setup, async move {
-            let _ = stopped.await;
-        }));
-        Pinflow { stop, task }
-    }
-
-    /// Waits until `queue` holds `expected` messages; fails if pinflow stops first.
-    pub(super) async fn wait_for(
-        &self,
-        channel: &Channel,
-        queue: &str,
-        expected: u32,
-    ) -> anyhow::Result<()> {
-        while count(channel, queue).await? < expected {
-            anyhow::ensure!(
-                !self.task.is_finished(),
-                "pinflow stopped during the benchmark"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+impl Facts {
+    /// Nothing known yet of `n` applicants.
+    pub(super) fn new(n: u32) -> Facts {
+        let n = n as usize;
+        Facts {
+            first_half: (0..n).map(|_| None).collect(),
+            second_half: (0..n).map(|_| None).collect(),
+            pin: (0..n).map(|_| None).collect(),
+            notification: vec![None; n],
         }
-        Ok(())
     }
 
-    /// Stops it and waits until it has.
-    pub(super) async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        self.task.await?
+    /// Keeps what one output of applicant `i` held.
+    pub(super) fn absorb(&mut self, i: u32, learned: Learned) {
+        let i = i as usize;
+        if i >= self.pin.len() {
+            return;
+        }
+        match learned {
+            Learned::Half {
+                first: true,
+                secret,
+                notification_id,
+            } => {
+                self.first_half[i] = Some(secret);
+                self.notification[i] = Some(notification_id);
+            }
+            Learned::Half {
+                first: false,
+                secret,
+                ..
+            } => self.second_half[i] = Some(secret),
+            Learned::Pin(pin) => self.pin[i] = Some(pin),
+        }
     }
 }
 
-/// Where the prelude publishes and what it waits on.
-pub(super) struct Target<'a> {
-    /// The benchmark's names.
-    pub names: &'a Names,
-    /// The queue that collects everything pinflow publishes.
-    pub sink: &'a str,
-    /// How long to wait for a publisher confirm.
-    pub confirm_timeout: Duration,
-}
-
-/// Has pinflow handle, for applicants `0..messages`, the example of every type in
-/// `needs`, then empties the sink. Does nothing when `needs` is empty.
+/// Has pinflow (in this process) handle, for applicants `0..messages`, each type in
+/// `needs` in turn, each until everything it causes has come out. Returns what was
+/// learned; learns nothing and starts nothing when `needs` is empty.
 pub(super) async fn run(
-    channel: &Channel,
-    target: Target<'_>,
+    gateway: &mut Gateway,
+    outbound: &Outbound,
     registry: &[Registration],
     needs: &[&str],
     messages: u32,
+    traces: Traces,
     setup: Setup,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Facts> {
+    let mut facts = Facts::new(messages);
     if needs.is_empty() {
-        return Ok(());
+        return Ok(facts);
     }
-    let pinflow = Pinflow::start(setup);
-    let mut expected = 0u32;
-    for needed in needs {
+    let mut running = Running::in_process(setup);
+    gateway.learning.store(true, Ordering::Relaxed);
+    for (k, needed) in needs.iter().enumerate() {
         let binding = binding_of(registry, needed)?;
-        let mut bodies = Vec::with_capacity(messages as usize);
-        for n in 0..messages {
-            let event = command(needed, n)?;
-            let id = event["id"].as_str().unwrap_or_default().to_owned();
-            bodies.push((id, serde_json::to_vec(&event)?));
-        }
-        let reply_to = binding.rpc.then_some(target.sink);
-        let exchange = target.names.commands();
-        publish_all(
-            channel,
-            &exchange,
-            needed,
-            &bodies,
-            (needed, reply_to),
-            target.confirm_timeout,
+        let phase = u8::try_from(k + 1)?;
+        // Each step builds on what the previous ones taught (the halves, the PIN).
+        let known = std::mem::replace(&mut facts, Facts::new(0));
+        let known = Arc::new(known);
+        let commands = Arc::new(Commands::new(needed, known.clone(), traces, phase)?);
+        let out = Outbound {
+            reply_to: binding.rpc.then(|| gateway.replies.clone()),
+            ..outbound.clone()
+        };
+        publish_commands(out, commands.clone(), messages, None, false).await?;
+        drop(commands);
+        facts = Arc::into_inner(known).unwrap_or_else(|| Facts::new(messages));
+        let mut tracker = Tracker::new(phase, &binding, messages);
+        wait(
+            &mut gateway.outputs,
+            &mut tracker,
+            &mut running,
+            Some(&mut facts),
+            None,
         )
-        .await?;
-        expected += messages.saturating_mul(binding.causes.len() as u32);
+        .await
+        .map_err(|e| e.context(format!("the prelude's {needed}")))?;
     }
-    pinflow.wait_for(channel, target.sink, expected).await?;
-    pinflow.stop().await?;
-    channel
-        .queue_purge(target.sink.into(), QueuePurgeOptions::default())
-        .await?;
-    Ok(())
+    gateway.learning.store(false, Ordering::Relaxed);
+    running.stop(Default::default()).await?;
+    Ok(facts)
 }

@@ -7,7 +7,6 @@
 //! every announcement is confirmed on the broker. Reported as rates and their ratio.
 //! Names no worker: the workers with timed jobs are found by their descriptions.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lapin::Channel;
@@ -18,12 +17,13 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::ceiling::{count, declare, publish_all, sink_for};
-use super::{Setup, peak_rss_kib};
+use super::ceiling::{count, declare, events_sink, publish_all};
+use super::running::peak_rss_kib;
+use super::{setup_for, tax_code};
+use crate::broker::names::NOTIFY_CHANNELS;
 use crate::broker::{self, Names};
-use crate::clock::SystemClock;
 use crate::config::{Connections, Rules, Runtime};
-use crate::runtime::{JobTrigger, Registration, descriptions};
+use crate::runtime::{Registration, descriptions};
 use crate::seal::OutboxKey;
 
 /// Replicas that share the sweep.
@@ -33,7 +33,7 @@ const REPLICAS: usize = 2;
 const PER_CREDENTIAL: u32 = 2;
 
 /// What was measured.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SweepReport {
     /// Credentials due.
     pub credentials: u32,
@@ -101,19 +101,6 @@ impl std::fmt::Display for SweepReport {
     }
 }
 
-/// A valid tax code for each `n` below 672,000: day of birth (women's +40), month
-/// letter and a three-digit town number vary.
-pub fn tax_code(n: u32) -> String {
-    const MONTHS: &[u8] = b"ABCDEHLMPRST";
-    let town = n % 1000;
-    let day = 1 + (n / 1000) % 56;
-    let day = if day > 28 { day - 28 + 40 } else { day };
-    let month = char::from(MONTHS[(n / 56_000) as usize % MONTHS.len()]);
-    let first15 = format!("BNCLRA80{month}{day:02}Z{town:03}");
-    let check = crate::domain::tax_code::check_character(&first15).unwrap_or('X');
-    format!("{first15}{check}")
-}
-
 /// Writes `n` active credentials whose validity ended within the last minute, each
 /// with an e-mail on record, half citizens and half intermediaries.
 pub async fn seed(pool: &PgPool, n: u32) -> anyhow::Result<()> {
@@ -174,14 +161,20 @@ pub async fn run(
     let messages = credentials * PER_CREDENTIAL;
     let broker_publish_rate = broker_ceiling(&channel, &tag, messages, runtime).await?;
 
-    // Phase 2: the replicas, with everything they announce counted in one sink.
+    // Phase 2: the replicas; their events are counted in a sink bound to the events
+    // exchange, their notices in the namespace's own `notify.*` queues.
     let workers = descriptions(registry);
     super::super::declare_topology(&bench, runtime, &workers).await?;
     let names = Names::new(&tag);
-    let sink = sink_for(&channel, &tag, &names).await?;
+    let sink = events_sink(&channel, &tag, &names).await?;
+    let mut counted: Vec<String> = NOTIFY_CHANNELS
+        .iter()
+        .map(|c| names.notify_queue(c))
+        .collect();
+    counted.push(sink.clone());
     let started = Instant::now();
     let replicas = start_replicas(&bench, runtime, rules, registry, &sweepers)?;
-    let (marked, announced) = wait(&channel, &sink, &pool, messages, &replicas, started).await?;
+    let (marked, announced) = wait(&channel, &counted, &pool, messages, &replicas, started).await?;
     for (stop, task) in replicas {
         let _ = stop.send(());
         task.await??;
@@ -203,7 +196,7 @@ pub async fn run(
         broker_publish_rate,
         marked_rate: n / marked.as_secs_f64(),
         announced_rate: n / announced.as_secs_f64(),
-        peak_rss_kib: peak_rss_kib(),
+        peak_rss_kib: peak_rss_kib("self"),
     })
 }
 
@@ -250,16 +243,7 @@ fn start_replicas(
     let mut replicas = Vec::with_capacity(REPLICAS);
     for _ in 0..REPLICAS {
         let (stop, stopped) = oneshot::channel::<()>();
-        let setup = Setup {
-            connections: bench.clone(),
-            runtime: runtime.clone(),
-            rules: rules.clone(),
-            keys: crate::seal::KeyRing::single(OutboxKey::from_base64(&key)?),
-            clock: Arc::new(SystemClock),
-            registry: registry.to_vec(),
-            workers: sweepers.to_vec(),
-            jobs_now: JobTrigger::default(),
-        };
+        let setup = setup_for(bench, runtime, rules, &key, registry, sweepers.to_vec())?;
         let task = tokio::spawn(super::super::run(setup, async move {
             let _ = stopped.await;
         }));
@@ -268,18 +252,26 @@ fn start_replicas(
     Ok(replicas)
 }
 
-/// Waits until every announcement is in the sink; returns when no credential was
-/// left unmarked and when everything was announced, both from `started`.
+/// Waits until every announcement is in the queues counted; returns when no
+/// credential was left unmarked and when everything was announced, both from
+/// `started`.
 async fn wait(
     channel: &Channel,
-    sink: &str,
+    counted: &[String],
     pool: &PgPool,
     messages: u32,
     replicas: &[Replica],
     started: Instant,
 ) -> anyhow::Result<(Duration, Duration)> {
     let mut marked = None;
-    while count(channel, sink).await? < messages {
+    loop {
+        let mut arrived = 0;
+        for queue in counted {
+            arrived += count(channel, queue).await?;
+        }
+        if arrived >= messages {
+            break;
+        }
         anyhow::ensure!(
             replicas.iter().all(|(_, t)| !t.is_finished()),
             "a replica stopped during the benchmark"
@@ -295,20 +287,4 @@ async fn wait(
     }
     let announced = started.elapsed();
     Ok((marked.unwrap_or(announced), announced))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bench_tax_codes_are_valid_and_distinct() {
-        let codes: std::collections::HashSet<String> =
-            (0..672_000).step_by(997).map(tax_code).collect();
-        assert_eq!(codes.len(), (0..672_000).step_by(997).count());
-        for n in [0, 27_999, 28_000, 55_999, 56_000, 671_999] {
-            let code = tax_code(n);
-            assert!(crate::domain::TaxCode::parse(&code).is_ok(), "{n}: {code}");
-        }
-    }
 }

@@ -1,0 +1,92 @@
+//! The Argon2 ceiling: how many PIN hashes a second this machine makes with the
+//! configured parameters, on all cores, through pinflow's own hasher and its bounded
+//! pool (one hash per core at a time), with nothing else of the benchmark running:
+//! measured before pinflow's phase and again after it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::domain::PinHasher;
+
+/// The hashing ceiling.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HashCeiling {
+    /// Argon2id memory cost, KiB.
+    pub m_cost_kib: u32,
+    /// Argon2id iterations.
+    pub t_cost: u32,
+    /// Argon2id lanes.
+    pub p_cost: u32,
+    /// Hashes at a time (the hasher's pool: one per core).
+    pub parallel: usize,
+    /// Hashes made per second: the mean of the two measurements below (the machine's
+    /// load moves during a run; both ends of it bracket the measured phase).
+    pub hashes_per_second: f64,
+    /// Measured before pinflow's phase.
+    pub hashes_per_second_before: f64,
+    /// Measured after it.
+    pub hashes_per_second_after: f64,
+    /// CPU seconds one hash takes (this process's CPU time over the hashes made,
+    /// both measurements): unlike the rates, not lowered by other load on the machine.
+    pub cpu_seconds_per_hash: f64,
+    /// `parallel / cpu_seconds_per_hash`: the ceiling were every core free for it.
+    pub hashes_per_second_free_cores: f64,
+}
+
+impl HashCeiling {
+    /// With the rate measured after pinflow's phase too.
+    pub(super) fn and_after(mut self, after: HashCeiling) -> HashCeiling {
+        self.hashes_per_second_after = after.hashes_per_second_before;
+        self.hashes_per_second =
+            (self.hashes_per_second_before + self.hashes_per_second_after) / 2.0;
+        self.cpu_seconds_per_hash = (self.cpu_seconds_per_hash + after.cpu_seconds_per_hash) / 2.0;
+        self.hashes_per_second_free_cores = self.parallel as f64 / self.cpu_seconds_per_hash;
+        self
+    }
+}
+
+/// Hashes for at least `at_least` and at least four hashes per core, with twice as
+/// many callers as cores so the pool is never idle.
+pub(super) async fn ceiling(
+    rules: &crate::config::Rules,
+    at_least: Duration,
+) -> anyhow::Result<HashCeiling> {
+    let params = rules.hash_params();
+    let hasher = PinHasher::new(params)?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let minimum = 4 * cores as u32;
+    let done = Arc::new(AtomicU32::new(0));
+    let cpu_before = super::running::cpu_seconds("self").unwrap_or(0.0);
+    let started = Instant::now();
+    let mut callers = Vec::new();
+    for _ in 0..2 * cores {
+        let (hasher, done) = (hasher.clone(), done.clone());
+        callers.push(tokio::spawn(async move {
+            while started.elapsed() < at_least || done.load(Ordering::Relaxed) < minimum {
+                hasher.hash_off_thread("BENCHMARK".to_owned()).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, crate::domain::hashing::HashError>(())
+        }));
+    }
+    for caller in callers {
+        caller.await??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let hashes = f64::from(done.load(Ordering::Relaxed));
+    let rate = hashes / elapsed;
+    let cpu = super::running::cpu_seconds("self").unwrap_or(0.0) - cpu_before;
+    let cpu_per_hash = cpu / hashes;
+    Ok(HashCeiling {
+        cpu_seconds_per_hash: cpu_per_hash,
+        hashes_per_second_free_cores: cores as f64 / cpu_per_hash,
+        m_cost_kib: params.m_cost_kib,
+        t_cost: params.t_cost,
+        p_cost: params.p_cost,
+        parallel: cores,
+        hashes_per_second: rate,
+        hashes_per_second_before: rate,
+        hashes_per_second_after: rate,
+    })
+}

@@ -1,0 +1,176 @@
+//! `pinflow bench` as a user reads it: for a few commands of two types (one that
+//! needs a prelude reading PIN halves and a first-access PIN), in process, every
+//! expected output is counted and nothing else, the JSON carries every figure, the
+//! latency percentiles are ordered, and afterwards nothing of the run is left: no
+//! message in a queue that is not a `notify.*` one, and no queue, exchange or
+//! database of its namespace at all. Never asserts a speed.
+
+mod common;
+
+use clap::Parser;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use pinflow::app::bench::{self, BenchSetup, Report};
+use pinflow::broker::names::NOTIFY_CHANNELS;
+use pinflow::broker::{self as amqp, Names};
+use pinflow::config::{Connections, Rules, Runtime};
+use pinflow::runtime::descriptions;
+use pinflow::workers::REGISTRY;
+
+#[derive(Parser)]
+struct Settings {
+    #[command(flatten)]
+    runtime: Runtime,
+    #[command(flatten)]
+    rules: Rules,
+}
+
+const COMMANDS: u32 = 50;
+
+async fn measure(message_type: &str, runtime: &Runtime, rules: &Rules) -> Report {
+    let services = common::services().await;
+    let connections = Connections {
+        amqp_url: services.amqp_url.clone(),
+        database_url: services.database_url.clone(),
+        namespace: String::new(),
+    };
+    let setup = BenchSetup {
+        runtime,
+        rules,
+        registry: REGISTRY,
+        message_type,
+        messages: COMMANDS,
+        rate: None,
+        processes: 0,
+    };
+    let runs = bench::run_sizes(&connections, setup, &[COMMANDS])
+        .await
+        .unwrap_or_else(|e| panic!("bench {message_type}: {e:#}"));
+    assert!(runs.scaling.is_none(), "one size, nothing to compare");
+    let json = serde_json::to_value(&runs).expect("serializes");
+    let report = &json["runs"][0];
+    for field in [
+        "message_type",
+        "causes",
+        "messages",
+        "mode",
+        "published_rate",
+        "processes",
+        "broker_publish_rate",
+        "broker_pattern_rate",
+        "pinflow_rate",
+        "ratio_to_pattern_ceiling",
+        "latency",
+        "completion",
+        "completed",
+        "expected_outputs",
+        "outputs",
+        "unexpected_outputs",
+        "cpu_seconds",
+        "cpu_seconds_per_1000",
+        "peak_rss_kib",
+        "peak_rss_total_kib",
+        "usage_includes_bench_client",
+        "argon2",
+        "ratio_to_hash_ceiling",
+        "argon2_cpu_share",
+        "leftover_messages",
+        "namespace",
+        "cleaned_up",
+        "elapsed_seconds",
+    ] {
+        assert!(
+            report.get(field).is_some(),
+            "{message_type}: the JSON has no {field}"
+        );
+    }
+    for field in ["samples", "p50_ms", "p99_ms", "max_ms", "includes_queueing"] {
+        assert!(report["latency"].get(field).is_some(), "latency.{field}");
+    }
+    for field in [
+        "hashes_per_second",
+        "hashes_per_second_before",
+        "hashes_per_second_after",
+        "cpu_seconds_per_hash",
+        "hashes_per_second_free_cores",
+    ] {
+        assert!(report["argon2"][field].as_f64().is_some(), "argon2.{field}");
+    }
+    runs.runs.into_iter().next().expect("one report")
+}
+
+async fn assert_gone(report: &Report, runtime: &Runtime) {
+    let services = common::services().await;
+    let connection = amqp::connect(&services.amqp_url).await.expect("broker");
+    let names = Names::new(&report.namespace);
+    let mut queues = bench::non_notify_queues(&report.namespace, runtime, &descriptions(REGISTRY));
+    queues.extend(NOTIFY_CHANNELS.iter().map(|c| names.notify_queue(c)));
+    for queue in queues {
+        let channel = connection.create_channel().await.expect("channel");
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let found = channel
+            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+            .await;
+        assert!(found.is_err(), "{queue} is still there after the run");
+    }
+    let _ = connection.close(200, "done".into()).await;
+    let admin = pinflow::store::connect(&services.database_url, 1)
+        .await
+        .expect("database");
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+            .bind(&report.namespace)
+            .fetch_one(&admin)
+            .await
+            .expect("query");
+    assert!(!exists, "the database {} is still there", report.namespace);
+    admin.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_counts_every_output_and_leaves_nothing_behind() {
+    let settings = Settings::parse_from([
+        "bench",
+        "--argon2-m-cost",
+        "256",
+        "--argon2-t-cost",
+        "1",
+        "--dev-allow-weak-argon2",
+    ]);
+    let (runtime, rules) = (settings.runtime, settings.rules);
+    for message_type in ["pin.request", "pin.verify"] {
+        let report = measure(message_type, &runtime, &rules).await;
+        assert_eq!(report.completed, COMMANDS, "{message_type}: all complete");
+        let counted: u64 = report.outputs.values().sum();
+        assert_eq!(counted, report.expected_outputs, "{message_type}");
+        assert_eq!(
+            report.expected_outputs,
+            u64::from(COMMANDS) * report.causes.len() as u64
+        );
+        for cause in &report.causes {
+            assert!(
+                report.outputs.contains_key(cause),
+                "{message_type}: {cause}"
+            );
+        }
+        assert!(
+            report.unexpected_outputs.is_empty(),
+            "{message_type}: {:?}",
+            report.unexpected_outputs
+        );
+        let latency = &report.latency;
+        assert_eq!(latency.samples, COMMANDS as usize);
+        assert!(latency.p50_ms <= latency.p99_ms && latency.p99_ms <= latency.max_ms);
+        assert!(latency.includes_queueing, "full speed queues first");
+        assert!(
+            report.leftover_messages.is_empty(),
+            "{message_type}: left in non-notify queues: {:?}",
+            report.leftover_messages
+        );
+        assert!(report.cleaned_up);
+        assert_gone(&report, &runtime).await;
+    }
+}
