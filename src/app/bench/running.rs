@@ -74,6 +74,8 @@ impl Running {
                 .env("PINFLOW_OUTBOX_KEY", key)
                 .env_remove("PINFLOW_OUTBOX_KEY_FILE")
                 .env_remove("PINFLOW_FAILPOINTS")
+                // N children cannot share one listener address.
+                .env_remove("PINFLOW_METRICS_ADDR")
                 .env("PINFLOW_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
