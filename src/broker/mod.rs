@@ -24,7 +24,22 @@ pub async fn connect(url: &str) -> Result<Connection, lapin::Error> {
 /// user_provided_name`), so operators can tell pinflow's connections apart.
 pub async fn connect_named(url: &str, name: &str) -> Result<Connection, lapin::Error> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url, properties).await
+    Connection::connect(&with_frame_max(url), properties).await
+}
+
+/// The largest frame pinflow asks for, unless the URL sets `frame_max` itself. lapin
+/// keeps two buffers of 32 frames per connection: at RabbitMQ's default of 128 KiB
+/// that is 8 MiB for each of the twenty connections of a process running every
+/// worker; pinflow's messages are a few KiB, and a larger body is sent in several
+/// frames.
+const FRAME_MAX: u32 = 16 * 1024;
+
+fn with_frame_max(url: &str) -> String {
+    if url.contains("frame_max=") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}frame_max={FRAME_MAX}")
 }
 
 /// How long [`close`] waits for the broker's answer.
@@ -94,4 +109,19 @@ pub fn reconnect_delays() -> impl Iterator<Item = Duration> {
         .with_jitter()
         .without_max_times()
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_size_is_asked_for_unless_the_url_sets_one() {
+        let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+        assert_eq!(with_frame_max(url), format!("{url}?frame_max=16384"));
+        let tuned = "amqp://h/%2f?heartbeat=10";
+        assert_eq!(with_frame_max(tuned), format!("{tuned}&frame_max=16384"));
+        let own = "amqp://h/%2f?frame_max=65536";
+        assert_eq!(with_frame_max(own), own);
+    }
 }
