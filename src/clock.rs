@@ -25,8 +25,10 @@ impl Clock for SystemClock {
 /// The wall clock shifted by an offset that tests can move forward.
 #[derive(Debug, Clone, Default)]
 pub struct ShiftedClock {
-    /// Milliseconds added to the wall clock; shared by every clone.
-    offset_ms: Arc<AtomicI64>,
+    /// Nanoseconds added to the wall clock; shared by every clone. Exact, so a clock
+    /// moved to an instant is at or past it from then on (a millisecond offset could
+    /// leave it just short of an instant with microseconds).
+    offset_ns: Arc<AtomicI64>,
 }
 
 impl ShiftedClock {
@@ -37,14 +39,14 @@ impl ShiftedClock {
 
     /// Moves this clock (and every clone of it) forward by `by`.
     pub fn advance(&self, by: Duration) {
-        self.offset_ms
-            .fetch_add(by.num_milliseconds(), Ordering::SeqCst);
+        let nanos = by.num_nanoseconds().unwrap_or(i64::MAX);
+        self.offset_ns.fetch_add(nanos, Ordering::SeqCst);
     }
 }
 
 impl Clock for ShiftedClock {
     fn now(&self) -> DateTime<Utc> {
-        Utc::now() + Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst))
+        Utc::now() + Duration::nanoseconds(self.offset_ns.load(Ordering::SeqCst))
     }
 }
 
@@ -58,5 +60,15 @@ mod tests {
         let clone = clock.clone();
         clone.advance(Duration::days(30));
         assert!(clock.now() - Utc::now() > Duration::days(29));
+    }
+
+    #[test]
+    fn a_clock_moved_to_an_instant_is_never_short_of_it() {
+        let clock = ShiftedClock::new();
+        for micros in [1, 999, 123_457] {
+            let target = clock.now() + Duration::days(1) + Duration::microseconds(micros);
+            clock.advance(target - clock.now());
+            assert!(clock.now() >= target);
+        }
     }
 }
