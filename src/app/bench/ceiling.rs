@@ -88,14 +88,18 @@ pub(super) async fn declare(channel: &Channel, queue: &str, quorum: bool) -> any
 }
 
 pub(super) async fn count(channel: &Channel, queue: &str) -> anyhow::Result<u32> {
+    Ok(look(channel, queue).await?.message_count())
+}
+
+/// A queue's message and consumer counts, without declaring it.
+pub(super) async fn look(channel: &Channel, queue: &str) -> anyhow::Result<lapin::Queue> {
     let passive = QueueDeclareOptions {
         passive: true,
         ..Default::default()
     };
-    let declared = channel
+    Ok(channel
         .queue_declare(queue.into(), passive, FieldTable::default())
-        .await?;
-    Ok(declared.message_count())
+        .await?)
 }
 
 /// The broker alone running the pattern: commands already queued; consume each,

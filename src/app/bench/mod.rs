@@ -1172,13 +1172,7 @@ async fn wait_for_consumers(
     let channel = connection.create_channel().await?;
     let started = Instant::now();
     loop {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        let declared = channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await?;
+        let declared = ceiling::look(&channel, queue).await?;
         if declared.consumer_count() >= consumers {
             return Ok(());
         }
