@@ -78,9 +78,18 @@ impl TraceContext {
     /// `tracestate` that came with it is dropped, as the W3C rules say; a `tracestate`
     /// that is too long or not printable ASCII is dropped too.
     pub fn from_headers(traceparent: Option<&str>, tracestate: Option<&str>) -> TraceContext {
-        match traceparent.and_then(TraceParent::parse) {
-            None => TraceContext::start(),
-            Some(parent) => TraceContext {
+        TraceContext::from_caller(traceparent, tracestate).unwrap_or_else(TraceContext::start)
+    }
+
+    /// The caller's context from the two headers, `None` when it sent no valid
+    /// `traceparent` (the same rules as `from_headers`).
+    pub fn from_caller(
+        traceparent: Option<&str>,
+        tracestate: Option<&str>,
+    ) -> Option<TraceContext> {
+        traceparent
+            .and_then(TraceParent::parse)
+            .map(|parent| TraceContext {
                 parent,
                 state: tracestate
                     .map(str::trim)
@@ -90,8 +99,7 @@ impl TraceContext {
                             && s.bytes().all(|b| (0x20..0x7f).contains(&b))
                     })
                     .map(str::to_owned),
-            },
-        }
+            })
     }
 
     /// A new trace, without state.

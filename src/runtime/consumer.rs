@@ -24,7 +24,7 @@ use crate::broker::dead_letter::{DeadLetterer, attempts};
 use crate::broker::publish::{PublishError, header_str};
 use crate::broker::{self, topology};
 use crate::contract::schemas::Schemas;
-use crate::contract::trace::{TraceContext, TraceParent};
+use crate::contract::trace::TraceContext;
 use crate::contract::{Envelope, ParseError};
 use crate::error::chain;
 use crate::manifest::Description;
@@ -175,10 +175,11 @@ impl<W: Worker> Consumer<'_, W> {
         let mut delivery_spans = Vec::with_capacity(batch.len());
         let mut parsed = Vec::new();
         for (index, delivery) in batch.iter().enumerate() {
-            let (span, head) = self.parse(delivery);
+            let label = self.type_label(delivery);
+            let (span, head) = self.parse(delivery, &label);
             let label = match &head {
                 Ok((head, _)) => head.envelope.message_type.clone(),
-                Err(_) => self.type_label(delivery),
+                Err(_) => label,
             };
             metrics::received(name, &label);
             labels.push(label);
@@ -244,27 +245,21 @@ impl<W: Worker> Consumer<'_, W> {
 
     /// Bytes to envelope to typed command, with what the reply and the trace need.
     /// The delivery's span is made first, so a delivery that does not parse has one
-    /// too.
-    fn parse(&self, delivery: &Delivery) -> (Span, Result<(Head, W::Command), ParseError>) {
+    /// too, named with `label` (see `type_label`).
+    fn parse(
+        &self,
+        delivery: &Delivery,
+        label: &str,
+    ) -> (Span, Result<(Head, W::Command), ParseError>) {
         let properties = &delivery.properties;
         let headers = properties.headers().as_ref();
-        let traceparent = header_str(headers, "traceparent");
-        let caller = traceparent
-            .as_deref()
-            .and_then(TraceParent::parse)
-            .map(|_| {
-                TraceContext::from_headers(
-                    traceparent.as_deref(),
-                    header_str(headers, "tracestate").as_deref(),
-                )
-            });
-        let message_id = properties.message_id().as_ref().map_or("", |m| m.as_str());
-        let (span, trace) = spans::delivery(
-            self.description.name,
-            message_id,
-            &self.type_label(delivery),
-            caller.as_ref(),
+        let caller = TraceContext::from_caller(
+            header_str(headers, "traceparent").as_deref(),
+            header_str(headers, "tracestate").as_deref(),
         );
+        let message_id = properties.message_id().as_ref().map_or("", |m| m.as_str());
+        let (span, trace) =
+            spans::delivery(self.description.name, message_id, label, caller.as_ref());
         let parsed = span.in_scope(|| self.parse_with(delivery, &span, trace));
         (span, parsed)
     }
