@@ -10,7 +10,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel};
+use lapin::{BasicProperties, Channel, Connection};
 
 use crate::broker::publish;
 use crate::config::Runtime;
@@ -103,8 +103,11 @@ pub(super) async fn look(channel: &Channel, queue: &str) -> anyhow::Result<lapin
 }
 
 /// The broker alone running the pattern: commands already queued; consume each,
-/// publish `outputs` messages with confirms, acknowledge. Commands per second.
+/// publish `outputs` messages with confirms, acknowledge; and, as the gateway does in
+/// pinflow's run, a consumer takes every output (`no_ack`). Commands per second, from
+/// the first command taken until the last output arrived.
 pub(super) async fn pattern_ceiling(
+    connection: &Connection,
     channel: &Channel,
     tag: &str,
     bodies: &[(String, Vec<u8>)],
@@ -118,6 +121,34 @@ pub(super) async fn pattern_ceiling(
     let kind = ("bench", None);
     publish_all(channel, "", &queue, bodies, kind, runtime.confirm_timeout).await?;
     let publish_rate = bodies.len() as f64 / started.elapsed().as_secs_f64();
+    let taker = connection.create_channel().await?;
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let mut outputs_in = taker
+        .basic_consume(
+            sink.as_str().into(),
+            "bench".into(),
+            no_ack,
+            FieldTable::default(),
+        )
+        .await?;
+    let expected = bodies.len() * outputs;
+    let taken = tokio::spawn(async move {
+        let mut seen = 0;
+        let mut last = None;
+        while seen < expected {
+            match outputs_in.next().await {
+                Some(Ok(_)) => {
+                    seen += 1;
+                    last = Some(Instant::now());
+                }
+                _ => break,
+            }
+        }
+        (seen, last)
+    });
     channel
         .basic_qos(runtime.prefetch, BasicQosOptions::default())
         .await?;
@@ -160,7 +191,17 @@ pub(super) async fn pattern_ceiling(
             .await?;
         handled += batch.len();
     }
-    let pattern_rate = bodies.len() as f64 / started.elapsed().as_secs_f64();
+    let (seen, last) = tokio::time::timeout(runtime.confirm_timeout, taken)
+        .await
+        .context("the ceiling's outputs stopped arriving")??;
+    anyhow::ensure!(
+        seen == expected,
+        "the ceiling's consumer took {seen} of {expected} outputs"
+    );
+    let finished = last.unwrap_or_else(Instant::now);
+    let pattern_rate =
+        bodies.len() as f64 / finished.saturating_duration_since(started).as_secs_f64();
+    let _ = taker.close(200, "done".into()).await;
     for name in [&queue, &sink] {
         channel
             .queue_delete(name.as_str().into(), QueueDeleteOptions::default())

@@ -986,7 +986,15 @@ async fn measure(
             let id = event["id"].as_str().unwrap_or_default().to_owned();
             bodies.push((id, serde_json::to_vec(&event)?));
         }
-        pattern_ceiling(&channel, tag, &bodies, binding.causes.len(), runtime).await?
+        pattern_ceiling(
+            connection,
+            &channel,
+            tag,
+            &bodies,
+            binding.causes.len(),
+            runtime,
+        )
+        .await?
     };
 
     // Phase 3: pinflow. The gateway takes everything pinflow publishes.
