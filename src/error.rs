@@ -16,7 +16,7 @@ pub enum HandlerError {
     /// transient, whatever the server said.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
-    /// Hashing a secret failed (a malformed stored hash, or the blocking pool is gone).
+    /// Hashing a secret failed (a malformed stored hash, or the hashing threads are gone).
     #[error("hashing failed")]
     Hash(#[source] crate::domain::HashError),
 }

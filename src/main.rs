@@ -313,7 +313,9 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 );
             }
             rules.check_hash_strength().map_err(anyhow::Error::msg)?;
-            pinflow::domain::PinHasher::new(rules.hash_params())
+            rules
+                .hash_params()
+                .validate()
                 .context("invalid Argon2 settings")?;
             let setup = Setup {
                 connections,

@@ -1,15 +1,12 @@
-//! Argon2id hashing of PINs, with the work moved off the async threads.
-
-use std::sync::Mutex;
+//! Argon2id hashing of PINs, with the work moved off the async threads onto the
+//! hashing threads (see `hash_pool`).
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
-use std::sync::Arc;
-
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::rngs::OsRng;
-use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
+use super::hash_pool::HashPool;
 use crate::telemetry::metrics;
 
 /// Argon2id cost parameters.
@@ -43,7 +40,7 @@ pub enum HashError {
     Hash(String),
     #[error("stored hash is malformed")]
     Malformed,
-    #[error("the blocking pool is gone")]
+    #[error("the hashing threads are gone")]
     Pool,
 }
 
@@ -64,65 +61,76 @@ impl HashParams {
 pub struct PinHasher {
     /// The checked parameters.
     params: Params,
-    /// Hashing is CPU- and memory-bound: at most one hash per core at a time, so a
-    /// burst of requests queues here instead of holding one Argon2 buffer per
-    /// blocking thread.
-    permits: Arc<Semaphore>,
-    /// Argon2's work memory (19 MiB at the default cost), reused from hash to hash:
-    /// at most one buffer per permit ever exists, instead of a fresh allocation each
-    /// time that the allocator keeps long after it is freed.
-    buffers: Arc<Mutex<Vec<Vec<Block>>>>,
+    /// Hashing is CPU- and memory-bound: one thread per core, so a burst of requests
+    /// queues there, and Argon2's work memory (19 MiB at the default cost) exists
+    /// once per thread, reused, instead of a fresh allocation each time that the
+    /// allocator keeps long after it is freed.
+    pool: HashPool,
 }
 
 /// Length of the stored hash.
 const OUTPUT_LEN: usize = 32;
 
 impl PinHasher {
-    /// A hasher with these parameters.
+    /// A hasher with these parameters, and its hashing threads (one per core).
     pub fn new(params: HashParams) -> Result<PinHasher, HashError> {
+        let params = params.argon2_params()?;
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(PinHasher {
-            params: params.argon2_params()?,
-            permits: Arc::new(Semaphore::new(cores)),
-            buffers: Arc::new(Mutex::new(Vec::new())),
+            params,
+            pool: HashPool::start(cores)?,
         })
     }
 
-    /// Runs Argon2id with `params` into `out`, in a pooled buffer.
+    /// Hashes at a time.
+    pub fn parallel(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// Runs Argon2id with `params` into `out`, in `memory` when it is the size these
+    /// parameters need or can be made so; a check against other (older) costs gets
+    /// memory of its own, so `memory` stays the size the configured costs need.
     fn compute(
         &self,
         params: Params,
         secret: &[u8],
         salt: &[u8],
         out: &mut [u8],
+        memory: &mut Vec<Block>,
     ) -> Result<(), HashError> {
         let blocks = params.block_count();
-        let pooled = self.buffers.lock().map_err(|_| HashError::Pool)?.pop();
-        let mut memory = match pooled {
-            Some(buffer) if buffer.len() == blocks => buffer,
-            _ => vec![Block::default(); blocks],
+        let mut own = Vec::new();
+        let memory = if blocks == self.params.block_count() {
+            memory.resize(blocks, Block::default());
+            memory
+        } else {
+            own.resize(blocks, Block::default());
+            &mut own
         };
-        let result = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password_into_with_memory(secret, salt, out, &mut memory)
-            .map_err(|e| HashError::Hash(e.to_string()));
-        if blocks == self.params.block_count() {
-            self.buffers
-                .lock()
-                .map_err(|_| HashError::Pool)?
-                .push(memory);
-        }
-        result
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_into_with_memory(secret, salt, out, memory)
+            .map_err(|e| HashError::Hash(e.to_string()))
     }
 
     /// The PHC string of `secret`, with a random salt.
     pub fn hash(&self, secret: &str) -> Result<String, HashError> {
+        self.hash_in(secret, &mut Vec::new())
+    }
+
+    fn hash_in(&self, secret: &str, memory: &mut Vec<Block>) -> Result<String, HashError> {
         let salt = SaltString::generate(&mut OsRng);
         let mut salt_bytes = [0u8; 64];
         let salt_raw = salt
             .decode_b64(&mut salt_bytes)
             .map_err(|e| HashError::Hash(e.to_string()))?;
         let mut out = [0u8; OUTPUT_LEN];
-        self.compute(self.params.clone(), secret.as_bytes(), salt_raw, &mut out)?;
+        self.compute(
+            self.params.clone(),
+            secret.as_bytes(),
+            salt_raw,
+            &mut out,
+            memory,
+        )?;
         let hash = PasswordHash {
             algorithm: argon2::ARGON2ID_IDENT,
             version: Some(Version::V0x13.into()),
@@ -136,6 +144,15 @@ impl PinHasher {
 
     /// Whether `secret` matches the PHC string `phc` (compared in constant time).
     pub fn verify(&self, secret: &str, phc: &str) -> Result<bool, HashError> {
+        self.verify_in(secret, phc, &mut Vec::new())
+    }
+
+    fn verify_in(
+        &self,
+        secret: &str,
+        phc: &str,
+        memory: &mut Vec<Block>,
+    ) -> Result<bool, HashError> {
         let parsed = PasswordHash::new(phc).map_err(|_| HashError::Malformed)?;
         if parsed.algorithm != argon2::ARGON2ID_IDENT {
             return Err(HashError::Malformed);
@@ -149,7 +166,7 @@ impl PinHasher {
             .decode_b64(&mut salt_bytes)
             .map_err(|_| HashError::Malformed)?;
         let mut out = vec![0u8; expected.len()];
-        self.compute(params, secret.as_bytes(), salt_raw, &mut out)?;
+        self.compute(params, secret.as_bytes(), salt_raw, &mut out, memory)?;
         let computed = Output::new(&out).map_err(|_| HashError::Malformed)?;
         Ok(computed == expected)
     }
@@ -167,32 +184,22 @@ impl PinHasher {
             })
     }
 
-    /// A core to hash on; the wait is counted in `pinflow_argon2_queue_depth`.
-    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, HashError> {
-        metrics::argon2_waiting(1.0);
-        let permit = self.permits.acquire().await;
-        metrics::argon2_waiting(-1.0);
-        permit.map_err(|_| HashError::Pool)
-    }
-
-    /// `hash` on tokio's blocking pool.
+    /// `hash` on a hashing thread.
     pub async fn hash_off_thread(&self, secret: String) -> Result<String, HashError> {
         let secret = Zeroizing::new(secret);
         let hasher = self.clone();
-        let _permit = self.permit().await?;
-        tokio::task::spawn_blocking(move || timed(|| hasher.hash(&secret)))
-            .await
-            .map_err(|_| HashError::Pool)?
+        self.pool
+            .run(move |memory| timed(|| hasher.hash_in(&secret, memory)))
+            .await?
     }
 
-    /// `verify` on tokio's blocking pool.
+    /// `verify` on a hashing thread.
     pub async fn verify_off_thread(&self, secret: String, phc: String) -> Result<bool, HashError> {
         let secret = Zeroizing::new(secret);
         let hasher = self.clone();
-        let _permit = self.permit().await?;
-        tokio::task::spawn_blocking(move || timed(|| hasher.verify(&secret, &phc)))
-            .await
-            .map_err(|_| HashError::Pool)?
+        self.pool
+            .run(move |memory| timed(|| hasher.verify_in(&secret, &phc, memory)))
+            .await?
     }
 }
 

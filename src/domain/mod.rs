@@ -5,6 +5,7 @@ pub mod contact;
 pub mod country;
 pub mod credential;
 pub mod device;
+mod hash_pool;
 pub mod hashing;
 pub mod lifecycle;
 pub mod period;

@@ -65,6 +65,17 @@ impl Starter<'_> {
         self.hasher
     }
 
+    /// The database pool, for reads in `prepare` (before the transaction); every
+    /// write goes through the handler's transaction.
+    pub fn pool(&self) -> &sqlx::PgPool {
+        &self.deps.pool
+    }
+
+    /// The clock handlers see as `Message::now`, for `prepare`.
+    pub fn clock(&self) -> &Arc<dyn crate::clock::Clock> {
+        &self.deps.clock
+    }
+
     /// Starts `PINFLOW_CONSUMERS` consumer loops for the worker, competing on its
     /// queue, so one waits on the database while another works.
     pub fn consume<W: Worker>(&self, worker: W) {

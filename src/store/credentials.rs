@@ -4,7 +4,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row as _};
+use sqlx::{PgConnection, PgExecutor, Row as _};
 use uuid::Uuid;
 
 use crate::domain::credential::{Credential, Holder, Kind, Status};
@@ -79,10 +79,27 @@ pub async fn latest_for_update(
     conn: &mut PgConnection,
     tax_code: &str,
 ) -> Result<Option<Stored>, sqlx::Error> {
+    latest_with(conn, tax_code, " for update").await
+}
+
+/// The same credential as `latest_for_update`, read without a lock (what it holds may
+/// change before a transaction locks it).
+pub async fn latest(
+    conn: impl PgExecutor<'_>,
+    tax_code: &str,
+) -> Result<Option<Stored>, sqlx::Error> {
+    latest_with(conn, tax_code, "").await
+}
+
+async fn latest_with(
+    conn: impl PgExecutor<'_>,
+    tax_code: &str,
+    lock: &str,
+) -> Result<Option<Stored>, sqlx::Error> {
     let sql = format!(
         "select {COLUMNS} from credentials where tax_code = $1
          order by (status in ('issued', 'active', 'locked')) desc, issued_at desc
-         limit 1 for update"
+         limit 1{lock}"
     );
     let row = sqlx::query(&sql)
         .bind(tax_code)

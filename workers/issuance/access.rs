@@ -33,16 +33,80 @@ impl NewPin {
     }
 }
 
-/// Compares a presented secret with a stored hash (a missing hash never matches).
+/// A presented secret checked before the transaction against the hash stored then:
+/// the slow part, done in `prepare`, so a batch's checks run side by side on the
+/// hashing threads and no transaction holds a lock while Argon2 runs. The handler
+/// uses the answer only when the hash it finds under lock is still this one.
+pub struct Checked {
+    /// The stored hash the secret was checked against.
+    hash: String,
+    /// Whether it matched.
+    matched: bool,
+}
+
+impl Checked {
+    /// The presented initial PIN against the tax code's stored one, when first access
+    /// would get as far as comparing them.
+    pub async fn initial_pin(
+        worker: &Issuance,
+        tax_code: &TaxCode,
+        presented: &str,
+    ) -> Result<Option<Checked>, HandlerError> {
+        let now = worker.clock.now();
+        let hash = |s: Stored| {
+            let open = s.credential.check_first_access(now).is_ok();
+            s.initial_pin_hash.filter(|_| open)
+        };
+        Checked::against(worker, tax_code, presented, hash).await
+    }
+
+    /// The presented PIN against the tax code's stored one, when a login would get as
+    /// far as comparing them.
+    pub async fn pin(
+        worker: &Issuance,
+        tax_code: &TaxCode,
+        presented: &str,
+    ) -> Result<Option<Checked>, HandlerError> {
+        let now = worker.clock.now();
+        let hash = |s: Stored| {
+            s.pin_hash
+                .filter(|_| s.credential.check_verify(now).is_ok())
+        };
+        Checked::against(worker, tax_code, presented, hash).await
+    }
+
+    /// Reads the credential without a lock and checks against the hash `hash` picks,
+    /// if it picks one (a credential that refuses the secret anyway costs no hash).
+    async fn against(
+        worker: &Issuance,
+        tax_code: &TaxCode,
+        presented: &str,
+        hash: impl FnOnce(Stored) -> Option<String>,
+    ) -> Result<Option<Checked>, HandlerError> {
+        let stored = credentials::latest(&worker.pool, tax_code.as_str()).await?;
+        let Some(hash) = stored.and_then(hash) else {
+            return Ok(None);
+        };
+        let matched = worker
+            .hasher
+            .verify_off_thread(presented.to_owned(), hash.clone())
+            .await?;
+        Ok(Some(Checked { hash, matched }))
+    }
+}
+
+/// Compares a presented secret with a stored hash (a missing hash never matches),
+/// reusing the check made before the transaction when it was against this hash.
 async fn matches(
-    worker: &Issuance,
+    hasher: &PinHasher,
     presented: &str,
     hash: Option<&String>,
+    checked: Option<&Checked>,
 ) -> Result<bool, HandlerError> {
-    match hash {
-        None => Ok(false),
-        Some(hash) => Ok(worker
-            .hasher
+    match (hash, checked) {
+        (None, _) => Ok(false),
+        (Some(hash), Some(checked)) if checked.hash == *hash => Ok(checked.matched),
+        (Some(hash), _) => Ok(hasher
             .verify_off_thread(presented.to_owned(), hash.clone())
             .await?),
     }
@@ -104,6 +168,7 @@ pub async fn first_access(
     worker: &Issuance,
     access: &FirstAccess,
     new_pin: &NewPin,
+    checked: Option<&Checked>,
     message: &Message<'_>,
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
@@ -116,7 +181,8 @@ pub async fn first_access(
         return Ok(vec![answer(message, &refused(refusal)?, None)?]);
     }
     let presented = access.initial_pin.expose();
-    if !matches(worker, presented, stored.initial_pin_hash.as_ref()).await? {
+    let hash = stored.initial_pin_hash.as_ref();
+    if !matches(&worker.hasher, presented, hash, checked).await? {
         let (refusal, event) = failed(worker, &stored, &access.tax_code, message, conn).await?;
         let mut out = vec![answer(message, &refused(refusal)?, None)?];
         out.extend(event);
@@ -163,6 +229,7 @@ pub async fn first_access(
 pub async fn verify(
     worker: &Issuance,
     verify: &Verify,
+    checked: Option<&Checked>,
     message: &Message<'_>,
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
@@ -174,7 +241,8 @@ pub async fn verify(
     if let Err(refusal) = stored.credential.check_verify(message.now) {
         return Ok(vec![answer(message, &refused(refusal)?, None)?]);
     }
-    if !matches(worker, verify.pin.expose(), stored.pin_hash.as_ref()).await? {
+    let presented = verify.pin.expose();
+    if !matches(&worker.hasher, presented, stored.pin_hash.as_ref(), checked).await? {
         let (refusal, event) = failed(worker, &stored, &verify.tax_code, message, conn).await?;
         let mut out = vec![answer(message, &refused(refusal)?, None)?];
         out.extend(event);
@@ -203,4 +271,56 @@ pub async fn verify(
         valid_until,
     };
     Ok(vec![answer(message, &ok, None)?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::HashParams;
+
+    fn cheap() -> PinHasher {
+        let params = HashParams {
+            m_cost_kib: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        PinHasher::new(params).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_check_made_before_the_transaction_counts_only_for_the_same_hash() {
+        let hasher = cheap();
+        let old = hasher.hash("ABCDEFGH").unwrap();
+        let new = hasher.hash("KLMNPQRS").unwrap();
+        let checked = Checked {
+            hash: old.clone(),
+            matched: true,
+        };
+        let presented = "ABCDEFGH";
+        // The hash is still the one checked: its answer is used.
+        assert!(
+            matches(&hasher, presented, Some(&old), Some(&checked))
+                .await
+                .unwrap()
+        );
+        // The PIN changed meanwhile: checked again, against the new hash.
+        assert!(
+            !matches(&hasher, presented, Some(&new), Some(&checked))
+                .await
+                .unwrap()
+        );
+        assert!(
+            matches(&hasher, "KLMNPQRS", Some(&new), Some(&checked))
+                .await
+                .unwrap()
+        );
+        // No hash stored: nothing matches.
+        assert!(
+            !matches(&hasher, presented, None, Some(&checked))
+                .await
+                .unwrap()
+        );
+        // No check made before: checked now.
+        assert!(matches(&hasher, presented, Some(&old), None).await.unwrap());
+    }
 }

@@ -7,8 +7,11 @@ mod request;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 
+use std::sync::Arc;
+
+use crate::clock::Clock;
 use crate::config::Rules;
 use crate::contract::{Envelope, Outgoing, ParseError};
 use crate::domain::PinHasher;
@@ -33,6 +36,8 @@ pub const WORKER: Registration = Registration {
         starter.consume(Issuance::new(
             starter.rules().clone(),
             starter.hasher().clone(),
+            starter.pool().clone(),
+            starter.clock().clone(),
         ))
     },
     parse: |envelope| Command::parse(envelope).map(drop),
@@ -42,22 +47,31 @@ pub const WORKER: Registration = Registration {
 pub struct Issuance {
     /// Periods, lockout threshold.
     rules: Rules,
-    /// Argon2id, run on the blocking pool.
+    /// Argon2id, run on the hashing threads.
     hasher: PinHasher,
+    /// For reading a stored hash before the transaction (see `access::Checked`).
+    pool: PgPool,
+    /// The handlers' clock, for the same reads.
+    clock: Arc<dyn Clock>,
 }
 
 impl Issuance {
     /// A worker with these rules.
-    pub fn new(rules: Rules, hasher: PinHasher) -> Issuance {
-        Issuance { rules, hasher }
+    pub fn new(rules: Rules, hasher: PinHasher, pool: PgPool, clock: Arc<dyn Clock>) -> Issuance {
+        Issuance {
+            rules,
+            hasher,
+            pool,
+            clock,
+        }
     }
 }
 
 /// A command with its slow part (generating and hashing a new PIN) done.
 pub enum Prepared {
     Request(Box<PinRequest>, Option<request::NewInitialPin>),
-    FirstAccess(FirstAccess, access::NewPin),
-    Verify(Verify),
+    FirstAccess(FirstAccess, access::NewPin, Option<access::Checked>),
+    Verify(Verify, Option<access::Checked>),
 }
 
 impl Worker for Issuance {
@@ -79,10 +93,18 @@ impl Worker for Issuance {
                 Prepared::Request(request, pin)
             }
             Command::FirstAccess(access) => {
-                let pin = access::NewPin::generate(&self.hasher).await?;
-                Prepared::FirstAccess(access, pin)
+                let presented = access.initial_pin.expose();
+                let (pin, checked) = tokio::join!(
+                    access::NewPin::generate(&self.hasher),
+                    access::Checked::initial_pin(self, &access.tax_code, presented),
+                );
+                Prepared::FirstAccess(access, pin?, checked?)
             }
-            Command::Verify(verify) => Prepared::Verify(verify),
+            Command::Verify(verify) => {
+                let checked = access::Checked::pin(self, &verify.tax_code, verify.pin.expose());
+                let checked = checked.await?;
+                Prepared::Verify(verify, checked)
+            }
         })
     }
 
@@ -96,10 +118,13 @@ impl Worker for Issuance {
             Prepared::Request(request, pin) => {
                 request::handle(self, request, pin.as_ref(), message, conn).await
             }
-            Prepared::FirstAccess(access, pin) => {
-                access::first_access(self, access, pin, message, conn).await
+            Prepared::FirstAccess(access, pin, checked) => {
+                let checked = checked.as_ref();
+                access::first_access(self, access, pin, checked, message, conn).await
             }
-            Prepared::Verify(verify) => access::verify(self, verify, message, conn).await,
+            Prepared::Verify(verify, checked) => {
+                access::verify(self, verify, checked.as_ref(), message, conn).await
+            }
         }
     }
 }

@@ -51,7 +51,7 @@ pub const WORKER: Registration = Registration {
 pub struct PhonePins {
     /// The lockout threshold (the same as `pin.verify`'s).
     rules: Rules,
-    /// Argon2id, run on the blocking pool.
+    /// Argon2id, run on the hashing threads.
     hasher: PinHasher,
 }
 

@@ -51,7 +51,7 @@ pub const WORKER: Registration = Registration {
 pub struct Reset {
     /// Token TTL, rate limit, initial PIN window.
     rules: Rules,
-    /// Argon2id for the new initial PIN, run on the blocking pool.
+    /// Argon2id for the new initial PIN, run on the hashing threads.
     hasher: PinHasher,
 }
 

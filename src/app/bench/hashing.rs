@@ -1,6 +1,6 @@
 //! The Argon2 ceiling: how many PIN hashes a second this machine makes with the
 //! configured parameters, on all cores, through pinflow's own hasher and its bounded
-//! pool (one hash per core at a time), with nothing else of the benchmark running:
+//! threads (one per core), with nothing else of the benchmark running:
 //! measured before pinflow's phase and again after it.
 
 use std::sync::Arc;
@@ -54,7 +54,7 @@ pub(super) async fn ceiling(
 ) -> anyhow::Result<HashCeiling> {
     let params = rules.hash_params();
     let hasher = PinHasher::new(params)?;
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let cores = hasher.parallel();
     let minimum = 4 * cores as u32;
     let done = Arc::new(AtomicU32::new(0));
     let cpu_before = super::running::cpu_seconds("self").unwrap_or(0.0);
