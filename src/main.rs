@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand};
-use pinflow::app::bench::BenchSetup;
+use pinflow::app::bench::{AlongsideSetup, BenchSetup};
 use pinflow::app::{self, Setup};
 use pinflow::clock::SystemClock;
 use pinflow::config::{Connections, Rules, Runtime, Secrets, parse_duration};
@@ -130,6 +130,22 @@ enum Command {
         /// load) instead of queueing them all before the workers start (full speed).
         #[arg(long, value_name = "R")]
         rate: Option<f64>,
+        /// Also measure how the latency of another command type moves while the
+        /// --messages commands of --type are handled as one burst (pin.request or
+        /// pin.verify, which hash with Argon2): with the workers running, TYPE is
+        /// published at --alongside-rate alone, then again while the whole burst is
+        /// published at once. Reports TYPE's latency both times, the p99 ratio (the
+        /// goal: at most 2) and the burst's rate. Both types must cause a message
+        /// (delivery.receipt does not).
+        #[arg(long, value_name = "TYPE", conflicts_with = "rate")]
+        alongside: Option<String>,
+        /// With --alongside: TYPE's commands a second, alone and during the burst.
+        #[arg(long, value_name = "R", default_value = "50", requires = "alongside")]
+        alongside_rate: f64,
+        /// With --alongside: TYPE's commands in each of the two sub-phases (default:
+        /// 5 s worth at --alongside-rate, at least 200).
+        #[arg(long, value_name = "N", requires = "alongside", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        alongside_messages: Option<u32>,
         /// Run the workers as N `pinflow run` processes of this executable instead of
         /// in the benchmark's process.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -139,7 +155,7 @@ enum Command {
         json: bool,
         /// Measure the timed jobs instead: --messages credentials past their deadline,
         /// swept by two replicas, against the broker's publish-confirm rate.
-        #[arg(long, conflicts_with_all = ["message_type", "rate", "processes"])]
+        #[arg(long, conflicts_with_all = ["message_type", "rate", "processes", "alongside"])]
         sweep: bool,
         #[command(flatten)]
         connections: Connections,
@@ -464,6 +480,9 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             messages,
             message_type,
             rate,
+            alongside,
+            alongside_rate,
+            alongside_messages,
             processes,
             json,
             sweep: false,
@@ -472,6 +491,11 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             rules,
         } => {
             rules.check_hash_strength().map_err(anyhow::Error::msg)?;
+            let alongside = alongside.as_deref().map(|message_type| AlongsideSetup {
+                message_type,
+                rate: alongside_rate,
+                messages: alongside_messages,
+            });
             let bench = BenchSetup {
                 runtime: &runtime,
                 rules: &rules,
@@ -480,6 +504,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 messages: 0,
                 rate,
                 processes: processes.unwrap_or(0),
+                alongside,
             };
             let runs = app::bench::run_sizes(&connections, bench, &messages).await?;
             if json {
@@ -662,6 +687,33 @@ Figures (the --json keys in brackets):
   scaling [scaling.*]: with several --messages, last ÷ first of the rate, the ratio,
       p50, p99, CPU per 1,000 and peak RSS; a latency or CPU ratio well above 1 is a
       cost that grows with the backlog.
+
+With --alongside TYPE (the --json keys below are under alongside, null without it):
+once the workers consume, TYPE is published at --alongside-rate alone, then as many
+again while every --type command, the burst, is published at once (with confirms, on
+a channel of its own) [message_type, offered_rate, messages]. The burst is the measured
+phase: the figures above are the burst's, its latency includes queueing, and CPU per
+1,000 and argon2's share count from the burst's start until its last output (TYPE's
+commands of that time included; peak RSS is the whole phase's). TYPE's applicants come
+after the burst's, others in each sub-phase; what TYPE needs first is done for them,
+untimed.
+  alone p50 / p99 / max [alone.*_ms]: TYPE's latency as --rate measures it (from
+      publication until its last output arrived) with nothing else published; how
+      many completed and the rate published [completed_alone, published_rate_alone].
+  during the burst p50 / p99 / max [during.*_ms]: the same, of the TYPE commands
+      published before the burst's last output (during.samples of them: make the
+      burst last a few seconds for a p99 of many). Those published after it complete
+      too [completed_during, published_rate_during] but are left out.
+  p99 during ÷ alone [p99_ratio]: the project's goal is at most 2.0 [p99_ratio_goal,
+      meets_p99_goal]: while a burst hashes, other types keep flowing and their p99
+      latency at most doubles.
+  burst [burst_rate, burst_seconds]: burst commands fully handled a second, from its
+      first publication until its last output (the same as pinflow_rate); and that ÷
+      the argon2 ceiling [burst_ratio_to_hash_ceiling] (the same as
+      ratio_to_hash_ceiling): how much of the hashing capacity the burst got while
+      TYPE flowed beside it.
+  TYPE's outputs [outputs, unexpected_outputs]: both sub-phases, by routing key; a
+      clean run counts nothing unexpected.
 
 What each type needs first (from the worker's description, untimed): conversion.submit
 and delivery.receipt a PIN issued (pin.request); pin.first_access the PIN issued, its

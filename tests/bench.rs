@@ -3,14 +3,16 @@
 //! expected output is counted and nothing else, the JSON carries every figure, the
 //! latency percentiles are ordered, and afterwards nothing of the run is left: no
 //! message in a queue that is not a `notify.*` one, and no queue, exchange or
-//! database of its namespace at all. Never asserts a speed.
+//! database of its namespace at all. With `--alongside`, another type published at a
+//! rate completes wholly alone and beside a burst, and each of its figures is there.
+//! Never asserts a speed.
 
 mod common;
 
 use clap::Parser;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use pinflow::app::bench::{self, BenchSetup, Report};
+use pinflow::app::bench::{self, AlongsideSetup, BenchSetup, Report};
 use pinflow::broker::names::NOTIFY_CHANNELS;
 use pinflow::broker::{self as amqp, Names};
 use pinflow::config::{Connections, Rules, Runtime};
@@ -27,7 +29,25 @@ struct Settings {
 
 const COMMANDS: u32 = 50;
 
-async fn measure(message_type: &str, runtime: &Runtime, rules: &Rules) -> Report {
+/// Cheap Argon2, the rest default.
+fn cheap_hashing() -> (Runtime, Rules) {
+    let settings = Settings::parse_from([
+        "bench",
+        "--argon2-m-cost",
+        "256",
+        "--argon2-t-cost",
+        "1",
+        "--dev-allow-weak-argon2",
+    ]);
+    (settings.runtime, settings.rules)
+}
+
+async fn measure(
+    message_type: &str,
+    runtime: &Runtime,
+    rules: &Rules,
+    alongside: Option<AlongsideSetup<'_>>,
+) -> Report {
     let services = common::services().await;
     let connections = Connections {
         amqp_url: services.amqp_url.clone(),
@@ -42,6 +62,7 @@ async fn measure(message_type: &str, runtime: &Runtime, rules: &Rules) -> Report
         messages: COMMANDS,
         rate: None,
         processes: 0,
+        alongside,
     };
     let runs = bench::run_sizes(&connections, setup, &[COMMANDS])
         .await
@@ -78,6 +99,7 @@ async fn measure(message_type: &str, runtime: &Runtime, rules: &Rules) -> Report
         "namespace",
         "cleaned_up",
         "elapsed_seconds",
+        "alongside",
     ] {
         assert!(
             report.get(field).is_some(),
@@ -132,17 +154,9 @@ async fn assert_gone(report: &Report, runtime: &Runtime) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bench_counts_every_output_and_leaves_nothing_behind() {
-    let settings = Settings::parse_from([
-        "bench",
-        "--argon2-m-cost",
-        "256",
-        "--argon2-t-cost",
-        "1",
-        "--dev-allow-weak-argon2",
-    ]);
-    let (runtime, rules) = (settings.runtime, settings.rules);
+    let (runtime, rules) = cheap_hashing();
     for message_type in ["pin.request", "pin.verify"] {
-        let report = measure(message_type, &runtime, &rules).await;
+        let report = measure(message_type, &runtime, &rules, None).await;
         assert_eq!(report.completed, COMMANDS, "{message_type}: all complete");
         let counted: u64 = report.outputs.values().sum();
         assert_eq!(counted, report.expected_outputs, "{message_type}");
@@ -173,4 +187,64 @@ async fn the_bench_counts_every_output_and_leaves_nothing_behind() {
         assert!(report.cleaned_up);
         assert_gone(&report, &runtime).await;
     }
+}
+
+const ALONGSIDE: u32 = 15;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alongside_a_burst_another_type_is_timed_alone_and_during_it() {
+    let (runtime, rules) = cheap_hashing();
+    let asked = AlongsideSetup {
+        message_type: "application.submit",
+        rate: 50.0,
+        messages: Some(ALONGSIDE),
+    };
+    let report = measure("pin.request", &runtime, &rules, Some(asked)).await;
+    assert_eq!(report.mode, "alongside");
+    assert_eq!(report.completed, COMMANDS, "the whole burst completed");
+    assert!(report.unexpected_outputs.is_empty(), "{report}");
+    let side = report.alongside.as_ref().expect("the alongside figures");
+    assert_eq!(side.message_type, "application.submit");
+    assert_eq!(side.messages, ALONGSIDE);
+    assert_eq!(side.completed_alone, ALONGSIDE, "all complete alone");
+    assert_eq!(
+        side.completed_during, ALONGSIDE,
+        "all complete beside the burst"
+    );
+    let counted: u64 = side.outputs.values().sum();
+    assert_eq!(counted, 2 * u64::from(ALONGSIDE) * side.causes.len() as u64);
+    assert!(side.unexpected_outputs.is_empty(), "{side}");
+    assert_eq!(side.alone.samples, ALONGSIDE as usize);
+    assert!(
+        side.during.samples >= 1 && side.during.samples <= ALONGSIDE as usize,
+        "{side}"
+    );
+    for latency in [&side.alone, &side.during] {
+        assert!(latency.p50_ms > 0.0, "{side}");
+        assert!(latency.p50_ms <= latency.p99_ms && latency.p99_ms <= latency.max_ms);
+        assert!(!latency.includes_queueing, "published at a rate");
+    }
+    for (name, figure) in [
+        ("published_rate_alone", side.published_rate_alone),
+        ("published_rate_during", side.published_rate_during),
+        ("p99_ratio", side.p99_ratio),
+        ("burst_rate", side.burst_rate),
+        ("burst_seconds", side.burst_seconds),
+        (
+            "burst_ratio_to_hash_ceiling",
+            side.burst_ratio_to_hash_ceiling,
+        ),
+    ] {
+        assert!(figure > 0.0 && figure.is_finite(), "{name}: {figure}");
+    }
+    assert_eq!(side.burst_rate, report.pinflow_rate);
+    assert_eq!(side.meets_p99_goal, side.p99_ratio <= side.p99_ratio_goal);
+    assert!(report.to_string().contains("p99 during ÷ alone"));
+    assert!(
+        report.leftover_messages.is_empty(),
+        "left in non-notify queues: {:?}",
+        report.leftover_messages
+    );
+    assert!(report.cleaned_up);
+    assert_gone(&report, &runtime).await;
 }

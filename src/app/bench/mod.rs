@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+mod alongside;
 mod ceiling;
 mod gateway;
 mod hashing;
@@ -32,6 +33,8 @@ mod prelude;
 mod running;
 pub mod sweep;
 
+use alongside::Sides;
+pub use alongside::{Alongside, AlongsideSetup};
 use ceiling::{pattern_ceiling, traced};
 use gateway::{Gateway, Output, Phase, Traces};
 pub use hashing::HashCeiling;
@@ -47,8 +50,12 @@ use crate::manifest::Binding;
 use crate::runtime::{JobTrigger, Registration, descriptions};
 use crate::seal::{KeyRing, OutboxKey};
 
-/// The phase of the measured commands in their trace ids (the prelude's are 1, 2…).
+/// The phase of the measured commands in their trace ids.
 const MEASURED: Phase = 0;
+
+/// The phase of the first step of the measured commands' prelude (the next steps take
+/// 2, 3…).
+const PRELUDE: Phase = 1;
 
 /// How long without a single new output before the benchmark gives up.
 const STALL: Duration = Duration::from_secs(60);
@@ -163,6 +170,9 @@ pub struct Report {
     pub cleaned_up: bool,
     /// Seconds the measured phase took.
     pub elapsed_seconds: f64,
+    /// With `--alongside`: the other type's latency alone and during the burst (the
+    /// measured phase is then the burst); otherwise `null`.
+    pub alongside: Option<Alongside>,
 }
 
 /// Several sizes of the same measurement, and how the figures moved.
@@ -229,12 +239,16 @@ impl std::fmt::Display for Report {
         line(f, "command type:", self.message_type.clone())?;
         line(f, "each causes:", causes)?;
         line(f, "commands:", self.messages.to_string())?;
-        let mode = match self.offered_rate {
-            Some(rate) => format!(
+        let mode = match (self.offered_rate, &self.alongside) {
+            (_, Some(_)) => format!(
+                "burst: all published at once while the workers ran ({:.0} cmd/s published)",
+                self.published_rate
+            ),
+            (Some(rate), None) => format!(
                 "rate: {rate:.0} cmd/s asked, {:.0} cmd/s published",
                 self.published_rate
             ),
-            None => "full speed (all queued, then the workers started)".to_owned(),
+            (None, None) => "full speed (all queued, then the workers started)".to_owned(),
         };
         line(f, "mode:", mode)?;
         let workers = match self.processes {
@@ -302,6 +316,9 @@ impl std::fmt::Display for Report {
                 self.latency.p50_ms, self.latency.p99_ms, self.latency.max_ms
             ),
         )?;
+        if let Some(alongside) = &self.alongside {
+            writeln!(f, "{alongside}")?;
+        }
         let outputs: Vec<String> = self
             .outputs
             .iter()
@@ -435,36 +452,54 @@ pub fn command(message_type: &str, n: u32) -> anyhow::Result<Value> {
     Ok(event)
 }
 
-/// Builds the commands of one type for applicants `0..n`, filling in what the
-/// prelude learned (the initial PIN for `pin.first_access`, the PIN for
-/// `pin.verify`, a notification's id for `delivery.receipt`). A secret is written
+/// A group of commands of one run: command `n` is traced as command `n` of `phase`
+/// and is for applicant `first + n`, so groups of different phases can be for
+/// applicants of their own.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    /// The run's trace ids.
+    traces: Traces,
+    /// The phase of the group's trace ids (a prelude's first step; each further step
+    /// takes the next).
+    phase: Phase,
+    /// The applicant of command 0.
+    first: u32,
+}
+
+impl Group {
+    /// Applicants `0..`, traced as `phase` of `traces`.
+    fn new(traces: Traces, phase: Phase) -> Group {
+        Group {
+            traces,
+            phase,
+            first: 0,
+        }
+    }
+}
+
+/// Builds the commands of one type for a group of applicants, filling in what the
+/// prelude learned for the same group (the initial PIN for `pin.first_access`, the PIN
+/// for `pin.verify`, a notification's id for `delivery.receipt`). A secret is written
 /// straight into the body, which is wiped when dropped.
 struct Commands {
     message_type: String,
     example: Value,
     facts: Arc<Facts>,
-    traces: Traces,
-    phase: Phase,
+    group: Group,
 }
 
 /// Stands for the secret in the serialized body until it is spliced in.
 const SLOT: &str = "\u{1}bench-secret\u{1}";
 
 impl Commands {
-    fn new(
-        message_type: &str,
-        facts: Arc<Facts>,
-        traces: Traces,
-        phase: Phase,
-    ) -> anyhow::Result<Commands> {
+    fn new(message_type: &str, facts: Arc<Facts>, group: Group) -> anyhow::Result<Commands> {
         let example = Schemas::example(message_type)
             .with_context(|| format!("the contract has no example of {message_type}"))?;
         Ok(Commands {
             message_type: message_type.to_owned(),
             example,
             facts,
-            traces,
-            phase,
+            group,
         })
     }
 
@@ -474,7 +509,8 @@ impl Commands {
         let id = Uuid::new_v4().to_string();
         event["id"] = json!(id);
         event["source"] = json!("bench");
-        retax(&mut event["data"], &tax_code(n));
+        let applicant = self.group.first + n;
+        retax(&mut event["data"], &tax_code(applicant));
         let i = n as usize;
         let mut secret: Vec<&str> = Vec::new();
         match self.message_type.as_str() {
@@ -482,20 +518,24 @@ impl Commands {
                 let first = self.facts.first_half.get(i).and_then(Option::as_ref);
                 let second = self.facts.second_half.get(i).and_then(Option::as_ref);
                 let (Some(first), Some(second)) = (first, second) else {
-                    anyhow::bail!("the prelude did not deliver both halves of applicant {n}");
+                    anyhow::bail!(
+                        "the prelude did not deliver both halves of applicant {applicant}"
+                    );
                 };
                 secret.extend([first.as_str(), second.as_str()]);
                 event["data"]["initial_pin"] = json!(SLOT);
             }
             "pin.verify" => {
                 let pin = self.facts.pin.get(i).and_then(Option::as_ref);
-                let pin = pin.with_context(|| format!("no PIN came back for applicant {n}"))?;
+                let pin =
+                    pin.with_context(|| format!("no PIN came back for applicant {applicant}"))?;
                 secret.push(pin.as_str());
                 event["data"]["pin"] = json!(SLOT);
             }
             "delivery.receipt" => {
                 let id = self.facts.notification.get(i).and_then(Option::as_ref);
-                let id = id.with_context(|| format!("no notification for applicant {n}"))?;
+                let id =
+                    id.with_context(|| format!("no notification for applicant {applicant}"))?;
                 event["data"]["notification_id"] = json!(id);
             }
             _ => {}
@@ -521,7 +561,8 @@ impl Commands {
             }
             _ => body.extend_from_slice(text.as_bytes()),
         }
-        Ok((id, body, self.traces.traceparent(self.phase, n)))
+        let traceparent = self.group.traces.traceparent(self.group.phase, n);
+        Ok((id, body, traceparent))
     }
 }
 
@@ -538,6 +579,9 @@ struct Outbound {
     pub confirm_timeout: Duration,
 }
 
+/// When each command was published, and their numbers by id (when kept).
+type Published = (Vec<Instant>, HashMap<String, u32>);
+
 /// Publishes commands `0..n` with confirms (a window of 256 outstanding), at most
 /// `rate` a second when given. Returns when each was published, and the ids when
 /// `keep_ids` (to find them in the inbox).
@@ -547,7 +591,7 @@ async fn publish_commands(
     n: u32,
     rate: Option<f64>,
     keep_ids: bool,
-) -> anyhow::Result<(Vec<Instant>, HashMap<String, u32>)> {
+) -> anyhow::Result<Published> {
     let window = 256;
     let mut pending = std::collections::VecDeque::new();
     let mut published = Vec::with_capacity(n as usize);
@@ -586,6 +630,13 @@ async fn publish_commands(
         check(publish::confirmed(confirm, out.confirm_timeout).await?)?;
     }
     Ok((published, ids))
+}
+
+/// From `started` until the last of `published`.
+fn sent_for(started: Instant, published: &[Instant]) -> Duration {
+    published.last().map_or(Duration::ZERO, |last| {
+        last.saturating_duration_since(started)
+    })
 }
 
 fn check(confirmed: publish::Confirmed) -> anyhow::Result<()> {
@@ -660,6 +711,23 @@ impl Tracker {
         self.completed == self.n()
     }
 
+    /// When the last command was complete.
+    fn last_done(&self) -> Option<Instant> {
+        self.done_at.iter().flatten().max().copied()
+    }
+
+    /// Each complete command's latency: from its publication (`published`, by
+    /// command) until it was complete; only the commands published by `until`, when
+    /// given.
+    fn latencies(&self, published: &[Instant], until: Option<Instant>) -> Vec<Duration> {
+        self.done_at
+            .iter()
+            .zip(published)
+            .filter(|(_, sent)| until.is_none_or(|until| **sent <= until))
+            .filter_map(|(done, sent)| done.map(|d| d.saturating_duration_since(*sent)))
+            .collect()
+    }
+
     fn summary(&self) -> String {
         format!(
             "{} of {} commands complete; outputs {:?}; unexpected {:?}",
@@ -712,18 +780,35 @@ async fn wait(
     outputs: &mut mpsc::UnboundedReceiver<Output>,
     tracker: &mut Tracker,
     running: &mut Running,
+    facts: Option<&mut Facts>,
+    inbox: Option<&Inbox<'_>>,
+) -> anyhow::Result<()> {
+    wait_all(outputs, &mut [tracker], 1, running, facts, inbox).await
+}
+
+/// Waits until every command of the first `needed` trackers is complete, handing each
+/// output to the tracker of its phase (one of no tracker's phase to the first, which
+/// counts it as unexpected). `inbox` completes the trackers of a type that causes
+/// nothing. Fails when pinflow stops or nothing arrives for `STALL`.
+async fn wait_all(
+    outputs: &mut mpsc::UnboundedReceiver<Output>,
+    trackers: &mut [&mut Tracker],
+    needed: usize,
+    running: &mut Running,
     mut facts: Option<&mut Facts>,
     inbox: Option<&Inbox<'_>>,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
-        if tracker.finished() && (inbox.is_none() || tracker.per_command > 0) {
+        if trackers.iter().take(needed).all(|t| t.finished()) {
             return Ok(());
         }
         tokio::select! {
             output = outputs.recv() => {
                 let mut output = output.context("the gateway stopped")?;
-                tracker.add(&output);
+                let phase = output.trace.map(|(phase, _)| phase);
+                let k = trackers.iter().position(|t| Some(t.phase) == phase).unwrap_or(0);
+                trackers[k].add(&output);
                 if let (Some(facts), Some(learned), Some((_, i))) =
                     (facts.as_deref_mut(), output.learned.take(), output.trace)
                 {
@@ -732,20 +817,20 @@ async fn wait(
             }
             _ = tick.tick() => {
                 running.ensure_running()?;
-                if let Some(inbox) = inbox.filter(|_| tracker.per_command == 0) {
-                    let n = inbox.count().await?;
-                    if n > tracker.completed {
-                        tracker.completed = n.min(tracker.n());
-                        tracker.last_progress = Instant::now();
-                    }
-                    if n >= tracker.n() {
-                        return Ok(());
+                if let Some(inbox) = inbox {
+                    for tracker in trackers.iter_mut().filter(|t| t.per_command == 0) {
+                        let n = inbox.count().await?;
+                        if n > tracker.completed {
+                            tracker.completed = n.min(tracker.n());
+                            tracker.last_progress = Instant::now();
+                        }
                     }
                 }
+                let progress = trackers.iter().map(|t| t.last_progress).max();
                 anyhow::ensure!(
-                    tracker.last_progress.elapsed() < STALL,
+                    progress.is_some_and(|p| p.elapsed() < STALL),
                     "nothing arrived for {STALL:?}: {}",
-                    tracker.summary()
+                    trackers.iter().map(|t| t.summary()).collect::<Vec<_>>().join("; ")
                 );
             }
         }
@@ -771,6 +856,9 @@ pub struct BenchSetup<'a> {
     /// Run the workers as this many `pinflow run` processes of the current
     /// executable; 0: in this process.
     pub processes: u16,
+    /// Measure how the latency of another command type moves while the commands to
+    /// measure are handled as one burst (see `alongside`).
+    pub alongside: Option<AlongsideSetup<'a>>,
 }
 
 fn binding_of(registry: &[Registration], message_type: &str) -> anyhow::Result<Binding> {
@@ -778,6 +866,17 @@ fn binding_of(registry: &[Registration], message_type: &str) -> anyhow::Result<B
         .iter()
         .find_map(|r| r.description.binding(message_type).copied())
         .with_context(|| format!("no registered worker takes {message_type}"))
+}
+
+/// The binding of a command type (an event is refused: drive the command that causes
+/// it).
+fn command_binding(registry: &[Registration], message_type: &str) -> anyhow::Result<Binding> {
+    let binding = binding_of(registry, message_type)?;
+    anyhow::ensure!(
+        binding.source == crate::manifest::Source::Commands,
+        "{message_type} is an event; drive the command that causes it"
+    );
+    Ok(binding)
 }
 
 /// The work queue of the worker that takes `message_type`.
@@ -840,12 +939,10 @@ pub async fn run(connections: &Connections, bench: BenchSetup<'_>) -> anyhow::Re
     if let Some(rate) = bench.rate {
         anyhow::ensure!(rate > 0.0 && rate.is_finite(), "--rate must be above 0");
     }
-    let binding = binding_of(bench.registry, bench.message_type)?;
-    anyhow::ensure!(
-        binding.source == crate::manifest::Source::Commands,
-        "{} is an event; drive the command that causes it",
-        bench.message_type
-    );
+    let binding = command_binding(bench.registry, bench.message_type)?;
+    if let Some(alongside) = &bench.alongside {
+        alongside.check(&bench, &binding)?;
+    }
     let tag = format!("bench{}", &Uuid::new_v4().simple().to_string()[..8]);
     let base = connections
         .database_url
@@ -968,6 +1065,7 @@ async fn measure(
         messages,
         rate,
         processes,
+        alongside: _,
     } = bench;
     let tag = &ours.namespace;
     let names = Names::new(tag);
@@ -1018,16 +1116,14 @@ async fn measure(
         registry,
         binding.needs,
         messages,
-        traces,
+        Group::new(traces, PRELUDE),
         setup()?,
     )
     .await?;
-    let commands = Arc::new(Commands::new(
-        message_type,
-        Arc::new(facts),
-        traces,
-        MEASURED,
-    )?);
+    // With --alongside, the other type's commands, and what they need first.
+    let sides = Sides::prepare(&bench, connection, &mut gateway, &outbound, traces, &setup).await?;
+    let group = Group::new(traces, MEASURED);
+    let commands = Arc::new(Commands::new(message_type, Arc::new(facts), group)?);
     let mut tracker = Tracker::new(MEASURED, binding, messages);
     let inbox = Inbox {
         pool: &pool,
@@ -1041,8 +1137,20 @@ async fn measure(
             Running::children(processes, ours, &key, runtime, rules)
         }
     };
-    let (started, mut running, published, ids) = match rate {
-        None => {
+    let mut burst = None;
+    let (started, mut running, published, ids) = match (rate, &sides) {
+        (_, Some(sides)) => {
+            let types = [message_type, sides.message_type()];
+            let mut running = consuming(connection, &bench, &names, &types, start_workers).await?;
+            let (outputs, out) = (&mut gateway.outputs, outbound.clone());
+            let run = sides.run(outputs, &mut running, out, commands.clone(), &mut tracker);
+            let mut run = run.await?;
+            let started = run.started;
+            let published = (std::mem::take(&mut run.published), run.published_for);
+            burst = Some(run);
+            (started, running, published, HashMap::new())
+        }
+        (None, None) => {
             let publishing = Instant::now();
             let (published, ids) = publish_commands(
                 outbound.clone(),
@@ -1057,12 +1165,9 @@ async fn measure(
             let running = start_workers()?;
             (started, running, (published, published_for), ids)
         }
-        Some(rate) => {
-            let mut running = start_workers()?;
-            let queue = work_queue_of(registry, &names, message_type)
-                .context("no work queue takes this type")?;
-            let consumers = u32::from(runtime.consumers) * u32::from(processes.max(1));
-            wait_for_consumers(connection, &queue, consumers, &mut running).await?;
+        (Some(rate), None) => {
+            let mut running =
+                consuming(connection, &bench, &names, &[message_type], start_workers).await?;
             let publisher = tokio::spawn(publish_commands(
                 outbound.clone(),
                 commands.clone(),
@@ -1082,13 +1187,12 @@ async fn measure(
             .await;
             let (published, ids) = publisher.await??;
             waited?;
-            let published_for = published
-                .last()
-                .map_or(Duration::ZERO, |last| *last - started);
+            let published_for = sent_for(started, &published);
             (started, running, (published, published_for), ids)
         }
     };
-    if rate.is_none() {
+    let full_speed = rate.is_none() && sides.is_none();
+    if full_speed {
         tracker.last_progress = Instant::now();
         wait(
             &mut gateway.outputs,
@@ -1102,14 +1206,14 @@ async fn measure(
     if no_outputs {
         inbox.times(&ids, &mut tracker).await?;
     }
-    let finished = tracker
-        .done_at
-        .iter()
-        .flatten()
-        .max()
-        .copied()
-        .unwrap_or(started);
-    let usage: Usage = running.usage();
+    let finished = tracker.last_done().unwrap_or(started);
+    let usage: Usage = match &burst {
+        Some(burst) => Usage {
+            cpu_seconds: burst.cpu_seconds,
+            ..running.usage()
+        },
+        None => running.usage(),
+    };
     running
         .stop(runtime.shutdown_timeout * 2 + Duration::from_secs(5))
         .await?;
@@ -1118,13 +1222,7 @@ async fn measure(
         .saturating_duration_since(started)
         .as_secs_f64()
         .max(1e-9);
-    let samples: Vec<Duration> = tracker
-        .done_at
-        .iter()
-        .zip(&published)
-        .filter_map(|(done, sent)| done.map(|d| d.saturating_duration_since(*sent)))
-        .collect();
-    let latency = Latency::of(samples, rate.is_none());
+    let latency = Latency::of(tracker.latencies(&published, None), rate.is_none());
     // Whatever still arrives (nothing, in a clean run) is counted as unexpected.
     tokio::time::sleep(Duration::from_millis(200)).await;
     while let Ok(output) = gateway.outputs.try_recv() {
@@ -1136,11 +1234,17 @@ async fn measure(
     let argon2 = argon2.and_after(hashing::ceiling(rules, Duration::from_secs(3)).await?);
     let pinflow_rate = f64::from(tracker.completed) / elapsed;
     let per_1000 = usage.cpu_seconds * 1000.0 / f64::from(messages);
+    let alongside = burst.map(|b| b.figures(pinflow_rate, elapsed, argon2.hashes_per_second));
     Ok(Report {
         message_type: message_type.to_owned(),
         causes: tracker.causes.clone(),
         messages,
-        mode: if rate.is_some() { "rate" } else { "full_speed" }.to_owned(),
+        mode: match (rate, &sides) {
+            (_, Some(_)) => "alongside",
+            (Some(_), None) => "rate",
+            (None, None) => "full_speed",
+        }
+        .to_owned(),
         offered_rate: rate,
         published_rate: f64::from(messages) / published_for.as_secs_f64().max(1e-9),
         processes,
@@ -1167,7 +1271,27 @@ async fn measure(
         namespace: tag.clone(),
         cleaned_up: false,
         elapsed_seconds: elapsed,
+        alongside,
     })
+}
+
+/// Starts the workers and waits until the work queue of each of `types` has every
+/// consumer they start.
+async fn consuming(
+    connection: &Connection,
+    bench: &BenchSetup<'_>,
+    names: &Names,
+    types: &[&str],
+    start: impl FnOnce() -> anyhow::Result<Running>,
+) -> anyhow::Result<Running> {
+    let mut running = start()?;
+    let consumers = u32::from(bench.runtime.consumers) * u32::from(bench.processes.max(1));
+    for message_type in types {
+        let queue = work_queue_of(bench.registry, names, message_type)
+            .with_context(|| format!("no work queue takes {message_type}"))?;
+        wait_for_consumers(connection, &queue, consumers, &mut running).await?;
+    }
+    Ok(running)
 }
 
 /// Waits until `queue` has `consumers` consumers (every worker process is up).
@@ -1230,10 +1354,44 @@ mod tests {
     }
 
     #[test]
+    fn a_group_is_for_applicants_of_its_own_and_numbers_its_commands_from_0() {
+        let traces = Traces::new();
+        let group = Group {
+            traces,
+            phase: 0x21,
+            first: 40,
+        };
+        let commands = Commands::new("application.submit", Arc::new(Facts::new(0)), group);
+        let (_, body, traceparent) = commands.unwrap().build(2).unwrap();
+        let value: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["data"]["tax_code"], tax_code(42));
+        assert_eq!(traces.parse(&traceparent), Some((0x21, 2)));
+    }
+
+    #[test]
+    fn latencies_can_be_limited_to_the_commands_published_by_a_moment() {
+        let binding = binding_of(crate::workers::REGISTRY, "application.submit").unwrap();
+        let mut tracker = Tracker::new(MEASURED, &binding, 3);
+        let t0 = Instant::now();
+        let sent: Vec<Instant> = (0..3).map(|i| t0 + Duration::from_millis(i * 10)).collect();
+        for (i, done) in tracker.done_at.iter_mut().enumerate() {
+            *done = Some(sent[i] + Duration::from_millis(5));
+        }
+        assert_eq!(tracker.latencies(&sent, None).len(), 3);
+        let early = tracker.latencies(&sent, Some(sent[1]));
+        assert_eq!(early, vec![Duration::from_millis(5); 2]);
+        assert_eq!(
+            tracker.last_done(),
+            Some(sent[2] + Duration::from_millis(5))
+        );
+    }
+
+    #[test]
     fn a_secret_is_spliced_into_the_body_and_nowhere_else() {
         let mut facts = Facts::new(2);
         facts.pin[1] = Some(Zeroizing::new("ABCD2345".to_owned()));
-        let commands = Commands::new("pin.verify", Arc::new(facts), Traces::new(), 0).unwrap();
+        let group = Group::new(Traces::new(), 0);
+        let commands = Commands::new("pin.verify", Arc::new(facts), group).unwrap();
         let (_, body, _) = commands.build(1).unwrap();
         let value: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(value["data"]["pin"], "ABCD2345");

@@ -11,11 +11,12 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use anyhow::Context as _;
 use zeroize::Zeroizing;
 
-use super::gateway::{Gateway, Learned, Traces};
+use super::gateway::{Gateway, Learned};
 use super::running::Running;
-use super::{Commands, Outbound, Tracker, binding_of, publish_commands, wait};
+use super::{Commands, Group, Outbound, Tracker, binding_of, publish_commands, wait};
 use crate::app::Setup;
 use crate::runtime::Registration;
 
@@ -68,16 +69,18 @@ impl Facts {
     }
 }
 
-/// Has pinflow (in this process) handle, for applicants `0..messages`, each type in
-/// `needs` in turn, each until everything it causes has come out. Returns what was
-/// learned; learns nothing and starts nothing when `needs` is empty.
+/// Has pinflow (in this process) handle, for `messages` applicants of `group`, each
+/// type in `needs` in turn (the first traced as the group's phase, each next one as
+/// the phase after), each until everything it causes has come out. Returns what was
+/// learned, by command number; learns nothing and starts nothing when `needs` is
+/// empty.
 pub(super) async fn run(
     gateway: &mut Gateway,
     outbound: &Outbound,
     registry: &[Registration],
     needs: &[&str],
     messages: u32,
-    traces: Traces,
+    group: Group,
     setup: Setup,
 ) -> anyhow::Result<Facts> {
     let mut facts = Facts::new(messages);
@@ -88,11 +91,15 @@ pub(super) async fn run(
     gateway.learning.store(true, Ordering::Relaxed);
     for (k, needed) in needs.iter().enumerate() {
         let binding = binding_of(registry, needed)?;
-        let phase = u8::try_from(k + 1)?;
+        let phase = u8::try_from(k)
+            .ok()
+            .and_then(|k| group.phase.checked_add(k))
+            .context("too many prelude steps for the trace ids' phases")?;
         // Each step builds on what the previous ones taught (the halves, the PIN).
         let known = std::mem::replace(&mut facts, Facts::new(0));
         let known = Arc::new(known);
-        let commands = Arc::new(Commands::new(needed, known.clone(), traces, phase)?);
+        let step = Group { phase, ..group };
+        let commands = Arc::new(Commands::new(needed, known.clone(), step)?);
         let out = Outbound {
             reply_to: binding.rpc.then(|| gateway.replies.clone()),
             ..outbound.clone()
