@@ -1370,7 +1370,8 @@ mod tests {
 
     #[test]
     fn latencies_can_be_limited_to_the_commands_published_by_a_moment() {
-        let binding = binding_of(crate::workers::REGISTRY, "application.submit").unwrap();
+        let binding =
+            crate::manifest::Binding::command("application.submit", &["application.held"]);
         let mut tracker = Tracker::new(MEASURED, &binding, 3);
         let t0 = Instant::now();
         let sent: Vec<Instant> = (0..3).map(|i| t0 + Duration::from_millis(i * 10)).collect();
