@@ -139,12 +139,6 @@ pub struct Rules {
     #[arg(long, env = "PINFLOW_ARGON2_P_COST", default_value_t = 1)]
     pub argon2_p_cost: u32,
 
-    /// How much lower than the rest of the process the Argon2 threads (one per core)
-    /// are scheduled, as a nice increment: a burst of hashing then takes only the CPU
-    /// nothing else wants. 0 hashes at the process's own priority.
-    #[arg(long, env = "PINFLOW_ARGON2_NICE", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=19))]
-    pub argon2_nice: u8,
-
     /// Development only: allow Argon2 costs below the OWASP minimum (cheap hashing for
     /// tests and for measuring the runtime alone).
     #[arg(long, env = "PINFLOW_DEV_ALLOW_WEAK_ARGON2")]
@@ -195,11 +189,6 @@ impl Rules {
              set PINFLOW_DEV_ALLOW_WEAK_ARGON2=true only for development and tests",
             self.argon2_m_cost, self.argon2_t_cost
         ))
-    }
-
-    /// A hasher with these rules' Argon2id parameters and hashing threads.
-    pub fn hasher(&self) -> Result<crate::domain::PinHasher, crate::domain::hashing::HashError> {
-        crate::domain::PinHasher::with_nice(self.hash_params(), self.argon2_nice)
     }
 
     /// The Argon2id parameters these rules name.

@@ -1,8 +1,7 @@
 //! The threads Argon2 runs on: one per core, started with the hasher and kept for its
 //! life, each with its own Argon2 work memory reused from hash to hash. They run at a
-//! lower scheduling priority (by default nice 10 above the process's,
-//! `PINFLOW_ARGON2_NICE`) than the async threads and than the broker and the database
-//! beside them, so a burst of hashing takes the CPU nothing else wants:
+//! lower scheduling priority (nice 10 above the process's) than the async threads and
+//! than the broker and the database beside them, so a burst of hashing takes the CPU nothing else wants:
 //! deliveries of other types, replies and the relay keep flowing, and hashing still
 //! has every core whenever they are idle.
 
@@ -15,6 +14,9 @@ use tokio::sync::oneshot;
 use super::hashing::HashError;
 use crate::telemetry::metrics;
 
+/// How much lower than the rest of the process the hashing threads are scheduled.
+const NICE: i32 = 10;
+
 /// One hash or check, given a thread's work memory.
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
@@ -26,14 +28,14 @@ pub struct HashPool {
 }
 
 impl HashPool {
-    /// Starts `threads` hashing threads, scheduled `nice` lower than the process.
-    pub fn start(threads: usize, nice: u8) -> Result<HashPool, HashError> {
+    /// Starts `threads` hashing threads.
+    pub fn start(threads: usize) -> Result<HashPool, HashError> {
         let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
         for n in 0..threads {
             let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("pinflow-argon2-{n}"))
-                .spawn(move || work(&queue, nice))
+                .spawn(move || work(&queue))
                 .map_err(|_| HashError::Pool)?;
         }
         Ok(HashPool {
@@ -69,23 +71,21 @@ impl HashPool {
 }
 
 /// A hashing thread: lowers its own priority, then runs jobs until the pool is gone.
-fn work(queue: &Receiver<Job>, nice: u8) {
-    if nice > 0 {
-        lower_priority(i32::from(nice));
-    }
+fn work(queue: &Receiver<Job>) {
+    lower_priority();
     let mut memory = Vec::new();
     while let Ok(job) = queue.recv() {
         job(&mut memory);
     }
 }
 
-/// Raises the calling thread's nice value by `by` (on Linux a thread has its own).
+/// Raises the calling thread's nice value by `NICE` (on Linux a thread has its own).
 /// Raising it needs no privilege; if it fails anyway, hashing runs at the process's
 /// priority, which is only slower for the other work.
-fn lower_priority(by: i32) {
+fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
-        let target = (own_nice() + by).min(19);
+        let target = (own_nice() + NICE).min(19);
         // SAFETY: `gettid` and `setpriority` take plain integers and touch no memory of
         // ours; `setpriority` on the calling thread's id changes only its own nice value.
         let result = unsafe {
@@ -115,20 +115,18 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn jobs_run_on_the_pool_threads_at_a_lower_priority() {
-        let pool = HashPool::start(2, 10).unwrap();
+        let pool = HashPool::start(2).unwrap();
         let (name, nice) = pool
             .run(|_| (std::thread::current().name().map(str::to_owned), own_nice()))
             .await
             .unwrap();
         assert!(name.unwrap().starts_with("pinflow-argon2-"));
-        assert_eq!(nice, (own_nice() + 10).min(19));
-        let level = HashPool::start(1, 0).unwrap();
-        assert_eq!(level.run(|_| own_nice()).await.unwrap(), own_nice());
+        assert_eq!(nice, (own_nice() + NICE).min(19));
     }
 
     #[tokio::test]
     async fn a_thread_keeps_its_work_memory_between_jobs() {
-        let pool = HashPool::start(1, 10).unwrap();
+        let pool = HashPool::start(1).unwrap();
         pool.run(|memory| memory.resize(8, Block::default()))
             .await
             .unwrap();

@@ -72,19 +72,13 @@ pub struct PinHasher {
 const OUTPUT_LEN: usize = 32;
 
 impl PinHasher {
-    /// A hasher with these parameters, and its hashing threads (one per core) at the
-    /// default lower priority (see `hash_pool`).
+    /// A hasher with these parameters, and its hashing threads (one per core).
     pub fn new(params: HashParams) -> Result<PinHasher, HashError> {
-        PinHasher::with_nice(params, 10)
-    }
-
-    /// A hasher whose threads are scheduled `nice` lower than the rest of the process.
-    pub fn with_nice(params: HashParams, nice: u8) -> Result<PinHasher, HashError> {
         let params = params.argon2_params()?;
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(PinHasher {
             params,
-            pool: HashPool::start(cores, nice)?,
+            pool: HashPool::start(cores)?,
         })
     }
 

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::domain::PinHasher;
+
 /// The hashing ceiling.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HashCeiling {
@@ -51,7 +53,7 @@ pub(super) async fn ceiling(
     at_least: Duration,
 ) -> anyhow::Result<HashCeiling> {
     let params = rules.hash_params();
-    let hasher = rules.hasher()?;
+    let hasher = PinHasher::new(params)?;
     let cores = hasher.parallel();
     let minimum = 4 * cores as u32;
     let done = Arc::new(AtomicU32::new(0));

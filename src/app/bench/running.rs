@@ -216,7 +216,6 @@ pub(super) fn settings_env(runtime: &Runtime, rules: &Rules) -> Vec<(&'static st
         ("PINFLOW_ARGON2_M_COST", rules.argon2_m_cost.to_string()),
         ("PINFLOW_ARGON2_T_COST", rules.argon2_t_cost.to_string()),
         ("PINFLOW_ARGON2_P_COST", rules.argon2_p_cost.to_string()),
-        ("PINFLOW_ARGON2_NICE", rules.argon2_nice.to_string()),
         (
             "PINFLOW_DEV_ALLOW_WEAK_ARGON2",
             rules.dev_allow_weak_argon2.to_string(),
