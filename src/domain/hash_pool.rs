@@ -1,9 +1,7 @@
 //! The threads Argon2 runs on: one per core, started with the hasher and kept for its
-//! life, each with its own Argon2 work memory reused from hash to hash. They run at a
-//! lower scheduling priority (nice 10 above the process's) than the async threads and
-//! than the broker and the database beside them, so a burst of hashing takes the CPU nothing else wants:
-//! deliveries of other types, replies and the relay keep flowing, and hashing still
-//! has every core whenever they are idle.
+//! life, each with its own Argon2 work memory reused from hash to hash. A hash is
+//! handed to an idle thread that is already running, rather than to tokio's blocking
+//! pool, which spawns and retires threads as bursts come and go.
 
 use std::sync::Arc;
 
@@ -13,9 +11,6 @@ use tokio::sync::oneshot;
 
 use super::hashing::HashError;
 use crate::telemetry::metrics;
-
-/// How much lower than the rest of the process the hashing threads are scheduled.
-const NICE: i32 = 10;
 
 /// One hash or check, given a thread's work memory.
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
@@ -70,41 +65,11 @@ impl HashPool {
     }
 }
 
-/// A hashing thread: lowers its own priority, then runs jobs until the pool is gone.
+/// A hashing thread: runs jobs until the pool is gone.
 fn work(queue: &Receiver<Job>) {
-    lower_priority();
     let mut memory = Vec::new();
     while let Ok(job) = queue.recv() {
         job(&mut memory);
-    }
-}
-
-/// Raises the calling thread's nice value by `NICE` (on Linux a thread has its own).
-/// Raising it needs no privilege; if it fails anyway, hashing runs at the process's
-/// priority, which is only slower for the other work.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        let target = (own_nice() + NICE).min(19);
-        // SAFETY: `gettid` and `setpriority` take plain integers and touch no memory of
-        // ours; `setpriority` on the calling thread's id changes only its own nice value.
-        let result = unsafe {
-            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, target)
-        };
-        if result != 0 {
-            tracing::debug!("could not lower the hashing thread's priority");
-        }
-    }
-}
-
-/// The calling thread's nice value.
-#[cfg(target_os = "linux")]
-fn own_nice() -> i32 {
-    // SAFETY: `gettid` and `getpriority` take plain integers and only read.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::getpriority(libc::PRIO_PROCESS, tid)
     }
 }
 
@@ -112,16 +77,11 @@ fn own_nice() -> i32 {
 mod tests {
     use super::*;
 
-    #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn jobs_run_on_the_pool_threads_at_a_lower_priority() {
+    async fn jobs_run_on_the_pool_threads() {
         let pool = HashPool::start(2).unwrap();
-        let (name, nice) = pool
-            .run(|_| (std::thread::current().name().map(str::to_owned), own_nice()))
-            .await
-            .unwrap();
-        assert!(name.unwrap().starts_with("pinflow-argon2-"));
-        assert_eq!(nice, (own_nice() + NICE).min(19));
+        let name = pool.run(|_| std::thread::current().name().map(str::to_owned));
+        assert!(name.await.unwrap().unwrap().starts_with("pinflow-argon2-"));
     }
 
     #[tokio::test]
