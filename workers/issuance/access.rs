@@ -44,47 +44,38 @@ pub struct Checked {
     matched: bool,
 }
 
+/// Which stored secret a presented one is compared with.
+#[derive(Debug, Clone, Copy)]
+pub enum Against {
+    /// The initial PIN (`pin.first_access`).
+    InitialPin,
+    /// The PIN (`pin.verify`).
+    Pin,
+}
+
 impl Checked {
-    /// The presented initial PIN against the tax code's stored one, when first access
-    /// would get as far as comparing them.
-    pub async fn initial_pin(
+    /// Reads the tax code's credential without a lock and checks the presented secret
+    /// against the stored one, when the command would get as far as comparing them (a
+    /// credential that refuses it anyway costs no hash).
+    pub async fn before(
         worker: &Issuance,
         tax_code: &TaxCode,
         presented: &str,
+        against: Against,
     ) -> Result<Option<Checked>, HandlerError> {
         let now = worker.clock.now();
-        let hash = |s: Stored| {
-            let open = s.credential.check_first_access(now).is_ok();
-            s.initial_pin_hash.filter(|_| open)
+        let Some(stored) = credentials::latest(&worker.pool, tax_code.as_str()).await? else {
+            return Ok(None);
         };
-        Checked::against(worker, tax_code, presented, hash).await
-    }
-
-    /// The presented PIN against the tax code's stored one, when a login would get as
-    /// far as comparing them.
-    pub async fn pin(
-        worker: &Issuance,
-        tax_code: &TaxCode,
-        presented: &str,
-    ) -> Result<Option<Checked>, HandlerError> {
-        let now = worker.clock.now();
-        let hash = |s: Stored| {
-            s.pin_hash
-                .filter(|_| s.credential.check_verify(now).is_ok())
+        let credential = &stored.credential;
+        let (open, hash) = match against {
+            Against::InitialPin => (
+                credential.check_first_access(now).is_ok(),
+                stored.initial_pin_hash,
+            ),
+            Against::Pin => (credential.check_verify(now).is_ok(), stored.pin_hash),
         };
-        Checked::against(worker, tax_code, presented, hash).await
-    }
-
-    /// Reads the credential without a lock and checks against the hash `hash` picks,
-    /// if it picks one (a credential that refuses the secret anyway costs no hash).
-    async fn against(
-        worker: &Issuance,
-        tax_code: &TaxCode,
-        presented: &str,
-        hash: impl FnOnce(Stored) -> Option<String>,
-    ) -> Result<Option<Checked>, HandlerError> {
-        let stored = credentials::latest(&worker.pool, tax_code.as_str()).await?;
-        let Some(hash) = stored.and_then(hash) else {
+        let Some(hash) = hash.filter(|_| open) else {
             return Ok(None);
         };
         let matched = worker

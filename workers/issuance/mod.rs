@@ -83,6 +83,7 @@ impl Worker for Issuance {
     }
 
     async fn prepare(&self, command: Command) -> Result<Prepared, HandlerError> {
+        use access::Against::{InitialPin, Pin};
         Ok(match command {
             Command::Request(request) => {
                 let pin = if request.is_eligible() {
@@ -96,12 +97,13 @@ impl Worker for Issuance {
                 let presented = access.initial_pin.expose();
                 let (pin, checked) = tokio::join!(
                     access::NewPin::generate(&self.hasher),
-                    access::Checked::initial_pin(self, &access.tax_code, presented),
+                    access::Checked::before(self, &access.tax_code, presented, InitialPin),
                 );
                 Prepared::FirstAccess(access, pin?, checked?)
             }
             Command::Verify(verify) => {
-                let checked = access::Checked::pin(self, &verify.tax_code, verify.pin.expose());
+                let presented = verify.pin.expose();
+                let checked = access::Checked::before(self, &verify.tax_code, presented, Pin);
                 let checked = checked.await?;
                 Prepared::Verify(verify, checked)
             }
