@@ -642,7 +642,7 @@ subscriber (a sink bound to the events exchange only).
 
 Figures (the --json keys in brackets):
   argon2 ceiling [argon2.hashes_per_second]: PIN hashes a second with the configured
-      Argon2 parameters, one at a time per core, through pinflow's own hasher, alone:
+      Argon2 parameters on pinflow's own hashing threads (one per core), alone:
       the mean of 3 s before pinflow's phase and 3 s after it [argon2.*_before,
       argon2.*_after]; far apart, the machine's load moved during the run. Also the
       CPU time of one hash [argon2.cpu_seconds_per_hash] and what that makes on
@@ -652,7 +652,9 @@ Figures (the --json keys in brackets):
       takes with confirms, alone.
   broker ceiling for the pattern [broker_pattern_rate]: commands a second the broker
       alone runs through the type's pattern: consume one, publish what it causes (from
-      the worker's description) with confirms, acknowledge, batched like the consumer.
+      the worker's description) with confirms, acknowledge, batched like the consumer,
+      while a consumer takes every output (no ack), as the gateway does in pinflow's
+      run; from the first command taken until the last output arrived.
   pinflow end to end [pinflow_rate]: commands a second from the start of the measured
       phase (full speed: the workers' start; --rate: the first publication) until the
       last output of the last command (with --rate, the rate asked bounds it).
