@@ -122,18 +122,7 @@ pub(super) async fn pattern_ceiling(
     publish_all(channel, "", &queue, bodies, kind, runtime.confirm_timeout).await?;
     let publish_rate = bodies.len() as f64 / started.elapsed().as_secs_f64();
     let taker = connection.create_channel().await?;
-    let no_ack = BasicConsumeOptions {
-        no_ack: true,
-        ..Default::default()
-    };
-    let mut outputs_in = taker
-        .basic_consume(
-            sink.as_str().into(),
-            "bench".into(),
-            no_ack,
-            FieldTable::default(),
-        )
-        .await?;
+    let mut outputs_in = consume(&taker, &sink, true).await?;
     let expected = bodies.len() * outputs;
     let taken = tokio::spawn(async move {
         let mut seen = 0;
@@ -152,15 +141,7 @@ pub(super) async fn pattern_ceiling(
     channel
         .basic_qos(runtime.prefetch, BasicQosOptions::default())
         .await?;
-    let options = BasicConsumeOptions::default();
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "bench".into(),
-            options,
-            FieldTable::default(),
-        )
-        .await?;
+    let mut consumer = consume(channel, &queue, false).await?;
     // Batched like the consumer loop: up to a batch of deliveries, their outputs
     // published with confirms, then one `multiple` ack.
     let started = Instant::now();
@@ -208,6 +189,23 @@ pub(super) async fn pattern_ceiling(
             .await?;
     }
     Ok((publish_rate, pattern_rate))
+}
+
+/// Starts consuming `queue` as the benchmark (`no_ack`: deliveries count as
+/// acknowledged once sent).
+pub(super) async fn consume(
+    channel: &Channel,
+    queue: &str,
+    no_ack: bool,
+) -> anyhow::Result<lapin::Consumer> {
+    let options = BasicConsumeOptions {
+        no_ack,
+        ..Default::default()
+    };
+    let tag = "bench".into();
+    Ok(channel
+        .basic_consume(queue.into(), tag, options, FieldTable::default())
+        .await?)
 }
 
 /// A queue that receives a copy of every event pinflow publishes on the events

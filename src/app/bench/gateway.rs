@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions};
+use lapin::options::QueueBindOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use serde::Deserialize;
@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
-use super::ceiling::declare;
+use super::ceiling::{consume, declare};
 use crate::broker::Names;
 use crate::broker::names::NOTIFY_CHANNELS;
 use crate::broker::publish::header_str;
@@ -205,18 +205,7 @@ impl Gateway {
         let (mut tasks, mut channels) = (Vec::new(), Vec::new());
         for (queue, kind) in queues {
             let channel = connection.create_channel().await?;
-            let options = BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            };
-            let mut consumer = channel
-                .basic_consume(
-                    queue.as_str().into(),
-                    "bench".into(),
-                    options,
-                    FieldTable::default(),
-                )
-                .await?;
+            let mut consumer = consume(&channel, &queue, true).await?;
             channels.push(channel);
             let (sender, learning) = (sender.clone(), learning.clone());
             tasks.push(tokio::spawn(async move {
