@@ -17,12 +17,12 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::commands::{Commands, Group, MAX_APPLICANTS};
 use super::gateway::{Gateway, Output, Phase, Traces};
+use super::report::Latency;
 use super::running::Running;
-use super::{
-    BenchSetup, Commands, Group, Latency, MAX_APPLICANTS, Outbound, Published, Tracker,
-    command_binding, prelude, publish_commands, sent_for, wait, wait_all,
-};
+use super::tracking::{Outbound, Published, Tracker, publish_commands, sent_for, wait, wait_all};
+use super::{BenchSetup, command_binding, prelude};
 use crate::app::Setup;
 use crate::manifest::Binding;
 

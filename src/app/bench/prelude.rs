@@ -14,9 +14,11 @@ use std::sync::atomic::Ordering;
 use anyhow::Context as _;
 use zeroize::Zeroizing;
 
+use super::binding_of;
+use super::commands::{Commands, Group};
 use super::gateway::{Gateway, Learned};
 use super::running::Running;
-use super::{Commands, Group, Outbound, Tracker, binding_of, publish_commands, wait};
+use super::tracking::{Outbound, Tracker, publish_commands, wait};
 use crate::app::Setup;
 use crate::runtime::Registration;
 

@@ -18,8 +18,9 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::ceiling::{count, declare, events_sink, publish_all};
+use super::commands::tax_code;
 use super::running::peak_rss_kib;
-use super::{setup_for, tax_code};
+use super::setup_for;
 use crate::broker::names::NOTIFY_CHANNELS;
 use crate::broker::{self, Names};
 use crate::config::{Connections, Rules, Runtime};
