@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::commands::{Commands, Group, MAX_APPLICANTS};
 use super::gateway::{Gateway, Output, Phase, Traces};
-use super::report::Latency;
+use super::report::{Latency, ratio};
 use super::running::Running;
 use super::tracking::{Outbound, Published, Tracker, publish_commands, sent_for, wait, wait_all};
 use super::{BenchSetup, command_binding, prelude};
@@ -396,11 +396,6 @@ impl Sides {
     fn published_rate(&self, started: Instant, sent: &[Instant]) -> f64 {
         f64::from(self.messages) / sent_for(started, sent).as_secs_f64().max(1e-9)
     }
-}
-
-/// `a / b`, 0 when `b` is not above 0.
-fn ratio(a: f64, b: f64) -> f64 {
-    if b > 0.0 { a / b } else { 0.0 }
 }
 
 /// Two counts by routing key, added up.

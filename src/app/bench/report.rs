@@ -161,19 +161,18 @@ pub struct Scaling {
 impl Scaling {
     /// From `first` to `last`.
     pub(super) fn of(first: &Report, last: &Report) -> Scaling {
-        let div = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
         Scaling {
             from_messages: first.messages,
             to_messages: last.messages,
-            rate: div(last.pinflow_rate, first.pinflow_rate),
-            ratio_to_pattern_ceiling: div(
+            rate: ratio(last.pinflow_rate, first.pinflow_rate),
+            ratio_to_pattern_ceiling: ratio(
                 last.ratio_to_pattern_ceiling,
                 first.ratio_to_pattern_ceiling,
             ),
-            p50: div(last.latency.p50_ms, first.latency.p50_ms),
-            p99: div(last.latency.p99_ms, first.latency.p99_ms),
-            cpu_per_1000: div(last.cpu_seconds_per_1000, first.cpu_seconds_per_1000),
-            peak_rss: div(last.peak_rss_kib as f64, first.peak_rss_kib as f64),
+            p50: ratio(last.latency.p50_ms, first.latency.p50_ms),
+            p99: ratio(last.latency.p99_ms, first.latency.p99_ms),
+            cpu_per_1000: ratio(last.cpu_seconds_per_1000, first.cpu_seconds_per_1000),
+            peak_rss: ratio(last.peak_rss_kib as f64, first.peak_rss_kib as f64),
         }
     }
 }
@@ -359,6 +358,11 @@ impl std::fmt::Display for Runs {
         }
         Ok(())
     }
+}
+
+/// `a / b`, 0 when `b` is not above 0.
+pub(super) fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
 }
 
 #[cfg(test)]
