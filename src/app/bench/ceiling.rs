@@ -9,10 +9,10 @@ use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 
-use crate::broker::publish;
+use crate::broker::publish::{self, set_str};
 use crate::config::Runtime;
 use crate::contract::CONTENT_TYPE;
 
@@ -35,8 +35,7 @@ pub(super) fn traced(
         .with_delivery_mode(2);
     if let Some(traceparent) = traceparent {
         let mut headers = FieldTable::default();
-        let value = AMQPValue::LongString(LongString::from(traceparent));
-        headers.insert(ShortString::from("traceparent"), value);
+        set_str(&mut headers, "traceparent", traceparent);
         properties = properties.with_headers(headers);
     }
     match reply_to {
@@ -74,8 +73,7 @@ pub(super) async fn publish_all(
 pub(super) async fn declare(channel: &Channel, queue: &str, quorum: bool) -> anyhow::Result<u32> {
     let mut args = FieldTable::default();
     if quorum {
-        let kind = AMQPValue::LongString(LongString::from("quorum"));
-        args.insert(ShortString::from("x-queue-type"), kind);
+        set_str(&mut args, "x-queue-type", "quorum");
     }
     let options = QueueDeclareOptions {
         durable: true,
