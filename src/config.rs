@@ -139,6 +139,12 @@ pub struct Rules {
     #[arg(long, env = "PINFLOW_ARGON2_P_COST", default_value_t = 1)]
     pub argon2_p_cost: u32,
 
+    /// Threads that run Argon2 (default: one per core). Fewer leave cores to the other
+    /// message types, and to a broker or database on the same machine, while a burst
+    /// of hashing commands is handled, at the cost of hashes per second.
+    #[arg(long, env = "PINFLOW_ARGON2_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub argon2_threads: Option<u16>,
+
     /// Development only: allow Argon2 costs below the OWASP minimum (cheap hashing for
     /// tests and for measuring the runtime alone).
     #[arg(long, env = "PINFLOW_DEV_ALLOW_WEAK_ARGON2")]
@@ -189,6 +195,14 @@ impl Rules {
              set PINFLOW_DEV_ALLOW_WEAK_ARGON2=true only for development and tests",
             self.argon2_m_cost, self.argon2_t_cost
         ))
+    }
+
+    /// How many hashes run at a time: `PINFLOW_ARGON2_THREADS`, or one per core.
+    pub fn hash_threads(&self) -> usize {
+        self.argon2_threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            usize::from,
+        )
     }
 
     /// The Argon2id parameters these rules name.
@@ -366,6 +380,27 @@ mod tests {
         assert!(parse_duration("P1M").is_err());
         assert!(parse_duration("PT0S").is_err());
         assert!(parse_duration("5s").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct RulesOnly {
+        #[command(flatten)]
+        rules: Rules,
+    }
+
+    fn rules(args: &[&str]) -> Result<Rules, clap::Error> {
+        use clap::Parser as _;
+        RulesOnly::try_parse_from(std::iter::once("pinflow").chain(args.iter().copied()))
+            .map(|parsed| parsed.rules)
+    }
+
+    #[test]
+    fn hashing_threads_default_to_the_cores_and_can_be_fewer() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(rules(&[]).expect("defaults").hash_threads(), cores);
+        let one = rules(&["--argon2-threads", "1"]).expect("one thread");
+        assert_eq!(one.hash_threads(), 1);
+        assert!(rules(&["--argon2-threads", "0"]).is_err());
     }
 
     #[test]

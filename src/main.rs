@@ -642,7 +642,8 @@ subscriber (a sink bound to the events exchange only).
 
 Figures (the --json keys in brackets):
   argon2 ceiling [argon2.hashes_per_second]: PIN hashes a second with the configured
-      Argon2 parameters on pinflow's own hashing threads (one per core), alone:
+      Argon2 parameters on pinflow's own hashing threads (one per core, or
+      PINFLOW_ARGON2_THREADS), alone:
       the mean of 3 s before pinflow's phase and 3 s after it [argon2.*_before,
       argon2.*_after]; far apart, the machine's load moved during the run. Also the
       CPU time of one hash [argon2.cpu_seconds_per_hash] and what that makes on

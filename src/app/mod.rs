@@ -149,8 +149,11 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
         jobs_now: setup.jobs_now.clone(),
         health,
     });
-    let hasher = crate::domain::PinHasher::new(setup.rules.hash_params())
-        .context("invalid Argon2 settings")?;
+    let hasher = crate::domain::PinHasher::with_threads(
+        setup.rules.hash_params(),
+        setup.rules.hash_threads(),
+    )
+    .context("invalid Argon2 settings")?;
     let tracker = TaskTracker::new();
     let relay_cancel = CancellationToken::new();
     for registration in &chosen {

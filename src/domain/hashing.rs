@@ -74,11 +74,15 @@ const OUTPUT_LEN: usize = 32;
 impl PinHasher {
     /// A hasher with these parameters, and its hashing threads (one per core).
     pub fn new(params: HashParams) -> Result<PinHasher, HashError> {
-        let params = params.argon2_params()?;
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        PinHasher::with_threads(params, cores)
+    }
+
+    /// A hasher with these parameters that runs `threads` hashes at a time.
+    pub fn with_threads(params: HashParams, threads: usize) -> Result<PinHasher, HashError> {
         Ok(PinHasher {
-            params,
-            pool: HashPool::start(cores)?,
+            params: params.argon2_params()?,
+            pool: HashPool::start(threads.max(1))?,
         })
     }
 

@@ -1,6 +1,6 @@
 //! The Argon2 ceiling: how many PIN hashes a second this machine makes with the
-//! configured parameters, on all cores, through pinflow's own hasher and its bounded
-//! threads (one per core), with nothing else of the benchmark running:
+//! configured parameters through pinflow's own hasher and its hashing threads (one per
+//! core, or `PINFLOW_ARGON2_THREADS`), with nothing else of the benchmark running:
 //! measured before pinflow's phase and again after it.
 
 use std::sync::Arc;
@@ -18,7 +18,7 @@ pub struct HashCeiling {
     pub t_cost: u32,
     /// Argon2id lanes.
     pub p_cost: u32,
-    /// Hashes at a time (the hasher's pool: one per core).
+    /// Hashes at a time (the hasher's pool: one per core unless configured).
     pub parallel: usize,
     /// Hashes made per second: the mean of the two measurements below (the machine's
     /// load moves during a run; both ends of it bracket the measured phase).
@@ -53,7 +53,7 @@ pub(super) async fn ceiling(
     at_least: Duration,
 ) -> anyhow::Result<HashCeiling> {
     let params = rules.hash_params();
-    let hasher = PinHasher::new(params)?;
+    let hasher = PinHasher::with_threads(params, rules.hash_threads())?;
     let cores = hasher.parallel();
     let minimum = 4 * cores as u32;
     let done = Arc::new(AtomicU32::new(0));

@@ -179,7 +179,7 @@ impl Running {
 /// The environment that gives a `pinflow run` process these settings.
 pub(super) fn settings_env(runtime: &Runtime, rules: &Rules) -> Vec<(&'static str, String)> {
     let d = |d: Duration| iso_duration(d);
-    vec![
+    let mut env = vec![
         ("PINFLOW_PREFETCH", runtime.prefetch.to_string()),
         ("PINFLOW_CONSUMERS", runtime.consumers.to_string()),
         ("PINFLOW_BATCH_SIZE", runtime.batch_size.to_string()),
@@ -234,7 +234,11 @@ pub(super) fn settings_env(runtime: &Runtime, rules: &Rules) -> Vec<(&'static st
             "PINFLOW_RESET_RATE_WINDOW",
             rules.reset_rate_window.to_string(),
         ),
-    ]
+    ];
+    if let Some(threads) = rules.argon2_threads {
+        env.push(("PINFLOW_ARGON2_THREADS", threads.to_string()));
+    }
+    env
 }
 
 /// An ISO 8601 duration in whole milliseconds, e.g. `PT1.500S`.
