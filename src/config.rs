@@ -73,7 +73,8 @@ pub struct Runtime {
     #[arg(long, env = "PINFLOW_CONFIRM_TIMEOUT", default_value = "PT10S", value_parser = parse_duration)]
     pub confirm_timeout: Duration,
 
-    /// How often the outbox relay looks for rows written by other processes.
+    /// How often the outbox relay looks for due rows when nothing woke it (its own
+    /// workers' commits and other processes' relays wake it at once).
     #[arg(long, env = "PINFLOW_RELAY_INTERVAL", default_value = "PT1S", value_parser = parse_duration)]
     pub relay_interval: Duration,
 

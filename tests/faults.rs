@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::issuance::IssuanceApp;
 use common::issuance::{many_tax_code as tax_code, request};
-use common::process::{Pinflow, key, start};
+use common::process::{Pinflow, key, start, start_with};
 use common::{PATIENCE, Taken, TestApp, command, observer_with};
 use pinflow::config::Connections;
 use serde_json::{Value, json};
@@ -374,6 +374,79 @@ async fn a_database_outage_mid_run_is_retried_and_leaves_no_open_transaction() {
         "retried, not dead-lettered"
     );
     admin.close().await;
+    app.stop().await;
+}
+
+/// Advisory locks held in the test's database (the relay's leadership is one).
+async fn advisory_locks(app: &TestApp) -> i64 {
+    app.count(
+        "select count(*) from pg_locks where locktype = 'advisory' and granted
+         and database = (select oid from pg_database where datname = current_database())",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn one_relay_leads_the_others_poke_it_and_the_next_takes_over_when_it_stops() {
+    let _serial = SERIAL.lock().await;
+    let (app, connections, _) = observer_with(&[]).await;
+    let key = key();
+    // Relays that never poll: only a wake-up from their own workers, or a poke from
+    // another process's relay, makes them publish.
+    let mut env = children_env("info");
+    env.push(("PINFLOW_RELAY_INTERVAL", "PT1H".into()));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // The leader runs a worker that gets nothing here, so it has no wake-up of its own.
+    let leader = start_with(
+        &connections,
+        &key,
+        &["--worker", "delivery_receipts"],
+        &pairs,
+    );
+    app.wait_for_consumer(&app.names.work_queue("delivery_receipts"))
+        .await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while advisory_locks(&app).await < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no relay took the lead"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let follower = start_with(&connections, &key, &["--worker", "issuance"], &pairs);
+    app.wait_for_consumer(&app.work_queue()).await;
+
+    // The follower handles the request; its relay cannot lead, so it pokes the leader,
+    // which publishes the two halves.
+    app.publish(&request(0)).await;
+    let first = [
+        app.take(&app.notify_queue("sms"), 1).await,
+        app.take(&app.notify_queue("post"), 1).await,
+    ];
+    assert_eq!(advisory_locks(&app).await, 1, "one relay leads");
+
+    // The leader stops and its lock goes with its connection: the follower's relay
+    // takes the lead at its next round.
+    let (status, _) = leader.terminate().await;
+    assert!(status.success());
+    app.publish(&request(1)).await;
+    let second = [
+        app.take(&app.notify_queue("sms"), 1).await,
+        app.take(&app.notify_queue("post"), 1).await,
+    ];
+    let credential = |taken: &[Vec<Taken>; 2]| {
+        taken
+            .iter()
+            .map(|t| t[0].body["data"]["params"]["credential_id"].to_string())
+            .collect::<BTreeSet<_>>()
+    };
+    let (first, second) = (credential(&first), credential(&second));
+    assert_eq!(first.len(), 1, "both halves of the first request");
+    assert_eq!(second.len(), 1, "both halves of the second request");
+    assert_ne!(first, second);
+    settle(&app, 2, PATIENCE).await;
+    let (status, _) = follower.terminate().await;
+    assert!(status.success());
     app.stop().await;
 }
 

@@ -2,8 +2,9 @@
 //! (events and notifications `mandatory`), deletes each row (and with it any sealed
 //! secret) once confirmed, marks a notification sent in the ledger, and puts a row
 //! back for later when the broker refuses or returns it. One relay per database
-//! publishes at a time (a transaction-level advisory lock), so messages of one
-//! transaction go out in their order even with several pinflow processes.
+//! publishes at a time (see `Leadership`), so messages of one transaction go out in
+//! their order even with several pinflow processes. A round's confirms are awaited
+//! while the next round is read and published (see `drain`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,9 @@ use std::time::Duration;
 use chrono::Utc;
 use lapin::options::ConfirmSelectOptions;
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
+use sqlx::postgres::PgListener;
+use sqlx::{Connection as _, PgConnection, PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use super::deps::Deps;
@@ -27,6 +30,64 @@ use crate::telemetry::metrics;
 
 /// The advisory-lock key that makes one relay at a time publish for a database.
 const RELAY_LOCK: i64 = 0x7069_6e66_6c6f_7701;
+
+/// The relay's right to publish for its database: a session-level advisory lock, held
+/// on a connection of its own (outside the pool) for as long as the relay lives, so
+/// that its rounds may overlap. When the process stops or the connection is lost,
+/// PostgreSQL releases the lock and another process's relay takes it at its next
+/// round. A relay that does not lead pokes the leader (`NOTIFY`) instead, so rows its
+/// own workers committed do not wait for the leader's next poll.
+#[derive(Default)]
+pub struct Leadership {
+    /// The connection the lock is held (or tried) on.
+    conn: Option<PgConnection>,
+    /// Whether the lock is held on it.
+    held: bool,
+}
+
+impl Leadership {
+    /// Whether this relay leads now: the connection that holds the lock still answers,
+    /// or the lock was free and is now taken. A relay that does not lead pokes the one
+    /// that does.
+    async fn hold(&mut self, pool: &PgPool, wake: &str) -> Result<bool, sqlx::Error> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                self.held = false;
+                self.conn.insert(pool.acquire().await?.detach())
+            }
+        };
+        let answer = if self.held {
+            conn.ping().await.map(|()| true)
+        } else {
+            match sqlx::query_scalar("select pg_try_advisory_lock($1)")
+                .bind(RELAY_LOCK)
+                .fetch_one(&mut *conn)
+                .await
+            {
+                Ok(false) => sqlx::query("select pg_notify($1, '')")
+                    .bind(wake)
+                    .execute(&mut *conn)
+                    .await
+                    .map(|_| false),
+                other => other,
+            }
+        };
+        match answer {
+            Ok(held) => {
+                self.held = held;
+                Ok(held)
+            }
+            Err(e) => {
+                // Whatever the lock's state, this connection is done with: dropping it
+                // closes it, which releases the lock if it was held.
+                self.conn = None;
+                self.held = false;
+                Err(e)
+            }
+        }
+    }
+}
 
 /// Why a relay round failed.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +147,8 @@ async fn session(
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
+    let mut leadership = Leadership::default();
+    let mut pokes = listen(deps).await;
     part.set(true);
     loop {
         // A quiet relay touches the channel only when it has rows: notice a lost
@@ -93,15 +156,17 @@ async fn session(
         if !channel.status().connected() {
             return Err(RelayError::Disconnected);
         }
-        drain(deps, &channel).await?;
+        drain_leading(deps, &channel, &mut leadership).await?;
         tokio::select! {
             () = cancel.cancelled() => break,
             () = deps.relay_wake.notified() => {}
+            () = poked(&mut pokes) => {}
             () = tokio::time::sleep(deps.runtime.relay_interval) => {}
         }
     }
     // Flush what the workers committed before they stopped.
-    match tokio::time::timeout(deps.runtime.shutdown_timeout, drain(deps, &channel)).await {
+    let flush = drain_leading(deps, &channel, &mut leadership);
+    match tokio::time::timeout(deps.runtime.shutdown_timeout, flush).await {
         Ok(result) => {
             result?;
         }
@@ -113,111 +178,192 @@ async fn session(
     Ok(())
 }
 
-/// Publishes rounds until fewer rows than a full round are due.
-pub async fn drain(deps: &Deps, channel: &Channel) -> Result<usize, RelayError> {
-    let mut total = 0;
-    loop {
-        let published = round(deps, channel).await?;
-        total += published;
-        if published < deps.runtime.relay_batch as usize {
-            return Ok(total);
+/// The `NOTIFY` channel on which relays that do not lead poke the one that does.
+fn wake_channel(deps: &Deps) -> String {
+    deps.names.connection_name("outbox")
+}
+
+/// Listens for pokes from relays that do not lead; `None` (polling only, every
+/// `relay_interval`) when the database refuses.
+async fn listen(deps: &Deps) -> Option<PgListener> {
+    let listening = async {
+        let mut listener = PgListener::connect_with(&deps.pool).await?;
+        listener.listen(&wake_channel(deps)).await?;
+        Ok::<_, sqlx::Error>(listener)
+    };
+    match listening.await {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            tracing::warn!(error = %chain(&e), "outbox relay cannot listen for other processes' rows; polling only");
+            None
         }
     }
 }
 
-/// One round: lock, read due rows in order, publish them all, await every confirm,
-/// delete the confirmed rows, defer the others. Returns the number of rows handled.
-async fn round(deps: &Deps, channel: &Channel) -> Result<usize, RelayError> {
-    let mut tx = deps.pool.begin().await?;
-    let locked: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
-        .bind(RELAY_LOCK)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !locked {
+/// Returns when another process's relay pokes this one; never when not listening.
+async fn poked(listener: &mut Option<PgListener>) {
+    let Some(listening) = listener else {
+        return std::future::pending().await;
+    };
+    if let Err(e) = listening.recv().await {
+        tracing::warn!(error = %chain(&e), "outbox relay stopped listening for other processes' rows; polling only");
+        *listener = None;
+    }
+}
+
+/// Publishes everything due, if no other relay leads for this database (then nothing
+/// is published and 0 returned). Returns the number of rows handled.
+pub async fn drain(deps: &Deps, channel: &Channel) -> Result<usize, RelayError> {
+    drain_leading(deps, channel, &mut Leadership::default()).await
+}
+
+/// Publishes rounds until one finds nothing due, while `leadership` holds. Each round
+/// is published while the one before it waits for its confirms (and deletes its
+/// rows), so the broker's confirm latency overlaps the next round's reading and
+/// publishing; the next round skips the rows the one confirming still holds locked.
+/// At most two rounds are in flight.
+async fn drain_leading(
+    deps: &Deps,
+    channel: &Channel,
+    leadership: &mut Leadership,
+) -> Result<usize, RelayError> {
+    if !leadership.hold(&deps.pool, &wake_channel(deps)).await? {
         return Ok(0);
     }
-    let rows = outbox::due(&mut tx, Utc::now(), deps.runtime.relay_batch).await?;
-    let started = std::time::Instant::now();
-    let mut confirms = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let outcome = match build(deps, row) {
-            Ok((exchange, body, properties)) => Ok(publish::start(
-                channel,
-                &exchange,
-                &row.routing_key,
-                &body,
-                properties,
-                mandatory(&row.destination),
-            )
-            .await?),
-            Err(reason) => Err(reason),
+    let mut total = 0;
+    let mut confirming: Option<Round> = None;
+    loop {
+        let finishing = async {
+            match confirming.take() {
+                Some(round) => round.finish(deps.runtime.confirm_timeout).await,
+                None => Ok(0),
+            }
         };
-        confirms.push(outcome);
-    }
-    // A return names its message: pair it by message id, not by the confirm lapin
-    // happened to attach it to.
-    let mut outcomes = Vec::with_capacity(rows.len());
-    let mut returned = std::collections::HashSet::new();
-    for confirm in confirms {
-        let outcome = match confirm {
-            Ok(confirm) => match publish::confirmed(confirm, deps.runtime.confirm_timeout).await {
-                Ok(Confirmed::Routed) => Ok(()),
-                Ok(Confirmed::Returned(message)) => {
-                    if let Some(id) = message.properties.message_id() {
-                        returned.insert(id.as_str().to_owned());
-                    }
-                    Ok(())
-                }
-                Err(PublishError::Nacked) => Err("nacked by the broker".to_owned()),
-                Err(e) => return Err(e.into()),
-            },
-            Err(reason) => Err(reason),
-        };
-        outcomes.push(outcome);
-    }
-    let took = started.elapsed();
-    let mut sent = Vec::with_capacity(rows.len());
-    let mut sent_ids = Vec::new();
-    let mut published = [("event", 0), ("notification", 0), ("reply", 0)];
-    for (row, outcome) in rows.iter().zip(outcomes) {
-        match outcome {
-            Ok(())
-                if returned.contains(&row.message_id) && row.destination == Destination::Reply =>
-            {
-                // The caller's queue is gone: the effect is committed and cannot be
-                // undone, so the reply (and any secret in it) is dropped and the loss
-                // recorded against the request for operators.
-                reply_returned(&mut tx, row).await?;
-                sent.push(row.id);
-            }
-            Ok(()) if returned.contains(&row.message_id) => {
-                let reason = format!("returned: no queue is bound for {}", row.routing_key);
-                defer(&mut tx, row, &reason).await?;
-            }
-            Ok(()) => {
-                sent.push(row.id);
-                sent_ids.push(row.message_id.clone());
-                let counted = published
-                    .iter_mut()
-                    .find(|(name, _)| *name == row.destination.as_str());
-                if let Some((_, n)) = counted {
-                    *n += 1;
-                }
-            }
-            Err(reason) => defer(&mut tx, row, &reason).await?,
+        let (next, finished) = tokio::join!(Round::publish(deps, channel), finishing);
+        total += finished?;
+        let next = next?;
+        if next.rows.is_empty() {
+            return Ok(total);
         }
+        confirming = Some(next);
     }
-    if !sent.is_empty() {
-        crate::failpoint::hit("relay-after-publish");
+}
+
+/// A round of rows read (locked in its transaction) and published, its confirms
+/// still to come.
+struct Round {
+    tx: Transaction<'static, Postgres>,
+    rows: Vec<Pending>,
+    /// Per row, its confirm, or why it could not be published.
+    confirms: Vec<Result<PublisherConfirm, String>>,
+    started: std::time::Instant,
+}
+
+impl Round {
+    /// Reads the due rows in order and publishes them all.
+    async fn publish(deps: &Deps, channel: &Channel) -> Result<Round, RelayError> {
+        let mut tx = deps.pool.begin().await?;
+        let rows = outbox::due(&mut tx, Utc::now(), deps.runtime.relay_batch).await?;
+        let started = std::time::Instant::now();
+        let mut confirms = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let outcome = match build(deps, row) {
+                Ok((exchange, body, properties)) => Ok(publish::start(
+                    channel,
+                    &exchange,
+                    &row.routing_key,
+                    &body,
+                    properties,
+                    mandatory(&row.destination),
+                )
+                .await?),
+                Err(reason) => Err(reason),
+            };
+            confirms.push(outcome);
+        }
+        Ok(Round {
+            tx,
+            rows,
+            confirms,
+            started,
+        })
     }
-    outbox::delete(&mut tx, &sent).await?;
-    notifications::mark_sent(&mut tx, &sent_ids, Utc::now()).await?;
-    tx.commit().await?;
-    if !rows.is_empty() {
-        let deferred = (rows.len() - sent.len()) as u64;
-        metrics::relay_round(&published, deferred, took);
+
+    /// Awaits every confirm, deletes the confirmed rows, defers the others and
+    /// commits. Returns the number of rows handled.
+    async fn finish(self, confirm_timeout: Duration) -> Result<usize, RelayError> {
+        let Round {
+            mut tx,
+            rows,
+            confirms,
+            started,
+        } = self;
+        // A return names its message: pair it by message id, not by the confirm lapin
+        // happened to attach it to.
+        let mut outcomes = Vec::with_capacity(rows.len());
+        let mut returned = std::collections::HashSet::new();
+        for confirm in confirms {
+            let outcome = match confirm {
+                Ok(confirm) => match publish::confirmed(confirm, confirm_timeout).await {
+                    Ok(Confirmed::Routed) => Ok(()),
+                    Ok(Confirmed::Returned(message)) => {
+                        if let Some(id) = message.properties.message_id() {
+                            returned.insert(id.as_str().to_owned());
+                        }
+                        Ok(())
+                    }
+                    Err(PublishError::Nacked) => Err("nacked by the broker".to_owned()),
+                    Err(e) => return Err(e.into()),
+                },
+                Err(reason) => Err(reason),
+            };
+            outcomes.push(outcome);
+        }
+        let took = started.elapsed();
+        let mut sent = Vec::with_capacity(rows.len());
+        let mut sent_ids = Vec::new();
+        let mut published = [("event", 0), ("notification", 0), ("reply", 0)];
+        for (row, outcome) in rows.iter().zip(outcomes) {
+            match outcome {
+                Ok(())
+                    if returned.contains(&row.message_id)
+                        && row.destination == Destination::Reply =>
+                {
+                    // The caller's queue is gone: the effect is committed and cannot be
+                    // undone, so the reply (and any secret in it) is dropped and the
+                    // loss recorded against the request for operators.
+                    reply_returned(&mut tx, row).await?;
+                    sent.push(row.id);
+                }
+                Ok(()) if returned.contains(&row.message_id) => {
+                    let reason = format!("returned: no queue is bound for {}", row.routing_key);
+                    defer(&mut tx, row, &reason).await?;
+                }
+                Ok(()) => {
+                    sent.push(row.id);
+                    sent_ids.push(row.message_id.clone());
+                    let counted = published
+                        .iter_mut()
+                        .find(|(name, _)| *name == row.destination.as_str());
+                    if let Some((_, n)) = counted {
+                        *n += 1;
+                    }
+                }
+                Err(reason) => defer(&mut tx, row, &reason).await?,
+            }
+        }
+        if !sent.is_empty() {
+            crate::failpoint::hit("relay-after-publish");
+        }
+        outbox::delete(&mut tx, &sent).await?;
+        notifications::mark_sent(&mut tx, &sent_ids, Utc::now()).await?;
+        tx.commit().await?;
+        if !rows.is_empty() {
+            let deferred = (rows.len() - sent.len()) as u64;
+            metrics::relay_round(&published, deferred, took);
+        }
+        Ok(rows.len())
     }
-    Ok(rows.len())
 }
 
 /// Everything is published `mandatory`: an event or notification that no queue takes

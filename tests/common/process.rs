@@ -21,9 +21,20 @@ pub fn key() -> String {
 }
 
 pub fn start(connections: &Connections, key: &str, extra_env: &[(&str, &str)]) -> Pinflow {
+    start_with(connections, key, &[], extra_env)
+}
+
+/// Like `start`, with arguments after `run` (for example `--worker NAME`).
+pub fn start_with(
+    connections: &Connections,
+    key: &str,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> Pinflow {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pinflow"));
     command
         .arg("run")
+        .args(args)
         .env("PINFLOW_AMQP_URL", &connections.amqp_url)
         .env("PINFLOW_DATABASE_URL", &connections.database_url)
         .env("PINFLOW_NAMESPACE", &connections.namespace)
