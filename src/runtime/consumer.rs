@@ -19,14 +19,14 @@ use tracing::{Instrument as _, Span};
 
 use super::apply::{Head, Ready, Verdict, apply_batch};
 use super::deps::Deps;
+use super::supervise::Sessions;
 use super::worker::Worker;
 use crate::broker::dead_letter::{DeadLetterer, attempts};
 use crate::broker::publish::{PublishError, header_str};
-use crate::broker::{self, topology};
+use crate::broker::topology;
 use crate::contract::schemas::Schemas;
 use crate::contract::trace::TraceContext;
 use crate::contract::{Envelope, ParseError};
-use crate::error::chain;
 use crate::manifest::Description;
 use crate::telemetry::metrics::{self, Outcome};
 use crate::telemetry::spans;
@@ -78,32 +78,11 @@ pub async fn run<W: Worker>(
         .map(|b| b.message_type)
         .collect();
     metrics::declare(name, &types);
-    metrics::reconnects(name, 0);
-    let mut delays = broker::reconnect_delays();
-    while !cancel.is_cancelled() {
-        let Some(connection) = broker::connect_with_backoff(
-            &deps.amqp_url,
-            &deps.names.connection_name(name),
-            &cancel,
-        )
-        .await
-        else {
-            break;
-        };
+    let mut sessions = Sessions::new(&deps, name, &part, &cancel);
+    while let Some(connection) = sessions.connect().await {
         let result = consumer.session(&connection, &cancel, &part).await;
-        part.set(false);
-        broker::close(&connection, "pinflow stopping").await;
-        match result {
-            Ok(()) => break,
-            Err(e) => {
-                metrics::reconnects(name, 1);
-                let delay = delays.next().unwrap_or_default();
-                tracing::warn!(worker = name, error = %chain(&e), "consumer lost its broker session; reconnecting");
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
+        if !sessions.ended(&connection, result).await {
+            break;
         }
     }
     tracing::info!(worker = name, "consumer stopped");

@@ -16,36 +16,19 @@ use lapin::{Channel, Connection};
 use tokio_util::sync::CancellationToken;
 
 use super::deps::Deps;
+use super::supervise::Sessions;
 use crate::broker::dead_letter::{ERROR, FAILED_AT, ROUTING_KEY, capped, publish_sealed};
 use crate::broker::publish::set_str;
-use crate::broker::{self, Names, topology};
-use crate::error::chain;
-use crate::telemetry::metrics;
+use crate::broker::{Names, topology};
 
 /// Runs the intake until `cancel` fires, reconnecting whenever the broker goes away.
 pub async fn run(deps: Arc<Deps>, cancel: CancellationToken) {
     let part = deps.health.register("intake");
-    metrics::reconnects("intake", 0);
-    let mut delays = broker::reconnect_delays();
-    while !cancel.is_cancelled() {
-        let name = deps.names.connection_name("intake");
-        let Some(connection) = broker::connect_with_backoff(&deps.amqp_url, &name, &cancel).await
-        else {
-            break;
-        };
+    let mut sessions = Sessions::new(&deps, "intake", &part, &cancel);
+    while let Some(connection) = sessions.connect().await {
         let result = session(&deps, &connection, &cancel, &part).await;
-        part.set(false);
-        broker::close(&connection, "pinflow stopping").await;
-        match result {
-            Ok(()) => break,
-            Err(e) => {
-                metrics::reconnects("intake", 1);
-                tracing::warn!(error = %chain(&e), "intake lost its broker session; reconnecting");
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    () = tokio::time::sleep(delays.next().unwrap_or_default()) => {}
-                }
-            }
+        if !sessions.ended(&connection, result).await {
+            break;
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod intake;
 pub mod job;
 pub mod registry;
 pub mod relay;
+mod supervise;
 pub mod worker;
 
 pub use deps::{Deps, JobTrigger};

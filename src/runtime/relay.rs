@@ -18,8 +18,9 @@ use sqlx::{Connection as _, PgConnection, PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use super::deps::Deps;
+use super::supervise::Sessions;
 use crate::broker::publish::{self, Confirmed, PublishError, set_str};
-use crate::broker::{self, topology};
+use crate::broker::topology;
 use crate::contract::outgoing::with_secret;
 use crate::contract::trace::TraceParent;
 use crate::contract::{CONTENT_TYPE, Destination};
@@ -106,31 +107,11 @@ pub enum RelayError {
 /// shutdown timeout) and returns.
 pub async fn run(deps: Arc<Deps>, cancel: CancellationToken) {
     let part = deps.health.register("relay");
-    metrics::reconnects("relay", 0);
-    let mut delays = broker::reconnect_delays();
-    loop {
-        let Some(connection) = broker::connect_with_backoff(
-            &deps.amqp_url,
-            &deps.names.connection_name("relay"),
-            &cancel,
-        )
-        .await
-        else {
-            break;
-        };
+    let mut sessions = Sessions::new(&deps, "relay", &part, &cancel);
+    while let Some(connection) = sessions.connect().await {
         let result = session(&deps, &connection, &cancel, &part).await;
-        part.set(false);
-        broker::close(&connection, "pinflow stopping").await;
-        match result {
-            Ok(()) => break,
-            Err(e) => {
-                metrics::reconnects("relay", 1);
-                tracing::warn!(error = %chain(&e), "outbox relay lost its session; reconnecting");
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    () = tokio::time::sleep(delays.next().unwrap_or_default()) => {}
-                }
-            }
+        if !sessions.ended(&connection, result).await {
+            break;
         }
     }
     tracing::info!("outbox relay stopped");
