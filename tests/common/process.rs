@@ -70,10 +70,18 @@ pub fn start_with(
 
 impl Pinflow {
     pub async fn wait_exit(mut self) -> (std::process::ExitStatus, String) {
-        let status = tokio::time::timeout(super::PATIENCE, self.child.wait())
-            .await
-            .expect("exits in time")
-            .expect("wait");
+        let Ok(status) = tokio::time::timeout(super::PATIENCE, self.child.wait()).await else {
+            let log = self.log.lock().await.clone();
+            let start = log.len().saturating_sub(6000);
+            let start = (start..log.len())
+                .find(|&i| log.is_char_boundary(i))
+                .unwrap_or(log.len());
+            panic!(
+                "pinflow did not exit in time; the end of its log:\n{}",
+                &log[start..]
+            );
+        };
+        let status = status.expect("wait");
         let _ = self.reader.await;
         let log = self.log.lock().await.clone();
         (status, log)
