@@ -66,8 +66,9 @@ impl Leadership {
                 .fetch_one(&mut *conn)
                 .await
             {
-                Ok(false) => sqlx::query("select pg_notify($1, '')")
+                Ok(false) => sqlx::query("select pg_notify($1, $2)")
                     .bind(wake)
+                    .bind(this_process())
                     .execute(&mut *conn)
                     .await
                     .map(|_| false),
@@ -182,14 +183,29 @@ async fn listen(deps: &Deps) -> Option<PgListener> {
 }
 
 /// Returns when another process's relay pokes this one; never when not listening.
+/// A relay's own pokes (it listens too, and may not lead) wake nothing, so a relay
+/// that does not lead never wakes itself into a loop.
 async fn poked(listener: &mut Option<PgListener>) {
     let Some(listening) = listener else {
         return std::future::pending().await;
     };
-    if let Err(e) = listening.recv().await {
-        tracing::warn!(error = %chain(&e), "outbox relay stopped listening for other processes' rows; polling only");
-        *listener = None;
+    loop {
+        match listening.recv().await {
+            Ok(poke) if poke.payload() == this_process() => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), "outbox relay stopped listening for other processes' rows; polling only");
+                *listener = None;
+                return;
+            }
+        }
     }
+}
+
+/// This process's name on the poke channel.
+fn this_process() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| uuid::Uuid::new_v4().to_string())
 }
 
 /// Publishes everything due, if no other relay leads for this database (then nothing
