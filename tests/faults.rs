@@ -416,6 +416,14 @@ async fn one_relay_leads_the_others_poke_it_and_the_next_takes_over_when_it_stop
     let follower = start_with(&connections, &key, &["--worker", "issuance"], &pairs);
     app.wait_for_consumer(&app.work_queue()).await;
 
+    // With nothing to do, the relay that does not lead stays quiet: its own poke must
+    // not wake it into poking again.
+    let commits = "select xact_commit from pg_stat_database where datname = current_database()";
+    let before = app.count(commits).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = app.count(commits).await - before;
+    assert!(idle < 300, "{idle} transactions in 3 s with nothing to do");
+
     // The follower handles the request; its relay cannot lead, so it pokes the leader,
     // which publishes the two halves.
     app.publish(&request(0)).await;
