@@ -200,10 +200,8 @@ impl Rules {
 
     /// How many hashes run at a time: `PINFLOW_ARGON2_THREADS`, or one per core.
     pub fn hash_threads(&self) -> usize {
-        self.argon2_threads.map_or_else(
-            || std::thread::available_parallelism().map_or(1, usize::from),
-            usize::from,
-        )
+        self.argon2_threads
+            .map_or_else(crate::domain::hashing::cores, usize::from)
     }
 
     /// The Argon2id parameters these rules name.
@@ -397,7 +395,7 @@ mod tests {
 
     #[test]
     fn hashing_threads_default_to_the_cores_and_can_be_fewer() {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let cores = crate::domain::hashing::cores();
         assert_eq!(rules(&[]).expect("defaults").hash_threads(), cores);
         let one = rules(&["--argon2-threads", "1"]).expect("one thread");
         assert_eq!(one.hash_threads(), 1);

@@ -71,11 +71,15 @@ pub struct PinHasher {
 /// Length of the stored hash.
 const OUTPUT_LEN: usize = 32;
 
+/// The cores this process may run on: the default number of hashing threads.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 impl PinHasher {
     /// A hasher with these parameters, and its hashing threads (one per core).
     pub fn new(params: HashParams) -> Result<PinHasher, HashError> {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        PinHasher::with_threads(params, cores)
+        PinHasher::with_threads(params, cores())
     }
 
     /// A hasher with these parameters that runs `threads` hashes at a time.
