@@ -121,7 +121,16 @@ async fn measure(
     runs.runs.into_iter().next().expect("one report")
 }
 
-async fn assert_gone(report: &Report, runtime: &Runtime) {
+/// A clean run: nothing left in a queue but the `notify.*` ones, the run says it
+/// cleaned up, and its queues and database are gone.
+async fn assert_clean(report: &Report, runtime: &Runtime) {
+    assert!(
+        report.leftover_messages.is_empty(),
+        "{}: left in non-notify queues: {:?}",
+        report.message_type,
+        report.leftover_messages
+    );
+    assert!(report.cleaned_up, "{}", report.message_type);
     let services = common::services().await;
     let connection = amqp::connect(&services.amqp_url).await.expect("broker");
     let names = Names::new(&report.namespace);
@@ -179,13 +188,7 @@ async fn the_bench_counts_every_output_and_leaves_nothing_behind() {
         assert_eq!(latency.samples, COMMANDS as usize);
         assert!(latency.p50_ms <= latency.p99_ms && latency.p99_ms <= latency.max_ms);
         assert!(latency.includes_queueing, "full speed queues first");
-        assert!(
-            report.leftover_messages.is_empty(),
-            "{message_type}: left in non-notify queues: {:?}",
-            report.leftover_messages
-        );
-        assert!(report.cleaned_up);
-        assert_gone(&report, &runtime).await;
+        assert_clean(&report, &runtime).await;
     }
 }
 
@@ -240,11 +243,5 @@ async fn alongside_a_burst_another_type_is_timed_alone_and_during_it() {
     assert_eq!(side.burst_rate, report.pinflow_rate);
     assert_eq!(side.meets_p99_goal, side.p99_ratio <= side.p99_ratio_goal);
     assert!(report.to_string().contains("p99 during ÷ alone"));
-    assert!(
-        report.leftover_messages.is_empty(),
-        "left in non-notify queues: {:?}",
-        report.leftover_messages
-    );
-    assert!(report.cleaned_up);
-    assert_gone(&report, &runtime).await;
+    assert_clean(&report, &runtime).await;
 }
