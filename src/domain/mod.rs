@@ -1,6 +1,7 @@
 //! Pure rules, no I/O: tax code, contacts, PIN generation and hashing, validity
 //! periods, the credential state machine.
 
+pub mod checked;
 pub mod contact;
 pub mod country;
 pub mod credential;

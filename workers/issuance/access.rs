@@ -11,6 +11,7 @@ use crate::contract::events::{PinActivated, PinLocked};
 use crate::contract::outgoing::encode;
 use crate::contract::replies::{FirstAccessReply, VerifyReply};
 use crate::contract::{Outgoing, OutgoingData, SecretField};
+use crate::domain::checked::{Checked, matches};
 use crate::domain::credential::{self, Credential, Refusal, Status};
 use crate::domain::{Pin, PinHasher, TaxCode};
 use crate::error::HandlerError;
@@ -33,17 +34,6 @@ impl NewPin {
     }
 }
 
-/// A presented secret checked before the transaction against the hash stored then:
-/// the slow part, done in `prepare`, so a batch's checks run side by side on the
-/// hashing threads and no transaction holds a lock while Argon2 runs. The handler
-/// uses the answer only when the hash it finds under lock is still this one.
-pub struct Checked {
-    /// The stored hash the secret was checked against.
-    hash: String,
-    /// Whether it matched.
-    matched: bool,
-}
-
 /// Which stored secret a presented one is compared with.
 #[derive(Debug, Clone, Copy)]
 pub enum Against {
@@ -53,54 +43,33 @@ pub enum Against {
     Pin,
 }
 
-impl Checked {
-    /// Reads the tax code's credential without a lock and checks the presented secret
-    /// against the stored one, when the command would get as far as comparing them (a
-    /// credential that refuses it anyway costs no hash).
-    pub async fn before(
-        worker: &Issuance,
-        tax_code: &TaxCode,
-        presented: &str,
-        against: Against,
-    ) -> Result<Option<Checked>, HandlerError> {
-        let now = worker.clock.now();
-        let Some(stored) = credentials::latest(&worker.pool, tax_code.as_str()).await? else {
-            return Ok(None);
-        };
-        let credential = &stored.credential;
-        let (open, hash) = match against {
-            Against::InitialPin => (
-                credential.check_first_access(now).is_ok(),
-                stored.initial_pin_hash,
-            ),
-            Against::Pin => (credential.check_verify(now).is_ok(), stored.pin_hash),
-        };
-        let Some(hash) = hash.filter(|_| open) else {
-            return Ok(None);
-        };
-        let matched = worker
-            .hasher
-            .verify_off_thread(presented.to_owned(), hash.clone())
-            .await?;
-        Ok(Some(Checked { hash, matched }))
-    }
-}
-
-/// Compares a presented secret with a stored hash (a missing hash never matches),
-/// reusing the check made before the transaction when it was against this hash.
-async fn matches(
-    hasher: &PinHasher,
+/// Reads the tax code's credential without a lock and checks the presented secret
+/// against the stored one (see `domain::checked`), when the command would get as far
+/// as comparing them (a credential that refuses it anyway costs no hash).
+pub async fn check_before(
+    worker: &Issuance,
+    tax_code: &TaxCode,
     presented: &str,
-    hash: Option<&String>,
-    checked: Option<&Checked>,
-) -> Result<bool, HandlerError> {
-    match (hash, checked) {
-        (None, _) => Ok(false),
-        (Some(hash), Some(checked)) if checked.hash == *hash => Ok(checked.matched),
-        (Some(hash), _) => Ok(hasher
-            .verify_off_thread(presented.to_owned(), hash.clone())
-            .await?),
-    }
+    against: Against,
+) -> Result<Option<Checked>, HandlerError> {
+    let now = worker.clock.now();
+    let Some(stored) = credentials::latest(&worker.pool, tax_code.as_str()).await? else {
+        return Ok(None);
+    };
+    let credential = &stored.credential;
+    let (open, hash) = match against {
+        Against::InitialPin => (
+            credential.check_first_access(now).is_ok(),
+            stored.initial_pin_hash,
+        ),
+        Against::Pin => (credential.check_verify(now).is_ok(), stored.pin_hash),
+    };
+    let Some(hash) = hash.filter(|_| open) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        Checked::against(&worker.hasher, presented, hash).await?,
+    ))
 }
 
 /// The RPC reply to `message` from its typed data.
@@ -262,56 +231,4 @@ pub async fn verify(
         valid_until,
     };
     Ok(vec![answer(message, &ok, None)?])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::HashParams;
-
-    fn cheap() -> PinHasher {
-        let params = HashParams {
-            m_cost_kib: 64,
-            t_cost: 1,
-            p_cost: 1,
-        };
-        PinHasher::new(params).unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_check_made_before_the_transaction_counts_only_for_the_same_hash() {
-        let hasher = cheap();
-        let old = hasher.hash("ABCDEFGH").unwrap();
-        let new = hasher.hash("KLMNPQRS").unwrap();
-        let checked = Checked {
-            hash: old.clone(),
-            matched: true,
-        };
-        let presented = "ABCDEFGH";
-        // The hash is still the one checked: its answer is used.
-        assert!(
-            matches(&hasher, presented, Some(&old), Some(&checked))
-                .await
-                .unwrap()
-        );
-        // The PIN changed meanwhile: checked again, against the new hash.
-        assert!(
-            !matches(&hasher, presented, Some(&new), Some(&checked))
-                .await
-                .unwrap()
-        );
-        assert!(
-            matches(&hasher, "KLMNPQRS", Some(&new), Some(&checked))
-                .await
-                .unwrap()
-        );
-        // No hash stored: nothing matches.
-        assert!(
-            !matches(&hasher, presented, None, Some(&checked))
-                .await
-                .unwrap()
-        );
-        // No check made before: checked now.
-        assert!(matches(&hasher, presented, Some(&old), None).await.unwrap());
-    }
 }

@@ -15,6 +15,7 @@ use crate::clock::Clock;
 use crate::config::Rules;
 use crate::contract::{Envelope, Outgoing, ParseError};
 use crate::domain::PinHasher;
+use crate::domain::checked::Checked;
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description};
 use crate::runtime::{Message, Registration, Worker};
@@ -49,7 +50,7 @@ pub struct Issuance {
     rules: Rules,
     /// Argon2id, run on the hashing threads.
     hasher: PinHasher,
-    /// For reading a stored hash before the transaction (see `access::Checked`).
+    /// For reading a stored hash before the transaction (see `access::check_before`).
     pool: PgPool,
     /// The handlers' clock, for the same reads.
     clock: Arc<dyn Clock>,
@@ -70,8 +71,8 @@ impl Issuance {
 /// A command with its slow part (generating and hashing a new PIN) done.
 pub enum Prepared {
     Request(Box<PinRequest>, Option<request::NewInitialPin>),
-    FirstAccess(FirstAccess, access::NewPin, Option<access::Checked>),
-    Verify(Verify, Option<access::Checked>),
+    FirstAccess(FirstAccess, access::NewPin, Option<Checked>),
+    Verify(Verify, Option<Checked>),
 }
 
 impl Worker for Issuance {
@@ -97,13 +98,13 @@ impl Worker for Issuance {
                 let presented = access.initial_pin.expose();
                 let (pin, checked) = tokio::join!(
                     access::NewPin::generate(&self.hasher),
-                    access::Checked::before(self, &access.tax_code, presented, InitialPin),
+                    access::check_before(self, &access.tax_code, presented, InitialPin),
                 );
                 Prepared::FirstAccess(access, pin?, checked?)
             }
             Command::Verify(verify) => {
                 let presented = verify.pin.expose();
-                let checked = access::Checked::before(self, &verify.tax_code, presented, Pin);
+                let checked = access::check_before(self, &verify.tax_code, presented, Pin);
                 let checked = checked.await?;
                 Prepared::Verify(verify, checked)
             }

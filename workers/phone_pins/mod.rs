@@ -11,12 +11,16 @@ mod store;
 mod tidy;
 mod verify;
 
-use serde_json::Value;
-use sqlx::PgConnection;
+use std::sync::Arc;
 
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+
+use crate::clock::Clock;
 use crate::config::Rules;
 use crate::contract::outgoing::encode;
 use crate::contract::{Envelope, Outgoing, OutgoingData, ParseError, SecretField};
+use crate::domain::checked::Checked;
 use crate::domain::{PhonePin, PinHasher};
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description, JobSpec};
@@ -41,6 +45,8 @@ pub const WORKER: Registration = Registration {
         starter.consume(PhonePins {
             rules: starter.rules().clone(),
             hasher: starter.hasher().clone(),
+            pool: starter.pool().clone(),
+            clock: starter.clock().clone(),
         });
         starter.every(tidy::Tidy::new(starter.runtime().sweep_interval));
     },
@@ -53,12 +59,17 @@ pub struct PhonePins {
     rules: Rules,
     /// Argon2id, run on the hashing threads.
     hasher: PinHasher,
+    /// For reading a stored hash before the transaction (see `verify::check_before`).
+    pool: PgPool,
+    /// The handlers' clock, for the same reads.
+    clock: Arc<dyn Clock>,
 }
 
-/// A command with its slow part (generating and hashing a new phone PIN) done.
+/// A command with its slow part (generating and hashing a new phone PIN, checking a
+/// presented one) done.
 pub enum Prepared {
     Request(Request, NewPhonePin),
-    Verify(Verify),
+    Verify(Verify, Option<Checked>),
 }
 
 /// A phone PIN generated and hashed before the transaction.
@@ -82,7 +93,10 @@ impl Worker for PhonePins {
                 let hash = self.hasher.hash_off_thread(pin.expose().to_owned()).await?;
                 Prepared::Request(request, NewPhonePin { pin, hash })
             }
-            Command::Verify(verify) => Prepared::Verify(verify),
+            Command::Verify(verify) => {
+                let checked = verify::check_before(self, &verify).await?;
+                Prepared::Verify(verify, checked)
+            }
         })
     }
 
@@ -94,7 +108,9 @@ impl Worker for PhonePins {
     ) -> Result<Vec<Outgoing>, HandlerError> {
         match prepared {
             Prepared::Request(request, pin) => request::handle(request, pin, message, conn).await,
-            Prepared::Verify(verify) => verify::handle(self, verify, message, conn).await,
+            Prepared::Verify(verify, checked) => {
+                verify::handle(self, verify, checked.as_ref(), message, conn).await
+            }
         }
     }
 }

@@ -2,7 +2,8 @@
 //! only as an Argon2id hash, cleared by the tidy-up job once past its validity.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, Row as _};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool, Row as _};
 use uuid::Uuid;
 
 use super::state::PhonePinState;
@@ -25,7 +26,7 @@ pub struct Replacement<'a> {
     pub valid_until: DateTime<Utc>,
 }
 
-/// A stored phone PIN, locked for update.
+/// A stored phone PIN.
 pub struct Stored {
     /// The credential it was issued against.
     pub credential_id: Uuid,
@@ -59,25 +60,40 @@ pub async fn replace(conn: &mut PgConnection, new: &Replacement<'_>) -> Result<(
     Ok(())
 }
 
+/// The columns of a stored phone PIN, with whether its credential has been revoked.
+const SELECT: &str = "select p.credential_id, p.pin_hash, p.valid_until, p.failed_attempts,
+        p.locked_at is not null as locked, c.status = 'revoked' as credential_revoked
+    from phone_pin_credentials p join credentials c on c.id = p.credential_id
+    where p.tax_code = $1";
+
 /// The tax code's phone PIN, with whether its credential has been revoked since, locked
 /// for update.
 pub async fn for_update(
     conn: &mut PgConnection,
     tax_code: &str,
 ) -> Result<Option<Stored>, sqlx::Error> {
-    let row = sqlx::query(
-        "select p.credential_id, p.pin_hash, p.valid_until, p.failed_attempts,
-                p.locked_at is not null as locked, c.status = 'revoked' as credential_revoked
-         from phone_pin_credentials p join credentials c on c.id = p.credential_id
-         where p.tax_code = $1 for update of p",
-    )
-    .bind(tax_code)
-    .fetch_optional(conn)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
+    let sql = format!("{SELECT} for update of p");
+    let row = sqlx::query(&sql)
+        .bind(tax_code)
+        .fetch_optional(conn)
+        .await?;
+    row.map(decode).transpose()
+}
+
+/// The tax code's phone PIN as it stands, without a lock (for the check made before
+/// the transaction).
+pub async fn read(pool: &PgPool, tax_code: &str) -> Result<Option<Stored>, sqlx::Error> {
+    let row = sqlx::query(SELECT)
+        .bind(tax_code)
+        .fetch_optional(pool)
+        .await?;
+    row.map(decode).transpose()
+}
+
+fn decode(row: PgRow) -> Result<Stored, sqlx::Error> {
     let pin_hash: Option<String> = row.try_get("pin_hash")?;
     let failed: i32 = row.try_get("failed_attempts")?;
-    Ok(Some(Stored {
+    Ok(Stored {
         credential_id: row.try_get("credential_id")?,
         state: PhonePinState {
             valid_until: row.try_get("valid_until")?,
@@ -87,7 +103,7 @@ pub async fn for_update(
             credential_revoked: row.try_get("credential_revoked")?,
         },
         pin_hash,
-    }))
+    })
 }
 
 /// Stores the count of consecutive failures and, once locked, when.

@@ -14,6 +14,7 @@ use crate::contract::Outgoing;
 use crate::contract::events::PhonePinLocked;
 use crate::contract::outgoing::encode;
 use crate::contract::replies::PhonePinVerifyReply;
+use crate::domain::checked::{Checked, matches};
 use crate::error::HandlerError;
 use crate::runtime::Message;
 
@@ -25,10 +26,32 @@ fn refused(refusal: Refusal) -> PhonePinVerifyReply {
     }
 }
 
-/// Handles one `phone_pin.verify`.
+/// Reads the tax code's phone PIN without a lock and checks the presented one against
+/// it (see `domain::checked`), when the phone PIN would be compared at all (a revoked,
+/// expired or locked one costs no hash).
+pub async fn check_before(
+    worker: &PhonePins,
+    verify: &Verify,
+) -> Result<Option<Checked>, HandlerError> {
+    let now = worker.clock.now();
+    let Some(stored) = store::read(&worker.pool, verify.tax_code.as_str()).await? else {
+        return Ok(None);
+    };
+    let Some(hash) = stored.pin_hash.filter(|_| stored.state.check(now).is_ok()) else {
+        return Ok(None);
+    };
+    let presented = verify.phone_pin.expose();
+    Ok(Some(
+        Checked::against(&worker.hasher, presented, hash).await?,
+    ))
+}
+
+/// Handles one `phone_pin.verify`, under the phone PIN's row lock: Argon2 runs here only
+/// when the hash changed since `check_before`.
 pub async fn handle(
     worker: &PhonePins,
     verify: &Verify,
+    checked: Option<&Checked>,
     message: &Message<'_>,
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
@@ -42,12 +65,8 @@ pub async fn handle(
         (Err(refusal), _) => refused(refusal),
         (Ok(()), None) => PhonePinVerifyReply::Expired,
         (Ok(()), Some(hash)) => {
-            let presented = verify.phone_pin.expose().to_owned();
-            let right = worker
-                .hasher
-                .verify_off_thread(presented, hash.clone())
-                .await?;
-            if right {
+            let presented = verify.phone_pin.expose();
+            if matches(&worker.hasher, presented, Some(hash), checked).await? {
                 if stored.state.failed_attempts > 0 {
                     let after = stored.state.succeed();
                     store::save_attempts(conn, tax_code, &after, message.now).await?;
