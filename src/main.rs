@@ -147,7 +147,8 @@ enum Command {
         #[arg(long, value_name = "N", requires = "alongside", value_parser = clap::value_parser!(u32).range(1..=100_000))]
         alongside_messages: Option<u32>,
         /// Run the workers as N `pinflow run` processes of this executable instead of
-        /// in the benchmark's process.
+        /// in the benchmark's process. With a metrics address set, they serve
+        /// `/metrics` on its port and the N-1 after it.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
         processes: Option<u16>,
         /// Print one JSON object with every figure instead of the table.

@@ -2,9 +2,11 @@
 //! `app::run`) or as separate `pinflow run` processes configured by environment
 //! variables, and what each cost in CPU time and memory, from `/proc`.
 
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -54,7 +56,8 @@ impl Running {
     }
 
     /// Starts `n` `pinflow run` processes of this executable, each running every
-    /// worker, with the settings of `runtime` and `rules`.
+    /// worker, with the settings of `runtime` and `rules`. With a metrics address set,
+    /// the children serve `/metrics` on it and the ports after it, one each.
     pub(super) fn children(
         n: u16,
         connections: &Connections,
@@ -64,7 +67,7 @@ impl Running {
     ) -> anyhow::Result<Running> {
         let exe = std::env::current_exe()?;
         let mut children = Vec::with_capacity(usize::from(n));
-        for _ in 0..n {
+        for index in 0..n {
             let mut command = Command::new(&exe);
             command
                 .arg("run")
@@ -74,7 +77,6 @@ impl Running {
                 .env("PINFLOW_OUTBOX_KEY", key)
                 .env_remove("PINFLOW_OUTBOX_KEY_FILE")
                 .env_remove("PINFLOW_FAILPOINTS")
-                // N children cannot share one listener address.
                 .env_remove("PINFLOW_METRICS_ADDR")
                 .env("PINFLOW_LOG", "warn")
                 .stdin(Stdio::null())
@@ -82,6 +84,9 @@ impl Running {
                 .stderr(Stdio::inherit());
             for (name, value) in settings_env(runtime, rules) {
                 command.env(name, value);
+            }
+            if let Some(addr) = child_metrics_addr(runtime.metrics_addr, index)? {
+                command.env("PINFLOW_METRICS_ADDR", addr.to_string());
             }
             children.push(command.spawn()?);
         }
@@ -177,6 +182,21 @@ impl Running {
 }
 
 /// The environment that gives a `pinflow run` process these settings.
+/// Where child `index` serves its metrics: N children cannot share one listener, so
+/// each takes the port after the last one's (port 0 stays 0: each gets a free port).
+fn child_metrics_addr(addr: Option<SocketAddr>, index: u16) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(mut addr) = addr else {
+        return Ok(None);
+    };
+    if addr.port() != 0 {
+        let port = addr.port().checked_add(index).with_context(|| {
+            format!("no port left after {addr} for `pinflow run` process {index}")
+        })?;
+        addr.set_port(port);
+    }
+    Ok(Some(addr))
+}
+
 pub(super) fn settings_env(runtime: &Runtime, rules: &Rules) -> Vec<(&'static str, String)> {
     let d = |d: Duration| iso_duration(d);
     let mut env = vec![
@@ -308,6 +328,19 @@ mod tests {
             let period = Period::parse(p).expect("valid");
             assert_eq!(Period::parse(&period.to_string()).ok(), Some(period));
         }
+    }
+
+    #[test]
+    fn each_child_serves_metrics_on_a_port_of_its_own() {
+        let addr: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+        let of = |index| child_metrics_addr(Some(addr), index).unwrap();
+        assert_eq!(of(0), Some(addr));
+        assert_eq!(of(2), Some("127.0.0.1:9466".parse().unwrap()));
+        assert_eq!(child_metrics_addr(None, 1).unwrap(), None);
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert_eq!(child_metrics_addr(Some(any), 3).unwrap(), Some(any));
+        let last: SocketAddr = "127.0.0.1:65535".parse().unwrap();
+        assert!(child_metrics_addr(Some(last), 1).is_err());
     }
 
     #[test]
