@@ -204,6 +204,9 @@ async fn teardown(
             .await?;
     }
     broker::topology::delete(&channel, &names, runtime, workers).await?;
+    // Closed here, not on drop: a channel dropped just before its connection closes
+    // would be closed a second time by lapin, which logs that as a connection error.
+    channel.close(200, "done".into()).await?;
     let admin = crate::store::connect(&format!("{base}/postgres"), 1).await?;
     sqlx::query(&format!(
         "drop database if exists {} with (force)",
