@@ -1,14 +1,21 @@
 //! Bad input and failing infrastructure: poison messages go to the dead-letter queue
-//! with a reason and change nothing; transient failures are retried and succeed.
+//! with a reason and change nothing (not even the audit log); transient failures are
+//! retried and succeed.
 
 mod common;
 
 use common::issuance::{IssuanceApp, pin_request};
-use common::{Taken, command, command_properties, spawn_app, tax_code};
+use common::{Taken, command, command_properties, observer_of, spawn_app, start_app, tax_code};
 use lapin::BasicProperties;
 use lapin::types::ShortString;
+use pinflow::broker::Names;
 use pinflow::broker::dead_letter::{ATTEMPTS, ERROR, FAILED_AT, QUEUE, ROUTING_KEY};
+use pinflow::contract::{Envelope, Outgoing, ParseError};
+use pinflow::error::HandlerError;
+use pinflow::manifest::{Binding, Description};
+use pinflow::runtime::{Message, Registration, Worker};
 use serde_json::json;
+use sqlx::PgConnection;
 
 fn plain_properties(id: &str) -> BasicProperties {
     BasicProperties::default()
@@ -276,5 +283,76 @@ async fn a_message_out_of_attempts_is_dead_lettered_with_its_count() {
         .await
         .unwrap();
     admin.close().await;
+    app.stop().await;
+}
+
+/// A test-only worker on `pin.request` that audits every request it handles and then
+/// refuses, for good, the one for `REFUSED`: as a handler would that finds a reason to
+/// refuse only after it has audited.
+struct AuditThenRefuse;
+
+/// The tax code the worker refuses.
+const REFUSED: u32 = 41;
+
+impl Worker for AuditThenRefuse {
+    type Command = String;
+    type Prepared = String;
+
+    fn parse(&self, envelope: &Envelope) -> Result<String, ParseError> {
+        Ok(envelope.data["applicant"]["tax_code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    async fn prepare(&self, tax_code: String) -> Result<String, HandlerError> {
+        Ok(tax_code)
+    }
+
+    async fn handle<'a>(
+        &'a self,
+        tax_code: &'a String,
+        message: &'a Message<'a>,
+        _conn: &'a mut PgConnection,
+    ) -> Result<Vec<Outgoing>, HandlerError> {
+        message.audit("test", "seen", Some(tax_code), None, json!({}));
+        if *tax_code == common::tax_code(REFUSED) {
+            return Err(HandlerError::Permanent("refused after auditing".into()));
+        }
+        Ok(Vec::new())
+    }
+}
+
+const AUDIT_THEN_REFUSE: Registration = Registration {
+    description: Description {
+        name: "audit_then_refuse",
+        bindings: &[Binding::command("pin.request", &[])],
+        jobs: &[],
+    },
+    start: |starter| starter.consume(AuditThenRefuse),
+    parse: |_| Ok(()),
+};
+
+#[tokio::test]
+async fn what_a_refused_message_audited_is_dropped_and_its_batch_keeps_the_rest() {
+    // Queued before the worker starts, so they are taken together.
+    let (app, connections, rules) = observer_of(vec![AUDIT_THEN_REFUSE], &[]).await;
+    for n in 40..43 {
+        app.publish(&pin_request(&tax_code(n), "online")).await;
+    }
+    let app = start_app(app, connections, rules).await;
+    let dlq = Names::dlq(&app.names.work_queue("audit_then_refuse"));
+    let dead = app.take(&dlq, 1).await.remove(0);
+    assert_eq!(reason(&dead), "refused after auditing");
+    app.wait_for_count("select count(*) from audit_log where action = 'seen'", 2)
+        .await;
+    for n in 40..43 {
+        let sql = format!(
+            "select count(*) from audit_log where action = 'seen' and tax_code = '{}'",
+            tax_code(n)
+        );
+        let expected = i64::from(n != REFUSED);
+        assert_eq!(app.count(&sql).await, expected, "{}", tax_code(n));
+    }
     app.stop().await;
 }

@@ -12,22 +12,6 @@ use lapin::types::FieldTable;
 use pinflow::workers::REGISTRY;
 use std::time::Duration;
 
-async fn wait_for(app: &common::TestApp, sql: &str, expected: i64) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let n = app.count(sql).await;
-        if n == expected {
-            return;
-        }
-        assert!(n < expected, "{sql}: {n}, more than {expected}");
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{sql}: {n} of {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn two_subscribers_each_see_every_issued_pin_once() {
     let mut registry = REGISTRY.to_vec();
@@ -42,7 +26,8 @@ async fn two_subscribers_each_see_every_issued_pin_once() {
     for request in &requests {
         app.publish(request).await;
     }
-    wait_for(&app, "select count(*) from seen_events", 10).await;
+    app.wait_for_count("select count(*) from seen_events", 10)
+        .await;
     let issued = app.count("select count(*) from credentials").await;
     assert_eq!(issued, 5);
     for worker in ["audit_a", "audit_b"] {
@@ -72,7 +57,8 @@ async fn two_subscribers_each_see_every_issued_pin_once() {
     // A new request queued behind the duplicates: once its event is seen, the
     // duplicates have been handled, and they changed nothing.
     app.publish(&pin_request(&tax_code(6), "online")).await;
-    wait_for(&app, "select count(*) from seen_events", 12).await;
+    app.wait_for_count("select count(*) from seen_events", 12)
+        .await;
     for worker in ["audit_a", "audit_b"] {
         let n = app
             .count(&format!(
@@ -129,7 +115,8 @@ async fn an_event_published_before_its_subscriber_first_starts_waits_for_it() {
     let subscriber = tokio::spawn(pinflow::app::run(setup, async move {
         let _ = stopped.await;
     }));
-    wait_for(&app, "select count(*) from seen_events", 1).await;
+    app.wait_for_count("select count(*) from seen_events", 1)
+        .await;
     let _ = stop.send(());
     subscriber.await.unwrap().unwrap();
     app.stop().await;
@@ -150,6 +137,6 @@ async fn an_event_no_queue_takes_stays_in_the_outbox() {
         .unwrap();
     app.halves_of(&pin_request(&tax_code(31), "online")).await;
     let sql = "select count(*) from outbox where message_type = 'pin.issued' and last_error like 'returned%'";
-    wait_for(&app, sql, 1).await;
+    app.wait_for_count(sql, 1).await;
     app.stop().await;
 }

@@ -13,7 +13,7 @@ use crate::contract::Envelope;
 use crate::contract::trace::TraceContext;
 use crate::error::{HandlerError, chain};
 use crate::store::outbox::Caused;
-use crate::store::{inbox, outbox};
+use crate::store::{audit, inbox, outbox};
 
 /// What a parsed delivery carries besides its command.
 pub struct Head {
@@ -99,8 +99,8 @@ pub async fn apply_batch<W: Worker>(
 }
 
 /// The common case in few round trips: one statement records every id of the batch
-/// in the inbox, the handlers run, one statement writes everything they publish (and
-/// one the ledger), one commit. `None`, rolled back, when a handler refused a message
+/// in the inbox, the handlers run, one statement writes what they audited, one
+/// everything they publish (and one the ledger), one commit. `None`, rolled back, when a handler refused a message
 /// for good.
 async fn apply_together<W: Worker>(
     worker: &W,
@@ -117,6 +117,7 @@ async fn apply_together<W: Worker>(
     let first = inbox::record_all(&mut tx, &ids, queue, &types).await?;
     let mut outcomes = Vec::with_capacity(items.len());
     let mut caused = Vec::with_capacity(items.len());
+    let mut audited = Vec::with_capacity(items.len());
     for (item, first) in items.iter().zip(first) {
         if !first {
             item.head
@@ -133,6 +134,7 @@ async fn apply_together<W: Worker>(
         {
             Ok(outgoing) => {
                 caused.push((item, outgoing));
+                audited.append(&mut message.take_audited());
                 outcomes.push((item.index, Verdict::Done));
             }
             Err(e) if e.is_transient() => return Err(e),
@@ -147,6 +149,7 @@ async fn apply_together<W: Worker>(
             caused_by: Some(&item.head.envelope.id),
         })
         .collect();
+    audit::record_all(&mut tx, &audited).await?;
     outbox::insert_caused(&mut tx, &groups, &deps.keys).await?;
     tx.commit().await?;
     Ok(Some(outcomes))
@@ -154,12 +157,12 @@ async fn apply_together<W: Worker>(
 
 /// What the handler sees of a delivery.
 fn message_of<'a, P>(item: &'a Ready<P>, deps: &Deps) -> Message<'a> {
-    Message {
-        envelope: &item.head.envelope,
-        reply_to: item.head.reply_to.as_deref(),
-        correlation_id: item.head.correlation_id.as_deref(),
-        now: deps.clock.now(),
-    }
+    Message::new(
+        &item.head.envelope,
+        item.head.reply_to.as_deref(),
+        item.head.correlation_id.as_deref(),
+        deps.clock.now(),
+    )
 }
 
 fn record(verdicts: &mut [Verdict], outcomes: Vec<(usize, Verdict)>) {
@@ -198,6 +201,7 @@ async fn apply<W: Worker>(
             .await
         {
             Ok(outgoing) => {
+                audit::record_all(&mut savepoint, &message.take_audited()).await?;
                 outbox::insert_all(
                     &mut savepoint,
                     &outgoing,

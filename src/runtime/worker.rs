@@ -4,12 +4,16 @@
 //! talk to the broker; exactly-once effects are the runtime's job.
 
 use std::future::Future;
+use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::contract::{Envelope, Outgoing, ParseError};
 use crate::error::HandlerError;
+use crate::store::audit;
 
 /// One incoming message as a handler sees it.
 pub struct Message<'a> {
@@ -21,6 +25,63 @@ pub struct Message<'a> {
     pub correlation_id: Option<&'a str>,
     /// "Now" for every deadline check, from the injected clock.
     pub now: DateTime<Utc>,
+    /// What the handler audited, written once it returns, with the rest of the batch's
+    /// audit rows in one statement of the same transaction.
+    audited: Mutex<Vec<audit::Record>>,
+}
+
+impl<'a> Message<'a> {
+    /// A message to handle, with nothing audited yet.
+    pub fn new(
+        envelope: &'a Envelope,
+        reply_to: Option<&'a str>,
+        correlation_id: Option<&'a str>,
+        now: DateTime<Utc>,
+    ) -> Message<'a> {
+        Message {
+            envelope,
+            reply_to,
+            correlation_id,
+            now,
+            audited: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Audits an action this message caused, at its `now` and under its id. The row
+    /// is written in the handler's transaction once the handler succeeds, so it is
+    /// kept exactly when the handler's other effects are.
+    pub fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        tax_code: Option<&str>,
+        credential_id: Option<Uuid>,
+        detail: Value,
+    ) {
+        let record = audit::Record {
+            at: self.now,
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            tax_code: tax_code.map(str::to_owned),
+            credential_id,
+            message_id: Some(self.envelope.id.clone()),
+            detail,
+        };
+        self.audited
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(record);
+    }
+
+    /// What the handler audited, leaving nothing behind.
+    pub(crate) fn take_audited(&self) -> Vec<audit::Record> {
+        std::mem::take(
+            &mut *self
+                .audited
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
 }
 
 /// A dedicated worker's message handling.

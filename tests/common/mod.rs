@@ -478,6 +478,24 @@ impl TestApp {
             .expect("count query")
     }
 
+    /// Waits until the count `sql` returns reaches `expected`; fails if it passes it
+    /// or has not reached it within `PATIENCE`.
+    pub async fn wait_for_count(&self, sql: &str, expected: i64) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let n = self.count(sql).await;
+            if n == expected {
+                return;
+            }
+            assert!(n < expected, "{sql}: {n}, more than {expected}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{sql}: {n} of {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Runs `pinflow ARGS` against this test's namespace and database, as an operator
     /// would; returns (success, stdout, stderr).
     pub fn pinflow(&self, args: &[&str]) -> (bool, String, String) {

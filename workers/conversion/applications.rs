@@ -45,15 +45,13 @@ pub async fn submit(
         "authenticated_with": app.authenticated_with, "filed_at": filed_at });
     if !held {
         audit(
-            conn,
             message,
             source,
             "application.accepted",
             tax_code,
             None,
             detail,
-        )
-        .await?;
+        );
         let accepted = ApplicationAccepted {
             tax_code: tax_code.clone(),
             application_id: app.application_id.clone(),
@@ -71,15 +69,13 @@ pub async fn submit(
     let credential = current.map(|stored| stored.credential);
     let credential_id = credential.as_ref().map(|c| c.id);
     audit(
-        conn,
         message,
         source,
         "application.held",
         tax_code,
         credential_id,
         detail,
-    )
-    .await?;
+    );
     let held = ApplicationHeld {
         tax_code: tax_code.clone(),
         application_id: app.application_id.clone(),
@@ -185,15 +181,13 @@ pub async fn release(
         let detail = json!({ "application_id": app.application_id, "filed_at": app.filed_at });
         let actor = crate::contract::SOURCE;
         audit(
-            conn,
             message,
             actor,
             "application.released",
             tax_code,
             Some(credential_id),
             detail,
-        )
-        .await?;
+        );
         let id = derived_id(&[
             "application.released",
             tax_code.as_str(),
@@ -234,15 +228,13 @@ pub async fn still_held(
             json!({ "application_id": app.application_id, "reason": HoldReason::PinRevoked });
         let actor = crate::contract::SOURCE;
         audit(
-            conn,
             message,
             actor,
             "application.held",
             tax_code,
             Some(credential_id),
             detail,
-        )
-        .await?;
+        );
         let id = derived_id(&[
             "application.held",
             tax_code.as_str(),

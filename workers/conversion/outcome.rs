@@ -16,28 +16,24 @@ use crate::domain::TaxCode;
 use crate::domain::credential::Credential;
 use crate::error::HandlerError;
 use crate::runtime::Message;
-use crate::store::{audit, credentials};
+use crate::store::credentials;
 
 /// Writes an audit row for this message: who (`actor`), what, whose.
-pub async fn audit(
-    conn: &mut PgConnection,
+pub fn audit(
     message: &Message<'_>,
     actor: &str,
     action: &str,
     tax_code: &TaxCode,
     credential_id: Option<Uuid>,
     detail: Value,
-) -> Result<(), sqlx::Error> {
-    let entry = audit::Entry {
-        at: message.now,
+) {
+    message.audit(
         actor,
         action,
-        tax_code: Some(tax_code.as_str()),
+        Some(tax_code.as_str()),
         credential_id,
-        message_id: Some(&message.envelope.id),
         detail,
-    };
-    audit::record(conn, entry).await
+    );
 }
 
 /// The notice to the holder of `credential_id` by PEC or e-mail, if they have either
@@ -108,15 +104,13 @@ pub async fn approve(
     let detail = json!({ "conversion_id": conversion.id, "channel": conversion.channel });
     let tax_code = &conversion.tax_code;
     audit(
-        conn,
         message,
         actor,
         "pin.converted",
         tax_code,
         Some(device.id),
         detail,
-    )
-    .await?;
+    );
     let converted = PinConverted {
         tax_code: tax_code.clone(),
         credential_id: device.id,
@@ -172,15 +166,13 @@ pub async fn reject(
     let tax_code = &conversion.tax_code;
     let credential_id = conversion.credential_id;
     audit(
-        conn,
         message,
         actor,
         "conversion.rejected",
         tax_code,
         credential_id,
         detail,
-    )
-    .await?;
+    );
     rejected(conn, message, conversion, reasons).await
 }
 

@@ -25,14 +25,7 @@ pub async fn handle(
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
     let Some(found) = record::find(conn, review.conversion_id).await? else {
-        return refuse(
-            review,
-            None,
-            ReviewRefusal::UnknownConversion,
-            message,
-            conn,
-        )
-        .await;
+        return refuse(review, None, ReviewRefusal::UnknownConversion, message);
     };
     // The credential first, then the conversion: the order a submission takes them in.
     let stored = match found.credential_id {
@@ -44,20 +37,13 @@ pub async fn handle(
         .ok_or_else(|| HandlerError::Permanent("the conversion disappeared".into()))?;
     let tax_code = Some(&conversion.tax_code);
     if conversion.status != Status::UnderReview {
-        return refuse(
-            review,
-            tax_code,
-            ReviewRefusal::AlreadyDecided,
-            message,
-            conn,
-        )
-        .await;
+        return refuse(review, tax_code, ReviewRefusal::AlreadyDecided, message);
     }
     let stored = stored.ok_or_else(|| {
         HandlerError::Permanent("a conversion waiting for review has no credential".into())
     })?;
     if let Err(refusal) = stored.credential.convert(message.now) {
-        return refuse(review, tax_code, refusal.into(), message, conn).await;
+        return refuse(review, tax_code, refusal.into(), message);
     }
     let actor = review.operator_id.as_str();
     match review.decision {
@@ -71,12 +57,11 @@ pub async fn handle(
 }
 
 /// Refuses a review: an audit row and `conversion.review.rejected`, nothing else.
-async fn refuse(
+fn refuse(
     review: &Review,
     tax_code: Option<&TaxCode>,
     reason: ReviewRefusal,
     message: &Message<'_>,
-    conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
     let event = ConversionReviewRejected {
         tax_code: tax_code.cloned(),
@@ -90,15 +75,8 @@ async fn refuse(
         "reason": reason,
         "decision": review.decision,
     });
-    let entry = crate::store::audit::Entry {
-        at: message.now,
-        actor: &review.operator_id,
-        action: "conversion.review.rejected",
-        tax_code: tax_code.map(TaxCode::as_str),
-        credential_id: None,
-        message_id: Some(&message.envelope.id),
-        detail,
-    };
-    crate::store::audit::record(conn, entry).await?;
+    let actor = &review.operator_id;
+    let tax_code = tax_code.map(TaxCode::as_str);
+    message.audit(actor, "conversion.review.rejected", tax_code, None, detail);
     Ok(vec![Outgoing::typed_event(&event, message.now)?])
 }

@@ -16,7 +16,6 @@ use crate::contract::{Carries, NotifyChannel, Outgoing};
 use crate::domain::TaxCode;
 use crate::error::HandlerError;
 use crate::runtime::Message;
-use crate::store::audit;
 use crate::store::notifications::{self, Notification};
 
 /// The ledger's name for a receipt's status.
@@ -61,19 +60,10 @@ pub async fn handle(
     store::log(conn, &logged).await?;
     let detail = json!({ "notification_id": id, "status": status, "applied": logged.applied,
         "announced": logged.announced });
-    audit::record(
-        conn,
-        audit::Entry {
-            at: message.now,
-            actor: &message.envelope.source,
-            action: "delivery.receipt",
-            tax_code: Some(&notification.tax_code),
-            credential_id: notification.credential_id,
-            message_id: Some(&message.envelope.id),
-            detail,
-        },
-    )
-    .await?;
+    let tax_code = Some(notification.tax_code.as_str());
+    let credential_id = notification.credential_id;
+    let source = &message.envelope.source;
+    message.audit(source, "delivery.receipt", tax_code, credential_id, detail);
     match failure {
         Some(event) if logged.announced => {
             let event_id = derived_id(&[&id, "pin.delivery_failed"]);
@@ -121,19 +111,8 @@ async fn unknown(
 ) -> Result<Vec<Outgoing>, HandlerError> {
     store::log(conn, logged).await?;
     let detail = json!({ "notification_id": logged.notification_id, "status": logged.status });
-    audit::record(
-        conn,
-        audit::Entry {
-            at: message.now,
-            actor: &message.envelope.source,
-            action: "delivery.receipt.unknown",
-            tax_code: None,
-            credential_id: None,
-            message_id: Some(&message.envelope.id),
-            detail,
-        },
-    )
-    .await?;
+    let source = &message.envelope.source;
+    message.audit(source, "delivery.receipt.unknown", None, None, detail);
     tracing::warn!(
         notification.id = logged.notification_id,
         receipt.status = logged.status,

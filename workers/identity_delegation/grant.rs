@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::command::{Grant, Revoke};
 use super::expiry::expire;
 use super::store::{self, Delegation, Status};
-use super::{audit, tax_code};
+use super::tax_code;
 use crate::contract::Outgoing;
 use crate::contract::events::{
     DelegationGranted, DelegationRefusal, DelegationRejected, DelegationRevoked,
@@ -28,31 +28,25 @@ pub async fn grant(
 ) -> Result<Vec<Outgoing>, HandlerError> {
     let refuse = |reason, existing| refusal(grant, reason, existing);
     if grant.delegator == grant.delegate {
-        return refuse(DelegationRefusal::SelfDelegation, None)
-            .emit(message, conn)
-            .await;
+        return refuse(DelegationRefusal::SelfDelegation, None).emit(message);
     }
     let ends_at = match grant.valid_until {
         Some(day) => Some(store::end_of(conn, day).await?),
         None => None,
     };
     if ends_at.is_some_and(|end| end <= message.now) {
-        return refuse(DelegationRefusal::ValidUntilPast, None)
-            .emit(message, conn)
-            .await;
+        return refuse(DelegationRefusal::ValidUntilPast, None).emit(message);
     }
     let delegate = credentials::latest_for_update(conn, grant.delegate.as_str()).await?;
     if !delegate.is_some_and(|d| d.credential.is_live(message.now)) {
-        return refuse(DelegationRefusal::DelegateNotLive, None)
-            .emit(message, conn)
-            .await;
+        return refuse(DelegationRefusal::DelegateNotLive, None).emit(message);
     }
     let (delegator, delegate) = (grant.delegator.as_str(), grant.delegate.as_str());
     let mut out = Vec::new();
     if let Some(existing) = store::live_pair_for_update(conn, delegator, delegate).await? {
         if existing.is_live(message.now) {
             let refused = refuse(DelegationRefusal::AlreadyDelegated, Some(existing.id));
-            return refused.emit(message, conn).await;
+            return refused.emit(message);
         }
         out.push(expire(conn, &existing, message.now, Some(&message.envelope.id)).await?);
     }
@@ -68,7 +62,7 @@ pub async fn grant(
         // A concurrent grant for the pair committed first: this one changes nothing.
         let live = store::live_pair_for_update(conn, delegator, delegate).await?;
         let refused = refuse(DelegationRefusal::AlreadyDelegated, live.map(|d| d.id));
-        return refused.emit(message, conn).await;
+        return refused.emit(message);
     }
     let granted = DelegationGranted {
         tax_code: grant.delegator.clone(),
@@ -79,17 +73,8 @@ pub async fn grant(
     };
     let detail = json!({ "delegation_id": delegation.id, "delegate_tax_code": delegate,
         "valid_until": grant.valid_until, "ends_at": ends_at });
-    let id = Some(message.envelope.id.as_str());
-    audit(
-        conn,
-        message.now,
-        &grant.operator_id,
-        "delegation.granted",
-        delegator,
-        id,
-        detail,
-    )
-    .await?;
+    let actor = &grant.operator_id;
+    message.audit(actor, "delegation.granted", Some(delegator), None, detail);
     out.push(Outgoing::typed_event(&granted, message.now)?);
     Ok(out)
 }
@@ -120,7 +105,7 @@ pub async fn revoke(
             },
             actor: &revoke.operator_id,
         };
-        out.extend(refused.emit(message, conn).await?);
+        out.extend(refused.emit(message)?);
         return Ok(out);
     }
     let (delegator, delegate) = (delegation.delegator.as_str(), delegation.delegate.as_str());
@@ -134,16 +119,7 @@ pub async fn revoke(
     .await?;
     let detail = json!({ "delegation_id": delegation.id, "delegate_tax_code": delegate });
     let actor = &revoke.operator_id;
-    audit(
-        conn,
-        message.now,
-        actor,
-        "delegation.revoked",
-        delegator,
-        message_id,
-        detail,
-    )
-    .await?;
+    message.audit(actor, "delegation.revoked", Some(delegator), None, detail);
     let revoked = DelegationRevoked {
         tax_code: tax_code(delegator)?,
         delegation_id: delegation.id,
@@ -175,25 +151,12 @@ fn refusal(grant: &Grant, reason: DelegationRefusal, existing: Option<Uuid>) -> 
 
 impl Refusal<'_> {
     /// Audits the refusal and returns `delegation.rejected`; nothing else changes.
-    async fn emit(
-        self,
-        message: &Message<'_>,
-        conn: &mut PgConnection,
-    ) -> Result<Vec<Outgoing>, HandlerError> {
+    fn emit(self, message: &Message<'_>) -> Result<Vec<Outgoing>, HandlerError> {
         let detail = serde_json::to_value(&self.event)
             .map_err(|e| HandlerError::Permanent(format!("cannot encode a refusal: {e}")))?;
         let tax_code = self.event.tax_code.as_str();
-        let id = Some(message.envelope.id.as_str());
-        audit(
-            conn,
-            message.now,
-            self.actor,
-            "delegation.rejected",
-            tax_code,
-            id,
-            detail,
-        )
-        .await?;
+        let action = "delegation.rejected";
+        message.audit(self.actor, action, Some(tax_code), None, detail);
         Ok(vec![Outgoing::typed_event(&self.event, message.now)?])
     }
 }

@@ -75,7 +75,8 @@ fn tax_code(text: &str) -> Result<TaxCode, HandlerError> {
         .map_err(|_| HandlerError::Permanent("a stored tax code does not parse".into()))
 }
 
-/// Writes an audit row under the delegator's tax code.
+/// Writes an audit row under the delegator's tax code at once: expiry runs in the timed
+/// job too, where no message holds the row until the batch writes it.
 async fn audit(
     conn: &mut PgConnection,
     at: DateTime<Utc>,

@@ -103,15 +103,13 @@ async fn failed(
     }
     let detail = json!({ "failed_attempts": after.failed_attempts });
     audit(
-        conn,
         message,
         &message.envelope.source,
         "pin.locked",
         tax_code.as_str(),
         Some(after.id),
         detail,
-    )
-    .await?;
+    );
     let locked = PinLocked {
         tax_code: tax_code.clone(),
         credential_id: after.id,
@@ -160,15 +158,13 @@ pub async fn first_access(
     credentials::save(conn, &active, Some(&new_pin.hash), message.now).await?;
     let valid_until = active.valid_until.unwrap_or(message.now);
     audit(
-        conn,
         message,
         &message.envelope.source,
         "pin.activated",
         tax_code,
         Some(active.id),
         json!({ "valid_until": instant(valid_until) }),
-    )
-    .await?;
+    );
     let secret = SecretField {
         field: FirstAccessReply::SECRET_FIELD,
         value: Zeroizing::new(new_pin.pin.expose().to_owned()),

@@ -137,28 +137,15 @@ fn instant(t: DateTime<Utc>) -> String {
 }
 
 /// Writes an audit row for this message.
-async fn audit(
-    conn: &mut PgConnection,
+fn audit(
     message: &Message<'_>,
     actor: &str,
     action: &str,
     tax_code: &str,
     credential_id: Option<uuid::Uuid>,
     detail: Value,
-) -> Result<(), sqlx::Error> {
-    audit::record(
-        conn,
-        audit::Entry {
-            at: message.now,
-            actor,
-            action,
-            tax_code: Some(tax_code),
-            credential_id,
-            message_id: Some(&message.envelope.id),
-            detail,
-        },
-    )
-    .await
+) {
+    message.audit(actor, action, Some(tax_code), credential_id, detail);
 }
 
 /// The RPC reply to `message`.

@@ -45,11 +45,11 @@ pub async fn handle(
     let tax_code = request.tax_code.as_str();
     let actor = request.actor(&message.envelope.source);
     let Some(pin) = pin.filter(|_| request.is_eligible()) else {
-        return not_eligible(request, message, conn).await;
+        return not_eligible(request, message);
     };
     if let Some(existing) = credentials::latest_for_update(conn, tax_code).await? {
         match existing.credential.retire(message.now) {
-            Err(_) => return already_active(request, message, conn).await,
+            Err(_) => return already_active(request, message),
             Ok(retired) if retired != existing.credential => {
                 credentials::save(conn, &retired, None, message.now).await?;
             }
@@ -81,20 +81,11 @@ pub async fn handle(
     };
     match credentials::insert(conn, &new).await {
         Ok(()) => {}
-        Err(InsertError::AlreadyCurrent) => return already_active(request, message, conn).await,
+        Err(InsertError::AlreadyCurrent) => return already_active(request, message),
         Err(InsertError::Database(e)) => return Err(e.into()),
     }
     let detail = json!({ "kind": kind, "holder": holder, "channel": request.channel });
-    audit(
-        conn,
-        message,
-        actor,
-        "pin.issued",
-        tax_code,
-        Some(id),
-        detail,
-    )
-    .await?;
+    audit(message, actor, "pin.issued", tax_code, Some(id), detail);
 
     let issued = PinIssued {
         tax_code: request.tax_code.clone(),
@@ -195,35 +186,24 @@ fn deliveries(
     Ok(vec![first_half, second_half])
 }
 
-async fn refuse(
+fn refuse(
     request: &PinRequest,
     message: &Message<'_>,
-    conn: &mut PgConnection,
     event: PinRequestRejected,
 ) -> Result<Vec<Outgoing>, HandlerError> {
     let actor = request.actor(&message.envelope.source);
     let tax_code = request.tax_code.as_str();
     let data = encode(&event)?;
-    audit(
-        conn,
-        message,
-        actor,
-        "pin.request.rejected",
-        tax_code,
-        None,
-        data,
-    )
-    .await?;
+    audit(message, actor, "pin.request.rejected", tax_code, None, data);
     Ok(vec![Outgoing::typed_event(&event, message.now)?])
 }
 
-async fn not_eligible(
+fn not_eligible(
     request: &PinRequest,
     message: &Message<'_>,
-    conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
     let event = PinRequestRejected::not_eligible(request.tax_code.clone());
-    let mut out = refuse(request, message, conn, event).await?;
+    let mut out = refuse(request, message, event)?;
     if let Some(email) = &request.contacts.email {
         let params = json!({ "given_name": request.given_name, "alternatives": Alternative::ALL });
         let notice = Notice {
@@ -240,11 +220,10 @@ async fn not_eligible(
     Ok(out)
 }
 
-async fn already_active(
+fn already_active(
     request: &PinRequest,
     message: &Message<'_>,
-    conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
     let event = PinRequestRejected::already_active(request.tax_code.clone());
-    refuse(request, message, conn, event).await
+    refuse(request, message, event)
 }

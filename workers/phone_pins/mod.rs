@@ -132,26 +132,13 @@ fn answer<R: OutgoingData>(
 }
 
 /// Writes an audit row for this message.
-async fn audit(
-    conn: &mut PgConnection,
+fn audit(
     message: &Message<'_>,
     actor: &str,
     action: &str,
     tax_code: &str,
     credential_id: uuid::Uuid,
     detail: Value,
-) -> Result<(), sqlx::Error> {
-    audit::record(
-        conn,
-        audit::Entry {
-            at: message.now,
-            actor,
-            action,
-            tax_code: Some(tax_code),
-            credential_id: Some(credential_id),
-            message_id: Some(&message.envelope.id),
-            detail,
-        },
-    )
-    .await
+) {
+    message.audit(actor, action, Some(tax_code), Some(credential_id), detail);
 }

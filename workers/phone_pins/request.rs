@@ -71,15 +71,13 @@ pub async fn handle(
     let detail = json!({ "validity": validity, "authenticated_with": authenticated_with,
         "valid_until": issued.valid_until });
     audit(
-        conn,
         message,
         &message.envelope.source,
         "phone_pin.issued",
         tax_code,
         credential.id,
         detail,
-    )
-    .await?;
+    );
     let secret = SecretField {
         field: PhonePinRequestReply::SECRET_FIELD,
         value: Zeroizing::new(new.pin.expose().to_owned()),

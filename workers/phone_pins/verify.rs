@@ -83,15 +83,13 @@ pub async fn handle(
     };
     let detail = json!({ "status": encode(&reply)?["status"] });
     audit(
-        conn,
         message,
         &verify.operator_id,
         "phone_pin.verify",
         tax_code,
         stored.credential_id,
         detail,
-    )
-    .await?;
+    );
     out.insert(0, answer(message, &reply, None)?);
     Ok(out)
 }

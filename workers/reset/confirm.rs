@@ -43,7 +43,7 @@ pub async fn handle(
         // An unknown token names nobody, and every event names a tax code: the
         // refusal is audited, and there is no one to announce it about.
         let detail = json!({ "reason": ResetRejection::TokenInvalid, "token": "unknown" });
-        audit(conn, message, "pin.reset.rejected", None, None, detail).await?;
+        audit(message, "pin.reset.rejected", None, None, detail);
         tracing::info!("reset confirmation with an unknown token refused");
         return Ok(Vec::new());
     };
@@ -60,7 +60,7 @@ pub async fn handle(
         .and_then(|(s, _)| s.credential.reset(now, &worker.rules.initial_pin_ttl).ok());
     let Some(reset) = reset else {
         let id = Some(seen.credential_id);
-        return refuse(conn, message, &tax_code, id, ResetRejection::TokenInvalid).await;
+        return refuse(message, &tax_code, id, ResetRejection::TokenInvalid);
     };
     let profile = profiles::of(conn, reset.id)
         .await?
@@ -76,14 +76,12 @@ pub async fn handle(
     let initial_pin_expires_at = reset.initial_pin_expires_at.unwrap_or(now);
     let until = initial_pin_expires_at.to_rfc3339_opts(SecondsFormat::Millis, true);
     audit(
-        conn,
         message,
         "pin.reset",
         Some(tax_code.as_str()),
         Some(reset.id),
         json!({ "kind": reset.kind, "initial_pin_expires_at": until }),
-    )
-    .await?;
+    );
     let (first, second) = new_pin.pin.split();
     let params = json!({
         "credential_id": reset.id,

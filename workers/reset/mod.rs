@@ -103,33 +103,20 @@ impl Worker for Reset {
 }
 
 /// Writes an audit row for this message, by its source.
-async fn audit(
-    conn: &mut PgConnection,
+fn audit(
     message: &Message<'_>,
     action: &str,
     tax_code: Option<&str>,
     credential_id: Option<Uuid>,
     detail: Value,
-) -> Result<(), sqlx::Error> {
-    audit::record(
-        conn,
-        audit::Entry {
-            at: message.now,
-            actor: &message.envelope.source,
-            action,
-            tax_code,
-            credential_id,
-            message_id: Some(&message.envelope.id),
-            detail,
-        },
-    )
-    .await
+) {
+    let actor = &message.envelope.source;
+    message.audit(actor, action, tax_code, credential_id, detail);
 }
 
 /// A refusal: audited, and event `pin.reset.rejected`, which never says which contact
 /// failed.
-async fn refuse(
-    conn: &mut PgConnection,
+fn refuse(
     message: &Message<'_>,
     tax_code: &TaxCode,
     credential_id: Option<Uuid>,
@@ -141,13 +128,11 @@ async fn refuse(
     };
     let detail = crate::contract::outgoing::encode(&event)?;
     audit(
-        conn,
         message,
         "pin.reset.rejected",
         Some(tax_code.as_str()),
         credential_id,
         detail,
-    )
-    .await?;
+    );
     Ok(vec![Outgoing::typed_event(&event, message.now)?])
 }

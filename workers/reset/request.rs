@@ -47,11 +47,11 @@ pub async fn handle(
     let since = worker.rules.reset_rate_window.sub_from(now);
     let recent = store::requests_since(conn, tax_code.as_str(), since).await?;
     if recent >= worker.rules.reset_rate_limit {
-        return refuse(conn, message, tax_code, None, ResetRejection::RateLimited).await;
+        return refuse(message, tax_code, None, ResetRejection::RateLimited);
     }
     let Some(stored) = stored.filter(|s| s.credential.is_live(now)) else {
         store::record_request(conn, tax_code.as_str(), now, Outcome::NotFound).await?;
-        return refuse(conn, message, tax_code, None, ResetRejection::NotFound).await;
+        return refuse(message, tax_code, None, ResetRejection::NotFound);
     };
     let id = stored.credential.id;
     let profile = profiles::of(conn, id)
@@ -64,27 +64,23 @@ pub async fn handle(
     ) else {
         store::record_request(conn, tax_code.as_str(), now, Outcome::ContactsMismatch).await?;
         return refuse(
-            conn,
             message,
             tax_code,
             Some(id),
             ResetRejection::ContactsMismatch,
-        )
-        .await;
+        );
     };
     let expires_at = worker.rules.reset_token_ttl.add_to(now);
     store::replace_tokens(conn, &token.sha256, id, tax_code.as_str(), now, expires_at).await?;
     store::record_request(conn, tax_code.as_str(), now, Outcome::LinkSent).await?;
     let expires = expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     audit(
-        conn,
         message,
         "pin.reset.requested",
         Some(tax_code.as_str()),
         Some(id),
         json!({ "link_via": channel.as_str(), "token_expires_at": expires }),
-    )
-    .await?;
+    );
     let notice = Notice {
         channel,
         template: "reset_link",

@@ -97,15 +97,13 @@ pub async fn handle(
             reason: ContactsRejection::NotFound,
         };
         audit(
-            conn,
             message,
             actor,
             "contacts.update.rejected",
             tax_code,
             None,
             encode(&event)?,
-        )
-        .await?;
+        );
         return Ok(vec![Outgoing::typed_event(&event, message.now)?]);
     };
     let id = stored.credential.id;
@@ -124,15 +122,13 @@ pub async fn handle(
         "after": masked(&after),
     });
     audit(
-        conn,
         message,
         actor,
         "contacts.updated",
         tax_code,
         Some(id),
         detail,
-    )
-    .await?;
+    );
     let mut out = Vec::new();
     for (channel, to) in recipients(&before, &after, &changed) {
         let notice = Notice {

@@ -70,26 +70,13 @@ fn actor<'a>(operator: Option<&'a str>, message: &'a Message<'_>) -> &'a str {
 }
 
 /// Writes an audit row for this message.
-async fn audit(
-    conn: &mut PgConnection,
+fn audit(
     message: &Message<'_>,
     actor: &str,
     action: &str,
     tax_code: &str,
     credential_id: Option<Uuid>,
     detail: Value,
-) -> Result<(), sqlx::Error> {
-    audit::record(
-        conn,
-        audit::Entry {
-            at: message.now,
-            actor,
-            action,
-            tax_code: Some(tax_code),
-            credential_id,
-            message_id: Some(&message.envelope.id),
-            detail,
-        },
-    )
-    .await
+) {
+    message.audit(actor, action, Some(tax_code), credential_id, detail);
 }

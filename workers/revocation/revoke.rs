@@ -50,34 +50,18 @@ pub async fn handle(
     let stored = credentials::latest_for_update(conn, tax_code).await?;
     let Some((stored, revoked)) = stored.and_then(|s| s.credential.revoke().ok().map(|r| (s, r)))
     else {
-        return refuse(revoke, message, conn, actor, RevokeRejection::NotFound).await;
+        return refuse(revoke, message, actor, RevokeRejection::NotFound);
     };
     let id = stored.credential.id;
     let profile = profiles::of(conn, id)
         .await?
         .ok_or_else(|| HandlerError::Permanent("a locked credential vanished".into()))?;
     if !proven(&revoke.proof, &profile) {
-        return refuse(
-            revoke,
-            message,
-            conn,
-            actor,
-            RevokeRejection::IdentityMismatch,
-        )
-        .await;
+        return refuse(revoke, message, actor, RevokeRejection::IdentityMismatch);
     }
     store::revoke(conn, revoked.id, message.now).await?;
     let detail = json!({ "channel": revoke.channel, "reason": revoke.reason, "was": stored.credential.status.as_str() });
-    audit(
-        conn,
-        message,
-        actor,
-        "pin.revoked",
-        tax_code,
-        Some(id),
-        detail,
-    )
-    .await?;
+    audit(message, actor, "pin.revoked", tax_code, Some(id), detail);
     let event = PinRevoked {
         tax_code: revoke.tax_code.clone(),
         credential_id: id,
@@ -104,10 +88,9 @@ pub async fn handle(
     Ok(out)
 }
 
-async fn refuse(
+fn refuse(
     revoke: &Revoke,
     message: &Message<'_>,
-    conn: &mut PgConnection,
     actor: &str,
     reason: RevokeRejection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
@@ -118,14 +101,12 @@ async fn refuse(
     };
     let tax_code = revoke.tax_code.as_str();
     audit(
-        conn,
         message,
         actor,
         "pin.revoke.rejected",
         tax_code,
         None,
         encode(&event)?,
-    )
-    .await?;
+    );
     Ok(vec![Outgoing::typed_event(&event, message.now)?])
 }

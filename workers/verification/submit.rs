@@ -70,15 +70,13 @@ pub async fn handle(
     if conversion.status == Status::Rejected {
         let detail = json!({ "conversion_id": conversion.id, "reasons": reasons });
         audit(
-            conn,
             message,
             actor,
             "conversion.rejected",
             tax_code,
             credential_id,
             detail,
-        )
-        .await?;
+        );
         return outcome::rejected(conn, message, &conversion, reasons).await;
     }
     let credential = credential.ok_or_else(|| {
@@ -89,16 +87,7 @@ pub async fn handle(
         return outcome::approve(conn, message, &conversion, &credential, actor).await;
     };
     let action = "conversion.review_requested";
-    audit(
-        conn,
-        message,
-        actor,
-        action,
-        tax_code,
-        credential_id,
-        detail,
-    )
-    .await?;
+    audit(message, actor, action, tax_code, credential_id, detail);
     let requested = ConversionReviewRequested {
         tax_code: tax_code.clone(),
         conversion_id: conversion.id,
