@@ -47,15 +47,6 @@ pub async fn handle(
     let Some(pin) = pin.filter(|_| request.is_eligible()) else {
         return not_eligible(request, message);
     };
-    if let Some(existing) = credentials::latest_for_update(conn, tax_code).await? {
-        match existing.credential.retire(message.now) {
-            Err(_) => return already_active(request, message),
-            Ok(retired) if retired != existing.credential => {
-                credentials::save(conn, &retired, None, message.now).await?;
-            }
-            Ok(_) => {}
-        }
-    }
     let kind = match request.channel {
         Channel::Office => Kind::Device,
         Channel::Online | Channel::ContactCenter => Kind::Ordinary,
@@ -79,7 +70,15 @@ pub async fn handle(
         initial_pin_expires_at: worker.rules.initial_pin_ttl.add_to(message.now),
         issued_at: message.now,
     };
-    match credentials::insert(conn, &new).await {
+    // Most tax codes have no current credential: then the insert is all it takes.
+    // Otherwise the current one is retired first when it is no longer live.
+    let inserted = match credentials::insert(conn, &new).await {
+        Err(InsertError::AlreadyCurrent) if retire_current(conn, tax_code, message).await? => {
+            credentials::insert(conn, &new).await
+        }
+        inserted => inserted,
+    };
+    match inserted {
         Ok(()) => {}
         Err(InsertError::AlreadyCurrent) => return already_active(request, message),
         Err(InsertError::Database(e)) => return Err(e.into()),
@@ -98,6 +97,28 @@ pub async fn handle(
     let mut out = deliveries(request, id, &pin.pin, message)?;
     out.push(Outgoing::typed_event(&issued, message.now)?);
     Ok(out)
+}
+
+/// Retires the tax code's current credential, locked for update, when it is no longer
+/// live (its initial PIN's window passed before activation, or its validity after);
+/// `false` when it is still live, so the request is refused.
+async fn retire_current(
+    conn: &mut PgConnection,
+    tax_code: &str,
+    message: &Message<'_>,
+) -> Result<bool, HandlerError> {
+    let Some(existing) = credentials::latest_for_update(conn, tax_code).await? else {
+        return Ok(true);
+    };
+    match existing.credential.retire(message.now) {
+        Err(_) => Ok(false),
+        Ok(retired) => {
+            if retired != existing.credential {
+                credentials::save(conn, &retired, None, message.now).await?;
+            }
+            Ok(true)
+        }
+    }
 }
 
 /// The notifications that carry the initial PIN. The two halves of an ordinary PIN
