@@ -32,9 +32,14 @@ pub async fn submit(
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
     let filed_at = app.filed_at.unwrap_or_else(|| message.now.trunc_subsecs(6));
-    // The credential first, so a conversion of it commits wholly before or after this.
-    let current = credentials::latest_for_update(conn, app.tax_code.as_str()).await?;
     let held = !app.authenticated_with.is_device_level();
+    // A held application locks the credential first, so a conversion of it commits
+    // wholly before or after this; an accepted one does not depend on it.
+    let current = if held {
+        credentials::latest_for_update(conn, app.tax_code.as_str()).await?
+    } else {
+        None
+    };
     if !file(conn, app, held, filed_at, message).await? {
         tracing::debug!("application already filed; nothing to do");
         return Ok(Vec::new());
