@@ -42,7 +42,9 @@ pub async fn handle(
         max_bytes,
     ));
     let credential_id = credential.as_ref().map(|c| c.id);
-    if let (Ok(()), Some(id)) = (pin, credential_id)
+    // A refusal lists every failed check, a conversion already waiting among them. A
+    // submission that passed the others learns that from its insert (see `store`).
+    if let (Ok(()), Some(id), false) = (pin, credential_id, failures.is_empty())
         && record::pending_for(conn, id).await?.is_some()
     {
         failures.push(Failure::AlreadyUnderReview);
@@ -61,7 +63,7 @@ pub async fn handle(
     let actor = submission.actor(&message.envelope.source);
     let mut reasons: Vec<String> = failures.iter().map(|f| f.as_str().to_owned()).collect();
     if !store(conn, submission, &conversion, &reasons, actor, message).await? {
-        // Another submission of the same PIN started waiting since we looked.
+        // Another submission of the same PIN waits for review.
         reasons = vec![Failure::AlreadyUnderReview.as_str().to_owned()];
         conversion.status = Status::Rejected;
         store(conn, submission, &conversion, &reasons, actor, message).await?;
