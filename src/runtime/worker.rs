@@ -58,15 +58,15 @@ impl<'a> Message<'a> {
         credential_id: Option<Uuid>,
         detail: Value,
     ) {
-        let record = audit::Record {
+        let record = audit::Record::from(audit::Entry {
             at: self.now,
-            actor: actor.to_owned(),
-            action: action.to_owned(),
-            tax_code: tax_code.map(str::to_owned),
+            actor,
+            action,
+            tax_code,
             credential_id,
-            message_id: Some(self.envelope.id.clone()),
+            message_id: Some(&self.envelope.id),
             detail,
-        };
+        });
         self.audited
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -26,20 +26,7 @@ pub struct Entry<'a> {
 
 /// Appends an entry.
 pub async fn record(conn: &mut PgConnection, entry: Entry<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into audit_log (at, actor, action, tax_code, credential_id, message_id, detail)
-         values ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(entry.at)
-    .bind(entry.actor)
-    .bind(entry.action)
-    .bind(entry.tax_code)
-    .bind(entry.credential_id)
-    .bind(entry.message_id)
-    .bind(entry.detail)
-    .execute(conn)
-    .await?;
-    Ok(())
+    record_all(conn, &[Record::from(entry)]).await
 }
 
 /// An audited action held until its batch writes it (see `record_all`).
@@ -58,6 +45,20 @@ pub struct Record {
     pub message_id: Option<String>,
     /// Anything else worth keeping, never a secret.
     pub detail: Value,
+}
+
+impl From<Entry<'_>> for Record {
+    fn from(entry: Entry<'_>) -> Record {
+        Record {
+            at: entry.at,
+            actor: entry.actor.to_owned(),
+            action: entry.action.to_owned(),
+            tax_code: entry.tax_code.map(str::to_owned),
+            credential_id: entry.credential_id,
+            message_id: entry.message_id.map(str::to_owned),
+            detail: entry.detail,
+        }
+    }
 }
 
 /// Appends entries in one statement, in their order.
