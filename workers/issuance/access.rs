@@ -45,18 +45,19 @@ pub enum Against {
 
 /// Reads the tax code's credential without a lock and checks the presented secret
 /// against the stored one (see `domain::checked`), when the command would get as far
-/// as comparing them (a credential that refuses it anyway costs no hash).
+/// as comparing them (a credential that refuses it anyway costs no hash). Returns the
+/// credential as read, with the check.
 pub async fn check_before(
     worker: &Issuance,
     tax_code: &TaxCode,
     presented: &str,
     against: Against,
-) -> Result<Option<Checked>, HandlerError> {
+) -> Result<Option<(Credential, Checked)>, HandlerError> {
     let now = worker.clock.now();
     let Some(stored) = credentials::latest(&worker.pool, tax_code.as_str()).await? else {
         return Ok(None);
     };
-    let credential = &stored.credential;
+    let credential = stored.credential;
     let (open, hash) = match against {
         Against::InitialPin => (
             credential.check_first_access(now).is_ok(),
@@ -67,9 +68,29 @@ pub async fn check_before(
     let Some(hash) = hash.filter(|_| open) else {
         return Ok(None);
     };
-    Ok(Some(
-        Checked::against(&worker.hasher, presented, hash).await?,
-    ))
+    let checked = Checked::against(&worker.hasher, presented, hash).await?;
+    Ok(Some((credential, checked)))
+}
+
+/// The answer to a right PIN checked before the transaction, when answering it writes
+/// nothing: no failures to forget, a hash at today's costs, the credential open now.
+/// It stands without the row lock, as a read at that moment: a failure, a lock or a
+/// reset committed since is ordered after it. `None` takes the locked path.
+fn settled(
+    worker: &Issuance,
+    credential: &Credential,
+    checked: &Checked,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<VerifyReply> {
+    let quiet = checked.matched()
+        && credential.failed_attempts == 0
+        && worker.hasher.is_current(checked.hash())
+        && credential.check_verify(now).is_ok();
+    let valid_until = credential.valid_until.filter(|_| quiet)?;
+    Some(VerifyReply::Ok {
+        kind: credential.kind,
+        valid_until,
+    })
 }
 
 /// The RPC reply to `message` from its typed data.
@@ -185,10 +206,16 @@ pub async fn first_access(
 pub async fn verify(
     worker: &Issuance,
     verify: &Verify,
-    checked: Option<&Checked>,
+    before: Option<&(Credential, Checked)>,
     message: &Message<'_>,
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
+    let quiet =
+        before.and_then(|(credential, checked)| settled(worker, credential, checked, message.now));
+    if let Some(ok) = quiet {
+        return Ok(vec![answer(message, &ok, None)?]);
+    }
+    let checked = before.map(|(_, checked)| checked);
     let refused = |refusal: Refusal| VerifyReply::try_from(refusal).map_err(unanswerable);
     let tax_code = verify.tax_code.as_str();
     let Some(stored) = credentials::latest_for_update(conn, tax_code).await? else {

@@ -16,6 +16,7 @@ use crate::config::Rules;
 use crate::contract::{Envelope, Outgoing, ParseError};
 use crate::domain::PinHasher;
 use crate::domain::checked::Checked;
+use crate::domain::credential::Credential;
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description};
 use crate::runtime::{Message, Registration, Worker};
@@ -72,7 +73,7 @@ impl Issuance {
 pub enum Prepared {
     Request(Box<PinRequest>, Option<request::NewInitialPin>),
     FirstAccess(FirstAccess, access::NewPin, Option<Checked>),
-    Verify(Verify, Option<Checked>),
+    Verify(Verify, Option<(Credential, Checked)>),
 }
 
 impl Worker for Issuance {
@@ -100,7 +101,8 @@ impl Worker for Issuance {
                     access::NewPin::generate(&self.hasher),
                     access::check_before(self, &access.tax_code, presented, InitialPin),
                 );
-                Prepared::FirstAccess(access, pin?, checked?)
+                let checked = checked?.map(|(_, checked)| checked);
+                Prepared::FirstAccess(access, pin?, checked)
             }
             Command::Verify(verify) => {
                 let presented = verify.pin.expose();
