@@ -7,7 +7,7 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use common::issuance::{IssuanceApp, pin_request};
-use common::{TestApp, assert_valid, spawn_app, tax_code};
+use common::{TestApp, assert_valid, command, spawn_app, tax_code};
 use serde_json::{Value, json};
 
 async fn issue(app: &TestApp, tax_code: &str) -> (String, String) {
@@ -350,6 +350,53 @@ async fn a_right_pin_is_answered_without_waiting_for_the_credentials_row_lock() 
         holder.rollback().await.unwrap();
         assert_eq!(wrong.await["status"], "invalid");
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_right_pin_queued_after_the_failures_that_lock_it_answers_locked() {
+    let app = spawn_app().await;
+    let (code, other) = (tax_code(14), tax_code(15));
+    let (first, second) = issue(&app, &code).await;
+    let pin = first_access(&app, &code, &format!("{first}{second}")).await["pin"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    issue(&app, &other).await;
+    // The worker waits on another credential's row while the rest queue up behind it,
+    // so the five failures and the right PIN are taken together.
+    let mut holder = app.pool.begin().await.unwrap();
+    sqlx::query("select id from credentials where tax_code = $1 for update")
+        .bind(&other)
+        .fetch_one(&mut *holder)
+        .await
+        .unwrap();
+    let ask =
+        |code: &str, pin: &str| command("pin.verify", json!({ "tax_code": code, "pin": pin }));
+    let mut commands = vec![ask(&other, "WRONGPIN")];
+    commands.extend((0..5).map(|_| ask(&code, "WRONGPIN")));
+    commands.push(ask(&code, &pin));
+    let release = async {
+        tokio::time::sleep(StdDuration::from_secs(1)).await;
+        holder.rollback().await.unwrap();
+    };
+    let (replies, ()) = tokio::join!(app.rpc_all(&commands), release);
+    let statuses: Vec<&str> = replies
+        .iter()
+        .map(|reply| reply.body["data"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "not_activated",
+            "invalid",
+            "invalid",
+            "invalid",
+            "invalid",
+            "locked",
+            "locked"
+        ]
+    );
     app.stop().await;
 }
 

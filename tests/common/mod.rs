@@ -330,6 +330,12 @@ impl TestApp {
 
     /// Sends an RPC command and waits for the reply.
     pub async fn rpc(&self, event: &Value) -> Taken {
+        self.rpc_all(std::slice::from_ref(event)).await.remove(0)
+    }
+
+    /// Sends RPC commands one after the other, without waiting in between, and
+    /// returns their replies in the same order.
+    pub async fn rpc_all(&self, events: &[Value]) -> Vec<Taken> {
         let channel = self.connection.create_channel().await.expect("channel");
         let queue = pinflow::broker::private_queue(&channel)
             .await
@@ -347,25 +353,31 @@ impl TestApp {
             )
             .await
             .expect("consume replies");
-        let correlation_id = Uuid::new_v4().to_string();
-        self.publish_with(event, Some(queue.name().as_str()), Some(&correlation_id))
-            .await;
-        let delivery = tokio::time::timeout(PATIENCE, consumer.next())
-            .await
-            .expect("a reply in time")
-            .expect("consumer open")
-            .expect("delivery");
+        let correlation_ids: Vec<String> =
+            events.iter().map(|_| Uuid::new_v4().to_string()).collect();
+        for (event, correlation_id) in events.iter().zip(&correlation_ids) {
+            self.publish_with(event, Some(queue.name().as_str()), Some(correlation_id))
+                .await;
+        }
+        let mut replies: Vec<Option<Taken>> = events.iter().map(|_| None).collect();
+        for _ in events {
+            let delivery = tokio::time::timeout(PATIENCE, consumer.next())
+                .await
+                .expect("a reply in time")
+                .expect("consumer open")
+                .expect("delivery");
+            let correlation_id = delivery.properties.correlation_id().as_ref();
+            let index = correlation_ids
+                .iter()
+                .position(|c| Some(c.as_str()) == correlation_id.map(|c| c.as_str()))
+                .expect("the reply carries a request's correlation id");
+            replies[index] = Some(taken(delivery.data, delivery.properties));
+        }
         let _ = channel.close(200, "ok".into()).await;
-        assert_eq!(
-            delivery
-                .properties
-                .correlation_id()
-                .as_ref()
-                .map(|c| c.as_str()),
-            Some(correlation_id.as_str()),
-            "the reply carries the request's correlation id"
-        );
-        taken(delivery.data, delivery.properties)
+        replies
+            .into_iter()
+            .map(|r| r.expect("one reply each"))
+            .collect()
     }
 
     /// Takes `n` messages from a queue, waiting for them; fails if fewer come.

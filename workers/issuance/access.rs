@@ -74,8 +74,9 @@ pub async fn check_before(
 
 /// The answer to a right PIN checked before the transaction, when answering it writes
 /// nothing: no failures to forget, a hash at today's costs, the credential open now.
-/// It stands without the row lock, as a read at that moment: a failure, a lock or a
-/// reset committed since is ordered after it. `None` takes the locked path.
+/// It stands without the row lock as long as the credential still reads the same in
+/// the command's transaction: a failure, a lock or a reset another transaction has not
+/// committed yet is ordered after it. `None` takes the locked path.
 fn settled(
     worker: &Issuance,
     credential: &Credential,
@@ -210,14 +211,22 @@ pub async fn verify(
     message: &Message<'_>,
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
-    let quiet =
-        before.and_then(|(credential, checked)| settled(worker, credential, checked, message.now));
-    if let Some(ok) = quiet {
-        return Ok(vec![answer(message, &ok, None)?]);
+    let tax_code = verify.tax_code.as_str();
+    if let Some((credential, checked)) = before
+        && let Some(ok) = settled(worker, credential, checked, message.now)
+    {
+        // Read again, without a lock but in this transaction, so a failure handled
+        // earlier in the same batch counts before this command, as queued.
+        let now = credentials::latest(&mut *conn, tax_code).await?;
+        let unchanged = now.is_some_and(|now| {
+            now.credential == *credential && now.pin_hash.as_deref() == Some(checked.hash())
+        });
+        if unchanged {
+            return Ok(vec![answer(message, &ok, None)?]);
+        }
     }
     let checked = before.map(|(_, checked)| checked);
     let refused = |refusal: Refusal| VerifyReply::try_from(refusal).map_err(unanswerable);
-    let tax_code = verify.tax_code.as_str();
     let Some(stored) = credentials::latest_for_update(conn, tax_code).await? else {
         return Ok(vec![answer(message, &VerifyReply::NotFound, None)?]);
     };
