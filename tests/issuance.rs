@@ -322,38 +322,6 @@ async fn a_success_resets_the_count_of_consecutive_failures() {
 }
 
 #[tokio::test]
-async fn a_right_pin_is_answered_without_waiting_for_the_credentials_row_lock() {
-    let app = spawn_app().await;
-    let code = tax_code(13);
-    let (first, second) = issue(&app, &code).await;
-    let pin = first_access(&app, &code, &format!("{first}{second}")).await["pin"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    // Another transaction (a revocation, an operator) holds the row.
-    let mut holder = app.pool.begin().await.unwrap();
-    sqlx::query("select id from credentials where tax_code = $1 for update")
-        .bind(&code)
-        .fetch_one(&mut *holder)
-        .await
-        .unwrap();
-    // A right PIN with nothing to write is answered from what was read before.
-    let answered = tokio::time::timeout(StdDuration::from_secs(10), verify(&app, &code, &pin));
-    let reply = answered.await.expect("answered while the row is locked");
-    assert_eq!(reply["status"], "ok");
-    // A wrong one counts a failure, so it waits for the lock.
-    {
-        let wrong = verify(&app, &code, "WRONGPIN");
-        tokio::pin!(wrong);
-        let early = tokio::time::timeout(StdDuration::from_secs(1), &mut wrong).await;
-        assert!(early.is_err(), "a failure is counted under the lock");
-        holder.rollback().await.unwrap();
-        assert_eq!(wrong.await["status"], "invalid");
-    }
-    app.stop().await;
-}
-
-#[tokio::test]
 async fn a_right_pin_queued_after_the_failures_that_lock_it_answers_locked() {
     let app = spawn_app().await;
     let (code, other) = (tax_code(14), tax_code(15));

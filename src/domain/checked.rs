@@ -15,16 +15,6 @@ pub struct Checked {
 }
 
 impl Checked {
-    /// Whether the secret matched.
-    pub fn matched(&self) -> bool {
-        self.matched
-    }
-
-    /// The hash it was checked against.
-    pub fn hash(&self) -> &str {
-        &self.hash
-    }
-
     /// Checks `presented` against `hash` on a hashing thread.
     pub async fn against(
         hasher: &PinHasher,

@@ -45,19 +45,18 @@ pub enum Against {
 
 /// Reads the tax code's credential without a lock and checks the presented secret
 /// against the stored one (see `domain::checked`), when the command would get as far
-/// as comparing them (a credential that refuses it anyway costs no hash). Returns the
-/// credential as read, with the check.
+/// as comparing them (a credential that refuses it anyway costs no hash).
 pub async fn check_before(
     worker: &Issuance,
     tax_code: &TaxCode,
     presented: &str,
     against: Against,
-) -> Result<Option<(Credential, Checked)>, HandlerError> {
+) -> Result<Option<Checked>, HandlerError> {
     let now = worker.clock.now();
     let Some(stored) = credentials::latest(&worker.pool, tax_code.as_str()).await? else {
         return Ok(None);
     };
-    let credential = stored.credential;
+    let credential = &stored.credential;
     let (open, hash) = match against {
         Against::InitialPin => (
             credential.check_first_access(now).is_ok(),
@@ -68,30 +67,9 @@ pub async fn check_before(
     let Some(hash) = hash.filter(|_| open) else {
         return Ok(None);
     };
-    let checked = Checked::against(&worker.hasher, presented, hash).await?;
-    Ok(Some((credential, checked)))
-}
-
-/// The answer to a right PIN checked before the transaction, when answering it writes
-/// nothing: no failures to forget, a hash at today's costs, the credential open now.
-/// It stands without the row lock as long as the credential still reads the same in
-/// the command's transaction: a failure, a lock or a reset another transaction has not
-/// committed yet is ordered after it. `None` takes the locked path.
-fn settled(
-    worker: &Issuance,
-    credential: &Credential,
-    checked: &Checked,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Option<VerifyReply> {
-    let quiet = checked.matched()
-        && credential.failed_attempts == 0
-        && worker.hasher.is_current(checked.hash())
-        && credential.check_verify(now).is_ok();
-    let valid_until = credential.valid_until.filter(|_| quiet)?;
-    Some(VerifyReply::Ok {
-        kind: credential.kind,
-        valid_until,
-    })
+    Ok(Some(
+        Checked::against(&worker.hasher, presented, hash).await?,
+    ))
 }
 
 /// The RPC reply to `message` from its typed data.
@@ -207,26 +185,12 @@ pub async fn first_access(
 pub async fn verify(
     worker: &Issuance,
     verify: &Verify,
-    before: Option<&(Credential, Checked)>,
+    checked: Option<&Checked>,
     message: &Message<'_>,
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
-    let tax_code = verify.tax_code.as_str();
-    if let Some((credential, checked)) = before
-        && let Some(ok) = settled(worker, credential, checked, message.now)
-    {
-        // Read again, without a lock but in this transaction, so a failure handled
-        // earlier in the same batch counts before this command, as queued.
-        let now = credentials::latest(&mut *conn, tax_code).await?;
-        let unchanged = now.is_some_and(|now| {
-            now.credential == *credential && now.pin_hash.as_deref() == Some(checked.hash())
-        });
-        if unchanged {
-            return Ok(vec![answer(message, &ok, None)?]);
-        }
-    }
-    let checked = before.map(|(_, checked)| checked);
     let refused = |refusal: Refusal| VerifyReply::try_from(refusal).map_err(unanswerable);
+    let tax_code = verify.tax_code.as_str();
     let Some(stored) = credentials::latest_for_update(conn, tax_code).await? else {
         return Ok(vec![answer(message, &VerifyReply::NotFound, None)?]);
     };

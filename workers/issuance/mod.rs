@@ -16,7 +16,6 @@ use crate::config::Rules;
 use crate::contract::{Envelope, Outgoing, ParseError};
 use crate::domain::PinHasher;
 use crate::domain::checked::Checked;
-use crate::domain::credential::Credential;
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description};
 use crate::runtime::{Message, Registration, Worker};
@@ -73,7 +72,7 @@ impl Issuance {
 pub enum Prepared {
     Request(Box<PinRequest>, Option<request::NewInitialPin>),
     FirstAccess(FirstAccess, access::NewPin, Option<Checked>),
-    Verify(Verify, Option<(Credential, Checked)>),
+    Verify(Verify, Option<Checked>),
 }
 
 impl Worker for Issuance {
@@ -101,8 +100,7 @@ impl Worker for Issuance {
                     access::NewPin::generate(&self.hasher),
                     access::check_before(self, &access.tax_code, presented, InitialPin),
                 );
-                let checked = checked?.map(|(_, checked)| checked);
-                Prepared::FirstAccess(access, pin?, checked)
+                Prepared::FirstAccess(access, pin?, checked?)
             }
             Command::Verify(verify) => {
                 let presented = verify.pin.expose();
