@@ -43,7 +43,9 @@ proptest! {
     }
 
     #[test]
-    fn a_reason_never_quotes_the_value_it_refused(secret in "[A-Z2-9]{12,20}") {
+    // Never 16 characters: the schema would take some as a tax code (with letters for
+    // digits), and the case that puts the value there would not be refused.
+    fn a_reason_never_quotes_the_value_it_refused(secret in "[A-Z2-9]{12,15}|[A-Z2-9]{17,20}") {
         let cases = [
             json!({ "specversion": "1.0", "id": "x", "source": "s", "type": "pin.verify",
                     "data": { "tax_code": "RSSMRA85T10A562S", "pin": secret, "extra": secret } }),
