@@ -79,6 +79,8 @@ async fn measure(
         "processes",
         "broker_publish_rate",
         "broker_pattern_rate",
+        "broker_pattern_rate_before",
+        "broker_pattern_rate_after",
         "pinflow_rate",
         "ratio_to_pattern_ceiling",
         "latency",
@@ -106,6 +108,21 @@ async fn measure(
             "{message_type}: the JSON has no {field}"
         );
     }
+    let before = report["broker_pattern_rate_before"]
+        .as_f64()
+        .expect("a rate");
+    let after = report["broker_pattern_rate_after"]
+        .as_f64()
+        .expect("a rate");
+    assert!(
+        before > 0.0 && after > 0.0,
+        "{message_type}: {before}, {after}"
+    );
+    let mean = report["broker_pattern_rate"].as_f64().expect("a rate");
+    assert!(
+        (mean - (before + after) / 2.0).abs() < 1e-6,
+        "the ceiling is their mean"
+    );
     for field in ["samples", "p50_ms", "p99_ms", "max_ms", "includes_queueing"] {
         assert!(report["latency"].get(field).is_some(), "latency.{field}");
     }

@@ -300,26 +300,18 @@ async fn measure(
     // Phase 1: the Argon2 ceiling, with nothing else running.
     let argon2 = hashing::ceiling(rules, Duration::from_secs(3)).await?;
 
-    // Phase 2: the broker alone running the pattern.
+    // Phase 2: the broker alone running the pattern (again after pinflow's phase).
     let channel = connection.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
-    let (broker_publish_rate, broker_pattern_rate) = {
-        let mut bodies = Vec::with_capacity(messages as usize);
-        for n in 0..messages {
-            let event = command(message_type, n)?;
-            let id = event["id"].as_str().unwrap_or_default().to_owned();
-            bodies.push((id, serde_json::to_vec(&event)?));
-        }
-        pattern_ceiling(
-            connection,
-            &channel,
-            tag,
-            &bodies,
-            binding.causes.len(),
-            runtime,
-        )
-        .await?
-    };
+    let mut bodies = Vec::with_capacity(messages as usize);
+    for n in 0..messages {
+        let event = command(message_type, n)?;
+        let id = event["id"].as_str().unwrap_or_default().to_owned();
+        bodies.push((id, serde_json::to_vec(&event)?));
+    }
+    let outputs = binding.causes.len();
+    let (broker_publish_rate, pattern_before) =
+        pattern_ceiling(connection, &channel, tag, &bodies, outputs, runtime).await?;
 
     // Phase 3: pinflow. The gateway takes everything pinflow publishes.
     let workers = descriptions(registry);
@@ -458,6 +450,12 @@ async fn measure(
     gateway.stop().await;
     pool.close().await;
     let argon2 = argon2.and_after(hashing::ceiling(rules, Duration::from_secs(3)).await?);
+    let after = connection.create_channel().await?;
+    after.confirm_select(Default::default()).await?;
+    let (_, pattern_after) =
+        pattern_ceiling(connection, &after, tag, &bodies, outputs, runtime).await?;
+    let _ = after.close(200, "done".into()).await;
+    let broker_pattern_rate = (pattern_before + pattern_after) / 2.0;
     let pinflow_rate = f64::from(tracker.completed) / elapsed;
     let per_1000 = usage.cpu_seconds * 1000.0 / f64::from(messages);
     let alongside = burst.map(|b| b.figures(pinflow_rate, elapsed, argon2.hashes_per_second));
@@ -476,6 +474,8 @@ async fn measure(
         processes,
         broker_publish_rate,
         broker_pattern_rate,
+        broker_pattern_rate_before: pattern_before,
+        broker_pattern_rate_after: pattern_after,
         pinflow_rate,
         ratio_to_pattern_ceiling: pinflow_rate / broker_pattern_rate,
         latency,

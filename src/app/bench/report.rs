@@ -70,8 +70,13 @@ pub struct Report {
     /// Broker alone: messages published with confirms per second.
     pub broker_publish_rate: f64,
     /// Broker alone running the pattern: commands per second consumed, their outputs
-    /// published with confirms, acknowledged.
+    /// published with confirms, acknowledged; the mean of the runs before and after
+    /// pinflow's phase.
     pub broker_pattern_rate: f64,
+    /// The same, run before pinflow's phase.
+    pub broker_pattern_rate_before: f64,
+    /// The same, run after pinflow's phase.
+    pub broker_pattern_rate_after: f64,
     /// pinflow: commands fully handled (every output out) per second.
     pub pinflow_rate: f64,
     /// `pinflow_rate / broker_pattern_rate`.
@@ -231,7 +236,12 @@ impl std::fmt::Display for Report {
         line(
             f,
             "broker ceiling for the pattern:",
-            format!("{:.0} cmd/s", self.broker_pattern_rate),
+            format!(
+                "{:.0} cmd/s (before {:.0}, after {:.0})",
+                self.broker_pattern_rate,
+                self.broker_pattern_rate_before,
+                self.broker_pattern_rate_after
+            ),
         )?;
         line(
             f,
