@@ -14,7 +14,6 @@ use serde_json::json;
 use sqlx::{PgConnection, Row as _};
 
 use super::command::{Application, CredentialEvent};
-use super::outcome::audit;
 use crate::contract::Outgoing;
 use crate::contract::events::{
     ApplicationAccepted, ApplicationHeld, ApplicationReleased, HoldReason,
@@ -49,11 +48,10 @@ pub async fn submit(
     let detail = json!({ "application_id": app.application_id, "benefit": app.benefit,
         "authenticated_with": app.authenticated_with, "filed_at": filed_at });
     if !held {
-        audit(
-            message,
+        message.audit(
             source,
             "application.accepted",
-            tax_code,
+            Some(tax_code.as_str()),
             None,
             detail,
         );
@@ -73,11 +71,10 @@ pub async fn submit(
     }
     let credential = current.map(|stored| stored.credential);
     let credential_id = credential.as_ref().map(|c| c.id);
-    audit(
-        message,
+    message.audit(
         source,
         "application.held",
-        tax_code,
+        Some(tax_code.as_str()),
         credential_id,
         detail,
     );
@@ -185,11 +182,10 @@ pub async fn release(
     for app in in_filing_order(rows)? {
         let detail = json!({ "application_id": app.application_id, "filed_at": app.filed_at });
         let actor = crate::contract::SOURCE;
-        audit(
-            message,
+        message.audit(
             actor,
             "application.released",
-            tax_code,
+            Some(tax_code.as_str()),
             Some(credential_id),
             detail,
         );
@@ -232,11 +228,10 @@ pub async fn still_held(
         let detail =
             json!({ "application_id": app.application_id, "reason": HoldReason::PinRevoked });
         let actor = crate::contract::SOURCE;
-        audit(
-            message,
+        message.audit(
             actor,
             "application.held",
-            tax_code,
+            Some(tax_code.as_str()),
             Some(credential_id),
             detail,
         );

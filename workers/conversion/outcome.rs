@@ -18,24 +18,6 @@ use crate::error::HandlerError;
 use crate::runtime::Message;
 use crate::store::credentials;
 
-/// Writes an audit row for this message: who (`actor`), what, whose.
-pub fn audit(
-    message: &Message<'_>,
-    actor: &str,
-    action: &str,
-    tax_code: &TaxCode,
-    credential_id: Option<Uuid>,
-    detail: Value,
-) {
-    message.audit(
-        actor,
-        action,
-        Some(tax_code.as_str()),
-        credential_id,
-        detail,
-    );
-}
-
 /// The notice to the holder of `credential_id` by PEC or e-mail, if they have either
 /// on record. `params` gets their name and the credential.
 pub async fn notice(
@@ -103,11 +85,10 @@ pub async fn approve(
     }
     let detail = json!({ "conversion_id": conversion.id, "channel": conversion.channel });
     let tax_code = &conversion.tax_code;
-    audit(
-        message,
+    message.audit(
         actor,
         "pin.converted",
-        tax_code,
+        Some(tax_code.as_str()),
         Some(device.id),
         detail,
     );
@@ -165,11 +146,10 @@ pub async fn reject(
     let detail = json!({ "conversion_id": conversion.id, "reasons": reasons });
     let tax_code = &conversion.tax_code;
     let credential_id = conversion.credential_id;
-    audit(
-        message,
+    message.audit(
         actor,
         "conversion.rejected",
-        tax_code,
+        Some(tax_code.as_str()),
         credential_id,
         detail,
     );

@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 use zeroize::Zeroizing;
 
 use super::command::{FirstAccess, Verify};
-use super::{Issuance, audit, instant, reply};
+use super::{Issuance, instant, reply};
 use crate::contract::events::{PinActivated, PinLocked};
 use crate::contract::outgoing::encode;
 use crate::contract::replies::{FirstAccessReply, VerifyReply};
@@ -102,11 +102,10 @@ async fn failed(
         return Ok((Refusal::Invalid, None));
     }
     let detail = json!({ "failed_attempts": after.failed_attempts });
-    audit(
-        message,
+    message.audit(
         &message.envelope.source,
         "pin.locked",
-        tax_code.as_str(),
+        Some(tax_code.as_str()),
         Some(after.id),
         detail,
     );
@@ -157,11 +156,10 @@ pub async fn first_access(
         .map_err(|r| HandlerError::Permanent(format!("activation refused: {}", r.as_str())))?;
     credentials::save(conn, &active, Some(&new_pin.hash), message.now).await?;
     let valid_until = active.valid_until.unwrap_or(message.now);
-    audit(
-        message,
+    message.audit(
         &message.envelope.source,
         "pin.activated",
-        tax_code,
+        Some(tax_code),
         Some(active.id),
         json!({ "valid_until": instant(valid_until) }),
     );

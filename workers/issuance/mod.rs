@@ -19,7 +19,6 @@ use crate::domain::checked::Checked;
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description};
 use crate::runtime::{Message, Registration, Worker};
-use crate::store::audit;
 pub use command::{Command, FirstAccess, PinRequest, Verify};
 
 /// The issuance worker as the registry lists it.
@@ -134,18 +133,6 @@ impl Worker for Issuance {
 
 fn instant(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// Writes an audit row for this message.
-fn audit(
-    message: &Message<'_>,
-    actor: &str,
-    action: &str,
-    tax_code: &str,
-    credential_id: Option<uuid::Uuid>,
-    detail: Value,
-) {
-    message.audit(actor, action, Some(tax_code), credential_id, detail);
 }
 
 /// The RPC reply to `message`.

@@ -7,8 +7,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use super::Issuance;
 use super::command::PinRequest;
-use super::{Issuance, audit};
 use crate::contract::commands::{Channel, FirstHalfVia};
 use crate::contract::events::{Alternative, PinIssued, PinRequestRejected};
 use crate::contract::outgoing::encode;
@@ -84,7 +84,7 @@ pub async fn handle(
         Err(InsertError::Database(e)) => return Err(e.into()),
     }
     let detail = json!({ "kind": kind, "holder": holder, "channel": request.channel });
-    audit(message, actor, "pin.issued", tax_code, Some(id), detail);
+    message.audit(actor, "pin.issued", Some(tax_code), Some(id), detail);
 
     let issued = PinIssued {
         tax_code: request.tax_code.clone(),
@@ -215,7 +215,7 @@ fn refuse(
     let actor = request.actor(&message.envelope.source);
     let tax_code = request.tax_code.as_str();
     let data = encode(&event)?;
-    audit(message, actor, "pin.request.rejected", tax_code, None, data);
+    message.audit(actor, "pin.request.rejected", Some(tax_code), None, data);
     Ok(vec![Outgoing::typed_event(&event, message.now)?])
 }
 

@@ -13,7 +13,6 @@ mod verify;
 
 use std::sync::Arc;
 
-use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
 use crate::clock::Clock;
@@ -25,7 +24,6 @@ use crate::domain::{PhonePin, PinHasher};
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description, JobSpec};
 use crate::runtime::{Message, Registration, Worker};
-use crate::store::audit;
 pub use command::{Command, Request, Verify};
 
 /// The phone-PIN worker as the registry lists it.
@@ -129,16 +127,4 @@ fn answer<R: OutgoingData>(
         secret,
         message.now,
     ))
-}
-
-/// Writes an audit row for this message.
-fn audit(
-    message: &Message<'_>,
-    actor: &str,
-    action: &str,
-    tax_code: &str,
-    credential_id: uuid::Uuid,
-    detail: Value,
-) {
-    message.audit(actor, action, Some(tax_code), Some(credential_id), detail);
 }

@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 use zeroize::Zeroizing;
 
 use super::command::{Request, period};
-use super::{NewPhonePin, answer, audit, store};
+use super::{NewPhonePin, answer, store};
 use crate::contract::events::PhonePinIssued;
 use crate::contract::replies::PhonePinRequestReply;
 use crate::contract::{Outgoing, SecretField};
@@ -70,12 +70,11 @@ pub async fn handle(
     };
     let detail = json!({ "validity": validity, "authenticated_with": authenticated_with,
         "valid_until": issued.valid_until });
-    audit(
-        message,
+    message.audit(
         &message.envelope.source,
         "phone_pin.issued",
-        tax_code,
-        credential.id,
+        Some(tax_code),
+        Some(credential.id),
         detail,
     );
     let secret = SecretField {

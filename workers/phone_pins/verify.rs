@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 
 use super::command::Verify;
 use super::state::{PhonePinState, Refusal};
-use super::{PhonePins, answer, audit, store};
+use super::{PhonePins, answer, store};
 use crate::contract::Outgoing;
 use crate::contract::events::PhonePinLocked;
 use crate::contract::outgoing::encode;
@@ -82,12 +82,11 @@ pub async fn handle(
         }
     };
     let detail = json!({ "status": encode(&reply)?["status"] });
-    audit(
-        message,
+    message.audit(
         &verify.operator_id,
         "phone_pin.verify",
-        tax_code,
-        stored.credential_id,
+        Some(tax_code),
+        Some(stored.credential_id),
         detail,
     );
     out.insert(0, answer(message, &reply, None)?);

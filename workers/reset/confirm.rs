@@ -7,7 +7,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 use zeroize::Zeroizing;
 
-use super::{Reset, audit, matching, refuse, store};
+use super::{Reset, matching, refuse, store};
 use crate::contract::account_events::{PinReset, ResetRejection};
 use crate::contract::{Carries, Notice, Outgoing};
 use crate::domain::{InitialPin, PinHasher, TaxCode};
@@ -43,7 +43,13 @@ pub async fn handle(
         // An unknown token names nobody, and every event names a tax code: the
         // refusal is audited, and there is no one to announce it about.
         let detail = json!({ "reason": ResetRejection::TokenInvalid, "token": "unknown" });
-        audit(message, "pin.reset.rejected", None, None, detail);
+        message.audit(
+            &message.envelope.source,
+            "pin.reset.rejected",
+            None,
+            None,
+            detail,
+        );
         tracing::info!("reset confirmation with an unknown token refused");
         return Ok(Vec::new());
     };
@@ -75,8 +81,8 @@ pub async fn handle(
     store::save_reset(conn, &reset, &new_pin.hash).await?;
     let initial_pin_expires_at = reset.initial_pin_expires_at.unwrap_or(now);
     let until = initial_pin_expires_at.to_rfc3339_opts(SecondsFormat::Millis, true);
-    audit(
-        message,
+    message.audit(
+        &message.envelope.source,
         "pin.reset",
         Some(tax_code.as_str()),
         Some(reset.id),

@@ -10,7 +10,6 @@ mod matching;
 mod request;
 mod store;
 
-use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -22,7 +21,6 @@ use crate::domain::{PinHasher, TaxCode};
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description};
 use crate::runtime::{Message, Registration, Worker};
-use crate::store::audit;
 pub use command::{Command, ResetConfirm, ResetRequest};
 
 /// The reset worker as the registry lists it.
@@ -102,18 +100,6 @@ impl Worker for Reset {
     }
 }
 
-/// Writes an audit row for this message, by its source.
-fn audit(
-    message: &Message<'_>,
-    action: &str,
-    tax_code: Option<&str>,
-    credential_id: Option<Uuid>,
-    detail: Value,
-) {
-    let actor = &message.envelope.source;
-    message.audit(actor, action, tax_code, credential_id, detail);
-}
-
 /// A refusal: audited, and event `pin.reset.rejected`, which never says which contact
 /// failed.
 fn refuse(
@@ -127,8 +113,8 @@ fn refuse(
         reason,
     };
     let detail = crate::contract::outgoing::encode(&event)?;
-    audit(
-        message,
+    message.audit(
+        &message.envelope.source,
         "pin.reset.rejected",
         Some(tax_code.as_str()),
         credential_id,

@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 
 use super::command::ResetRequest;
 use super::store::{self, Outcome};
-use super::{Reset, audit, matching, refuse, sha256};
+use super::{Reset, matching, refuse, sha256};
 use crate::contract::account_events::ResetRejection;
 use crate::contract::{Carries, Notice, Outgoing};
 use crate::domain::ResetToken;
@@ -74,8 +74,8 @@ pub async fn handle(
     store::replace_tokens(conn, &token.sha256, id, tax_code.as_str(), now, expires_at).await?;
     store::record_request(conn, tax_code.as_str(), now, Outcome::LinkSent).await?;
     let expires = expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    audit(
-        message,
+    message.audit(
+        &message.envelope.source,
         "pin.reset.requested",
         Some(tax_code.as_str()),
         Some(id),

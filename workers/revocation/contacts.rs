@@ -6,8 +6,8 @@
 use serde_json::json;
 use sqlx::PgConnection;
 
+use super::actor;
 use super::command::ContactsChange;
-use super::{actor, audit};
 use crate::contract::account_events::{
     ContactField, ContactsRejection, ContactsUpdateRejected, ContactsUpdated,
 };
@@ -96,11 +96,10 @@ pub async fn handle(
             tax_code: change.tax_code.clone(),
             reason: ContactsRejection::NotFound,
         };
-        audit(
-            message,
+        message.audit(
             actor,
             "contacts.update.rejected",
-            tax_code,
+            Some(tax_code),
             None,
             encode(&event)?,
         );
@@ -121,14 +120,7 @@ pub async fn handle(
         "before": masked(&before),
         "after": masked(&after),
     });
-    audit(
-        message,
-        actor,
-        "contacts.updated",
-        tax_code,
-        Some(id),
-        detail,
-    );
+    message.audit(actor, "contacts.updated", Some(tax_code), Some(id), detail);
     let mut out = Vec::new();
     for (channel, to) in recipients(&before, &after, &changed) {
         let notice = Notice {

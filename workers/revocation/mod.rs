@@ -8,15 +8,12 @@ mod contacts;
 mod revoke;
 mod store;
 
-use serde_json::Value;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::contract::{Envelope, Outgoing, ParseError};
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description};
 use crate::runtime::{Message, Registration, Worker};
-use crate::store::audit;
 pub use command::{Command, ContactsChange, Proof, Revoke};
 
 /// The revocation worker as the registry lists it.
@@ -67,16 +64,4 @@ impl Worker for Revocation {
 /// Who did it: the operator where there is one, else the upstream system.
 fn actor<'a>(operator: Option<&'a str>, message: &'a Message<'_>) -> &'a str {
     operator.unwrap_or(&message.envelope.source)
-}
-
-/// Writes an audit row for this message.
-fn audit(
-    message: &Message<'_>,
-    actor: &str,
-    action: &str,
-    tax_code: &str,
-    credential_id: Option<Uuid>,
-    detail: Value,
-) {
-    message.audit(actor, action, Some(tax_code), credential_id, detail);
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 
 use super::command::{Proof, Revoke};
-use super::{actor, audit, store};
+use super::{actor, store};
 use crate::contract::account_events::{PinRevokeRejected, PinRevoked, RevokeRejection};
 use crate::contract::outgoing::encode;
 use crate::contract::{Notice, Outgoing};
@@ -61,7 +61,7 @@ pub async fn handle(
     }
     store::revoke(conn, revoked.id, message.now).await?;
     let detail = json!({ "channel": revoke.channel, "reason": revoke.reason, "was": stored.credential.status.as_str() });
-    audit(message, actor, "pin.revoked", tax_code, Some(id), detail);
+    message.audit(actor, "pin.revoked", Some(tax_code), Some(id), detail);
     let event = PinRevoked {
         tax_code: revoke.tax_code.clone(),
         credential_id: id,
@@ -100,11 +100,10 @@ fn refuse(
         channel: revoke.channel,
     };
     let tax_code = revoke.tax_code.as_str();
-    audit(
-        message,
+    message.audit(
         actor,
         "pin.revoke.rejected",
-        tax_code,
+        Some(tax_code),
         None,
         encode(&event)?,
     );

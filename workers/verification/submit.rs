@@ -16,7 +16,7 @@ use crate::contract::events::{ConversionReviewRequested, ReviewChannel};
 use crate::error::HandlerError;
 use crate::runtime::Message;
 use crate::store::credentials;
-use crate::workers::conversion::outcome::{self, audit};
+use crate::workers::conversion::outcome;
 use crate::workers::conversion::record::{self, Conversion, NewConversion, Status};
 
 /// Handles one `conversion.submit`.
@@ -71,11 +71,10 @@ pub async fn handle(
     let detail = json!({ "conversion_id": conversion.id, "channel": submission.channel });
     if conversion.status == Status::Rejected {
         let detail = json!({ "conversion_id": conversion.id, "reasons": reasons });
-        audit(
-            message,
+        message.audit(
             actor,
             "conversion.rejected",
-            tax_code,
+            Some(tax_code.as_str()),
             credential_id,
             detail,
         );
@@ -89,7 +88,13 @@ pub async fn handle(
         return outcome::approve(conn, message, &conversion, &credential, actor).await;
     };
     let action = "conversion.review_requested";
-    audit(message, actor, action, tax_code, credential_id, detail);
+    message.audit(
+        actor,
+        action,
+        Some(tax_code.as_str()),
+        credential_id,
+        detail,
+    );
     let requested = ConversionReviewRequested {
         tax_code: tax_code.clone(),
         conversion_id: conversion.id,
