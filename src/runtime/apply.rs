@@ -100,8 +100,8 @@ pub async fn apply_batch<W: Worker>(
 
 /// The common case in few round trips: one statement records every id of the batch
 /// in the inbox, the handlers run, one statement writes what they audited, one
-/// everything they publish (and one the ledger), one commit. `None`, rolled back, when a handler refused a message
-/// for good.
+/// everything they publish (and one the ledger), one commit. `None`, rolled back, when
+/// a handler refused a message for good.
 async fn apply_together<W: Worker>(
     worker: &W,
     deps: &Deps,

@@ -181,7 +181,6 @@ impl Running {
     }
 }
 
-/// The environment that gives a `pinflow run` process these settings.
 /// Where child `index` serves its metrics: N children cannot share one listener, so
 /// each takes the port after the last one's (port 0 stays 0: each gets a free port).
 fn child_metrics_addr(addr: Option<SocketAddr>, index: u16) -> anyhow::Result<Option<SocketAddr>> {
@@ -197,6 +196,7 @@ fn child_metrics_addr(addr: Option<SocketAddr>, index: u16) -> anyhow::Result<Op
     Ok(Some(addr))
 }
 
+/// The environment that gives a `pinflow run` process these settings.
 pub(super) fn settings_env(runtime: &Runtime, rules: &Rules) -> Vec<(&'static str, String)> {
     let d = |d: Duration| iso_duration(d);
     let mut env = vec![
