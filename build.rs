@@ -1,11 +1,13 @@
 //! Embeds every schema in `schemas/` (and every example in `schemas/examples/`) into
 //! the binary, so the worker validates against exactly the files in the repository and
-//! needs nothing on disk at run time.
+//! needs nothing on disk at run time. Also tells cargo to rebuild when a migration is
+//! added: `sqlx::migrate!` embeds `migrations/` but does not watch it.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
+    println!("cargo:rerun-if-changed=migrations");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
     let mut out = String::new();
     embed(&dir, "FILES", "Every schema file", &mut out);
