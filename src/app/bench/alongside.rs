@@ -327,13 +327,13 @@ impl Sides {
         let started_alone = Instant::now();
         let publisher = self.publish(&self.alone);
         let waited = wait(outputs, &mut alone, running, None, None).await;
-        let (alone_sent, _) = publisher.await??;
+        let alone_sent = publisher.await??;
         waited?;
 
         let cpu_before = running.usage().cpu_seconds;
         let mut during = Tracker::new(DURING, &self.binding, self.messages);
         let started = Instant::now();
-        let bursting = tokio::spawn(publish_commands(outbound, commands, burst.n(), None, false));
+        let bursting = tokio::spawn(publish_commands(outbound, commands, burst.n(), None));
         let publisher = self.publish(&self.during);
         burst.last_progress = started;
         let trackers = &mut [&mut *burst, &mut during];
@@ -343,8 +343,8 @@ impl Sides {
         if waited.is_ok() {
             waited = wait_all(outputs, trackers, 2, running, None, None).await;
         }
-        let (published, _) = bursting.await??;
-        let (during_sent, _) = publisher.await??;
+        let published = bursting.await??;
+        let during_sent = publisher.await??;
         waited?;
         let _ = self.outbound.channel.close(200, "done".into()).await;
 
@@ -388,7 +388,6 @@ impl Sides {
             commands.clone(),
             self.messages,
             Some(self.rate),
-            false,
         ))
     }
 

@@ -95,6 +95,9 @@ pub(super) struct Commands {
     facts: Arc<Facts>,
     /// The group the commands are for.
     group: Group,
+    /// Random for each set of commands: command `n`'s id is derived from it and `n`,
+    /// so a command's id is known without keeping it (see `id`).
+    ids: Uuid,
 }
 
 /// Stands for the secret in the serialized body until it is spliced in.
@@ -114,13 +117,19 @@ impl Commands {
             example,
             facts,
             group,
+            ids: Uuid::new_v4(),
         })
+    }
+
+    /// Command `n`'s id: a UUID derived from the set's and `n`, the same every time.
+    pub(super) fn id(&self, n: u32) -> String {
+        Uuid::new_v5(&self.ids, &n.to_be_bytes()).to_string()
     }
 
     /// Command `n`: its id, its body and its `traceparent`.
     pub(super) fn build(&self, n: u32) -> anyhow::Result<(String, Zeroizing<Vec<u8>>, String)> {
         let mut event = self.example.clone();
-        let id = Uuid::new_v4().to_string();
+        let id = self.id(n);
         event["id"] = json!(id);
         event["source"] = json!("bench");
         let applicant = self.group.first + n;

@@ -10,7 +10,7 @@
 //! message it causes arrives. Figures are reported as ratios too, since absolute rates
 //! on a shared machine move from run to run.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -343,10 +343,9 @@ async fn measure(
     let group = Group::new(traces, MEASURED);
     let commands = Arc::new(Commands::new(message_type, Arc::new(facts), group)?);
     let mut tracker = Tracker::new(MEASURED, binding, messages);
-    let inbox = Inbox {
-        pool: &pool,
-        message_type,
-    };
+    let queue = work_queue_of(registry, &names, message_type)
+        .with_context(|| format!("no work queue takes {message_type}"))?;
+    let mut inbox = Inbox::new(&pool, queue, &commands);
     let no_outputs = binding.causes.is_empty();
     let start_workers = || -> anyhow::Result<Running> {
         if processes == 0 {
@@ -356,7 +355,7 @@ async fn measure(
         }
     };
     let mut burst = None;
-    let (started, mut running, published, ids) = match (rate, &sides) {
+    let (started, mut running, published) = match (rate, &sides) {
         (_, Some(sides)) => {
             let types = [message_type, sides.message_type()];
             let mut running = consuming(connection, &bench, &names, &types, start_workers).await?;
@@ -366,22 +365,16 @@ async fn measure(
             let started = run.started;
             let published = (std::mem::take(&mut run.published), run.published_for);
             burst = Some(run);
-            (started, running, published, HashMap::new())
+            (started, running, published)
         }
         (None, None) => {
             let publishing = Instant::now();
-            let (published, ids) = publish_commands(
-                outbound.clone(),
-                commands.clone(),
-                messages,
-                None,
-                no_outputs,
-            )
-            .await?;
+            let published =
+                publish_commands(outbound.clone(), commands.clone(), messages, None).await?;
             let published_for = publishing.elapsed();
             let started = Instant::now();
             let running = start_workers()?;
-            (started, running, (published, published_for), ids)
+            (started, running, (published, published_for))
         }
         (Some(rate), None) => {
             let mut running =
@@ -391,7 +384,6 @@ async fn measure(
                 commands.clone(),
                 messages,
                 Some(rate),
-                no_outputs,
             ));
             let started = Instant::now();
             tracker.last_progress = started;
@@ -400,13 +392,13 @@ async fn measure(
                 &mut tracker,
                 &mut running,
                 None,
-                Some(&inbox).filter(|_| no_outputs),
+                Some(&mut inbox).filter(|_| no_outputs),
             )
             .await;
-            let (published, ids) = publisher.await??;
+            let published = publisher.await??;
             waited?;
             let published_for = sent_for(started, &published);
-            (started, running, (published, published_for), ids)
+            (started, running, (published, published_for))
         }
     };
     let full_speed = rate.is_none() && sides.is_none();
@@ -417,12 +409,9 @@ async fn measure(
             &mut tracker,
             &mut running,
             None,
-            Some(&inbox).filter(|_| no_outputs),
+            Some(&mut inbox).filter(|_| no_outputs),
         )
         .await?;
-    }
-    if no_outputs {
-        inbox.times(&ids, &mut tracker).await?;
     }
     let finished = tracker.last_done().unwrap_or(started);
     let usage: Usage = match &burst {

@@ -106,7 +106,7 @@ pub(super) async fn run(
             reply_to: binding.rpc.then(|| gateway.replies.clone()),
             ..outbound.clone()
         };
-        publish_commands(out, commands.clone(), messages, None, false).await?;
+        publish_commands(out, commands.clone(), messages, None).await?;
         drop(commands);
         facts = Arc::into_inner(known).unwrap_or_else(|| Facts::new(messages));
         let mut tracker = Tracker::new(phase, &binding, messages);
