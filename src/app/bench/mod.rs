@@ -343,10 +343,15 @@ async fn measure(
     let group = Group::new(traces, MEASURED);
     let commands = Arc::new(Commands::new(message_type, Arc::new(facts), group)?);
     let mut tracker = Tracker::new(MEASURED, binding, messages);
-    let queue = work_queue_of(registry, &names, message_type)
-        .with_context(|| format!("no work queue takes {message_type}"))?;
-    let mut inbox = Inbox::new(&pool, queue, &commands);
     let no_outputs = binding.causes.is_empty();
+    // A type that causes nothing is complete by its inbox rows.
+    let mut inbox = if no_outputs {
+        let queue = work_queue_of(registry, &names, message_type)
+            .with_context(|| format!("no work queue takes {message_type}"))?;
+        Some(Inbox::new(&pool, queue, &commands))
+    } else {
+        None
+    };
     let start_workers = || -> anyhow::Result<Running> {
         if processes == 0 {
             Ok(Running::in_process(setup()?))
@@ -392,7 +397,7 @@ async fn measure(
                 &mut tracker,
                 &mut running,
                 None,
-                Some(&mut inbox).filter(|_| no_outputs),
+                inbox.as_mut(),
             )
             .await;
             let published = publisher.await??;
@@ -409,7 +414,7 @@ async fn measure(
             &mut tracker,
             &mut running,
             None,
-            Some(&mut inbox).filter(|_| no_outputs),
+            inbox.as_mut(),
         )
         .await?;
     }
