@@ -44,7 +44,8 @@ pub async fn handle(
     let credential_id = credential.as_ref().map(|c| c.id);
     // A refusal lists every failed check, a conversion already waiting among them. A
     // submission that passed the others learns that from its insert (see `store`).
-    if let (Ok(()), Some(id), false) = (pin, credential_id, failures.is_empty())
+    if !failures.is_empty()
+        && let (Ok(()), Some(id)) = (pin, credential_id)
         && record::pending_for(conn, id).await?.is_some()
     {
         failures.push(Failure::AlreadyUnderReview);
