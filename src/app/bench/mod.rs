@@ -110,6 +110,17 @@ fn work_queue_of(registry: &[Registration], names: &Names, message_type: &str) -
         .map(|r| names.work_queue(r.description.name))
 }
 
+/// The broker ceiling's commands: `messages` of the type, each with its id.
+fn ceiling_bodies(message_type: &str, messages: u32) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut bodies = Vec::with_capacity(messages as usize);
+    for n in 0..messages {
+        let event = command(message_type, n)?;
+        let id = event["id"].as_str().unwrap_or_default().to_owned();
+        bodies.push((id, serde_json::to_vec(&event)?));
+    }
+    Ok(bodies)
+}
+
 /// The one place a benchmark makes a `Setup`: every worker (or `workers`), on the
 /// benchmark's own namespace and database.
 fn setup_for(
@@ -303,15 +314,12 @@ async fn measure(
     // Phase 2: the broker alone running the pattern (again after pinflow's phase).
     let channel = connection.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
-    let mut bodies = Vec::with_capacity(messages as usize);
-    for n in 0..messages {
-        let event = command(message_type, n)?;
-        let id = event["id"].as_str().unwrap_or_default().to_owned();
-        bodies.push((id, serde_json::to_vec(&event)?));
-    }
     let outputs = binding.causes.len();
+    let bodies = ceiling_bodies(message_type, messages)?;
     let (broker_publish_rate, pattern_before) =
         pattern_ceiling(connection, &channel, tag, &bodies, outputs, runtime).await?;
+    // Built again for the run after pinflow's phase, so they take no memory during it.
+    drop(bodies);
 
     // Phase 3: pinflow. The gateway takes everything pinflow publishes.
     let workers = descriptions(registry);
@@ -446,6 +454,7 @@ async fn measure(
     let argon2 = argon2.and_after(hashing::ceiling(rules, Duration::from_secs(3)).await?);
     let after = connection.create_channel().await?;
     after.confirm_select(Default::default()).await?;
+    let bodies = ceiling_bodies(message_type, messages)?;
     let (_, pattern_after) =
         pattern_ceiling(connection, &after, tag, &bodies, outputs, runtime).await?;
     let _ = after.close(200, "done".into()).await;
