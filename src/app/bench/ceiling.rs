@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
@@ -103,7 +103,8 @@ pub(super) async fn look(channel: &Channel, queue: &str) -> anyhow::Result<lapin
 /// The broker alone running the pattern: commands already queued; consume each,
 /// publish `outputs` messages with confirms, acknowledge; and, as the gateway does in
 /// pinflow's run, a consumer takes every output (`no_ack`). Commands per second, from
-/// the first command taken until the last output arrived.
+/// the first command taken until the last output arrived. Its two queues are declared
+/// where missing and left, empty, for the next run and the teardown.
 pub(super) async fn pattern_ceiling(
     connection: &Connection,
     channel: &Channel,
@@ -113,8 +114,10 @@ pub(super) async fn pattern_ceiling(
     runtime: &Runtime,
 ) -> anyhow::Result<(f64, f64)> {
     let (queue, sink) = (format!("{tag}.ceiling"), format!("{tag}.ceiling.sink"));
-    declare(channel, &queue, true).await?;
-    declare(channel, &sink, true).await?;
+    for name in [&queue, &sink] {
+        let held = declare(channel, name, true).await?;
+        anyhow::ensure!(held == 0, "{name} holds {held} messages before the ceiling");
+    }
     let started = Instant::now();
     let kind = ("bench", None);
     publish_all(channel, "", &queue, bodies, kind, runtime.confirm_timeout).await?;
@@ -181,11 +184,13 @@ pub(super) async fn pattern_ceiling(
     let pattern_rate =
         bodies.len() as f64 / finished.saturating_duration_since(started).as_secs_f64();
     let _ = taker.close(200, "done".into()).await;
-    for name in [&queue, &sink] {
-        channel
-            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-            .await?;
-    }
+    // The queues stay, empty, for the run after pinflow's phase, and only the teardown
+    // deletes them: on RabbitMQ 3.10 deleting a quorum queue can crash the broker's
+    // Raft log writer and fail whatever uses quorum queues at that moment (see the
+    // README), and the teardown tries again where a phase could not.
+    channel
+        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+        .await?;
     Ok((publish_rate, pattern_rate))
 }
 

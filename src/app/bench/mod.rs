@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use backon::{ExponentialBuilder, Retryable as _};
 use lapin::Connection;
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
@@ -190,34 +191,36 @@ pub async fn run(connections: &Connections, bench: BenchSetup<'_>) -> anyhow::Re
     };
     let connection = broker::connect(&connections.amqp_url).await?;
     let outcome = measure(&connection, &ours, &binding, bench).await;
-    let workers = descriptions(bench.registry);
-    let cleaned = teardown(&connection, &ours, bench.runtime, &workers, &base).await;
     let _ = connection.close(200, "done".into()).await;
+    let workers = descriptions(bench.registry);
+    let cleaned = teardown(&ours, bench.runtime, &workers, &base).await;
     let mut report = outcome?;
     report.cleaned_up = cleaned.is_ok();
     cleaned?;
     Ok(report)
 }
 
-/// Removes the benchmark's queues, exchanges and database.
+/// Removes the benchmark's queues, exchanges and database, on a connection of its
+/// own: the run's may be the reason it failed. A broker that drops the connection
+/// midway (RabbitMQ 3.10 can, when a quorum queue is deleted, see the README) is
+/// retried on a new one; deleting what is already gone is no error.
 async fn teardown(
-    connection: &Connection,
     ours: &Connections,
     runtime: &Runtime,
     workers: &[crate::manifest::Description],
     base: &str,
 ) -> anyhow::Result<()> {
-    let channel = connection.create_channel().await?;
-    let names = Names::new(&ours.namespace);
-    for queue in bench_queues(&ours.namespace) {
-        channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await?;
-    }
-    broker::topology::delete(&channel, &names, runtime, workers).await?;
-    // Closed here, not on drop: a channel dropped just before its connection closes
-    // would be closed a second time by lapin, which logs that as a connection error.
-    channel.close(200, "done".into()).await?;
+    let delete = || remove_namespace(&ours.amqp_url, &ours.namespace, runtime, workers);
+    delete
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(500))
+                .with_max_times(4),
+        )
+        .sleep(tokio::time::sleep)
+        .notify(|e, after| tracing::warn!(error = %e, ?after, "bench teardown: trying again"))
+        .await
+        .context("removing the benchmark's queues and exchanges")?;
     let admin = crate::store::connect(&format!("{base}/postgres"), 1).await?;
     sqlx::query(&format!(
         "drop database if exists {} with (force)",
@@ -226,6 +229,28 @@ async fn teardown(
     .execute(&admin)
     .await?;
     admin.close().await;
+    Ok(())
+}
+
+/// Deletes the namespace's queues and exchanges, the benchmark's own included.
+async fn remove_namespace(
+    amqp_url: &str,
+    namespace: &str,
+    runtime: &Runtime,
+    workers: &[crate::manifest::Description],
+) -> anyhow::Result<()> {
+    let connection = broker::connect(amqp_url).await?;
+    let channel = connection.create_channel().await?;
+    for queue in bench_queues(namespace) {
+        channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    broker::topology::delete(&channel, &Names::new(namespace), runtime, workers).await?;
+    // Closed here, not on drop: a channel dropped just before its connection closes
+    // would be closed a second time by lapin, which logs that as a connection error.
+    channel.close(200, "done".into()).await?;
+    let _ = connection.close(200, "done".into()).await;
     Ok(())
 }
 
@@ -317,7 +342,9 @@ async fn measure(
     let outputs = binding.causes.len();
     let bodies = ceiling_bodies(message_type, messages)?;
     let (broker_publish_rate, pattern_before) =
-        pattern_ceiling(connection, &channel, tag, &bodies, outputs, runtime).await?;
+        pattern_ceiling(connection, &channel, tag, &bodies, outputs, runtime)
+            .await
+            .context("the broker's ceiling before pinflow's phase")?;
     // Built again for the run after pinflow's phase, so they take no memory during it.
     drop(bodies);
 
@@ -455,9 +482,12 @@ async fn measure(
     let after = connection.create_channel().await?;
     after.confirm_select(Default::default()).await?;
     let bodies = ceiling_bodies(message_type, messages)?;
-    let (_, pattern_after) =
-        pattern_ceiling(connection, &after, tag, &bodies, outputs, runtime).await?;
+    let (_, pattern_after) = pattern_ceiling(connection, &after, tag, &bodies, outputs, runtime)
+        .await
+        .context("the broker's ceiling after pinflow's phase")?;
     let _ = after.close(200, "done".into()).await;
+    // Closed here, not dropped: the connection closes next (see `remove_namespace`).
+    let _ = channel.close(200, "done".into()).await;
     let broker_pattern_rate = (pattern_before + pattern_after) / 2.0;
     let pinflow_rate = f64::from(tracker.completed) / elapsed;
     let per_1000 = usage.cpu_seconds * 1000.0 / f64::from(messages);
