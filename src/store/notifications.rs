@@ -143,40 +143,46 @@ pub async fn for_tax_code(
 // one; at the same instant a failure outranks a delivery (returned > failed >
 // delivered), and the same word twice changes nothing.
 
-/// One notification by id, locked for update (receipts for it wait their turn).
-pub async fn find_for_update(
-    conn: &mut PgConnection,
-    notification_id: &str,
-) -> Result<Option<Notification>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from notifications where notification_id = $1 for update"
-    ))
-    .bind(notification_id)
-    .fetch_optional(conn)
-    .await
+/// A notification a receipt named, and whether the receipt became its state.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Received {
+    /// The notification as it was before the receipt.
+    #[sqlx(flatten)]
+    pub notification: Notification,
+    /// Whether the receipt's word is now its state.
+    pub applied: bool,
 }
 
 /// Sets a gateway's word (`delivered`, `failed` or `returned`), observed at
 /// `observed_at`, as the notification's state if it is the latest real one (see
-/// above); returns whether it was.
-pub async fn apply_receipt(
+/// above), in one statement; `None` when the ledger has no such notification. An
+/// applied receipt holds the row until its transaction ends, so receipts for one
+/// notification that change it take turns.
+pub async fn receive(
     conn: &mut PgConnection,
     notification_id: &str,
     state: &str,
     observed_at: DateTime<Utc>,
     detail: Option<&str>,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<Received>, sqlx::Error> {
     let rank = |x: &str| {
         format!(
             "case {x} when 'delivered' then 1 when 'failed' then 2 when 'returned' then 3 else 0 end"
         )
     };
-    let applied = sqlx::query(&format!(
-        "update notifications set state = $2, state_at = $3, detail = $4
-         where notification_id = $1
-           and (state in ('pending', 'sent')
-                or state_at < $3
-                or (state_at = $3 and {} < {}))",
+    // The outer select reads the statement's snapshot: the row as it was before the
+    // update, which is what the receipt is judged against.
+    sqlx::query_as(&format!(
+        "with applied as (
+             update notifications set state = $2, state_at = $3, detail = $4
+             where notification_id = $1
+               and (state in ('pending', 'sent')
+                    or state_at < $3
+                    or (state_at = $3 and {} < {}))
+             returning 1
+         )
+         select {COLUMNS}, exists (select 1 from applied) as applied
+         from notifications where notification_id = $1",
         rank("state"),
         rank("$2")
     ))
@@ -184,8 +190,6 @@ pub async fn apply_receipt(
     .bind(state)
     .bind(observed_at)
     .bind(detail)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(applied == 1)
+    .fetch_optional(conn)
+    .await
 }

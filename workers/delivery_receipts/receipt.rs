@@ -16,7 +16,7 @@ use crate::contract::{Carries, NotifyChannel, Outgoing};
 use crate::domain::TaxCode;
 use crate::error::HandlerError;
 use crate::runtime::Message;
-use crate::store::notifications::{self, Notification};
+use crate::store::notifications::{self, Notification, Received};
 
 /// The ledger's name for a receipt's status.
 fn state(status: ReceiptStatus) -> &'static str {
@@ -47,12 +47,17 @@ pub async fn handle(
         applied: false,
         announced: false,
     };
-    let Some(notification) = notifications::find_for_update(conn, &id).await? else {
+    let received =
+        notifications::receive(conn, &id, status, logged.observed_at, logged.detail).await?;
+    let Some(Received {
+        notification,
+        applied,
+    }) = received
+    else {
         return unknown(&logged, message, conn).await;
     };
     logged.known = true;
-    logged.applied =
-        notifications::apply_receipt(conn, &id, status, logged.observed_at, logged.detail).await?;
+    logged.applied = applied;
     let failure = failure(receipt, &notification)?;
     if logged.applied && failure.is_some() {
         logged.announced = !store::announced_before(conn, &id).await?;
