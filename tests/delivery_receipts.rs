@@ -1,14 +1,15 @@
 //! The delivery-receipt worker, tried as the SMS, e-mail and postal gateways would: a
 //! failed SMS half or a returned letter is announced once, with which half and which
 //! channel; the latest real word of a gateway is the delivery state, whatever order
-//! receipts arrive in; a receipt for an unknown notification is logged and audited,
-//! not dead-lettered; `credential show` lists each notification's delivery state.
+//! receipts arrive in, also when competing consumers handle them at once; a receipt
+//! for an unknown notification is logged and audited, not dead-lettered;
+//! `credential show` lists each notification's delivery state.
 
 mod common;
 
 use common::delivery_receipts::{receipt, receipts_dlq, state_of, wait_count, wait_receipts};
 use common::issuance::pin_request;
-use common::{TestApp, spawn_app, tax_code};
+use common::{TestApp, spawn_app, spawn_app_with, tax_code};
 use serde_json::{Value, json};
 
 /// Issues a PIN and returns the notification ids of its SMS and its letter, once the
@@ -86,6 +87,41 @@ async fn a_failed_sms_half_and_a_returned_letter_are_announced_once_each() {
         2
     );
     assert_eq!(state_of(&app, &post).await, "returned");
+    app.stop().await;
+}
+
+/// Receipts for one notification handled at once by competing consumers, one per
+/// transaction: the latest still wins and the failure is announced once.
+#[tokio::test]
+async fn receipts_handled_at_once_announce_a_failure_once_and_keep_the_latest() {
+    let app = spawn_app_with(&["--consumers", "4", "--batch-size", "1"]).await;
+    let (sms, _) = halves(&app, &tax_code(721)).await;
+    const N: u32 = 40;
+    let words = ["failed", "delivered", "returned", "failed", "delivered"];
+    // Published in a scrambled order (7 is coprime to 40); the last instant's word,
+    // `returned`, is the real state.
+    for k in 0..N {
+        let i = (k * 7) % N;
+        let word = if i == N - 1 {
+            "returned"
+        } else {
+            words[i as usize % words.len()]
+        };
+        let time = format!("2026-11-22T10:{:02}:{:02}Z", i / 60, i % 60);
+        app.publish(&receipt(&sms, word, &time)).await;
+    }
+    wait_receipts(&app, i64::from(N)).await;
+    assert_eq!(state_of(&app, &sms).await, "returned");
+    let event = failure_of(&app, &sms).await;
+    assert_eq!(event["data"]["carries"], "first_half");
+    assert!(
+        app.events_so_far("pin.delivery_failed").await.is_empty(),
+        "announced once"
+    );
+    let announced = app
+        .count("select count(*) from notification_receipts where announced")
+        .await;
+    assert_eq!(announced, 1);
     app.stop().await;
 }
 

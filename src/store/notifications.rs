@@ -170,8 +170,9 @@ pub async fn receive(
             "case {x} when 'delivered' then 1 when 'failed' then 2 when 'returned' then 3 else 0 end"
         )
     };
-    // The outer select reads the statement's snapshot: the row as it was before the
-    // update, which is what the receipt is judged against.
+    // The update judges the latest row (it waits for a receipt that holds it). The
+    // outer select reads the statement's snapshot, the row as it was before: a
+    // receipt reads only what never changes on it (whose, template, channel, secret).
     sqlx::query_as(&format!(
         "with applied as (
              update notifications set state = $2, state_at = $3, detail = $4
