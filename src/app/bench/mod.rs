@@ -204,7 +204,7 @@ pub async fn run(connections: &Connections, bench: BenchSetup<'_>) -> anyhow::Re
 /// own: the run's may be the reason it failed. A broker that drops the connection
 /// midway (RabbitMQ 3.10 can, when a quorum queue is deleted, see the README) is
 /// retried on a new one; deleting what is already gone is no error.
-async fn teardown(
+pub(super) async fn teardown(
     ours: &Connections,
     runtime: &Runtime,
     workers: &[crate::manifest::Description],

@@ -130,7 +130,8 @@ pub async fn seed(pool: &PgPool, n: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs both phases and removes the namespace and the database afterwards.
+/// Runs both phases and removes the namespace and the database afterwards, also when a
+/// phase fails.
 pub async fn run(
     connections: &Connections,
     runtime: &Runtime,
@@ -154,43 +155,69 @@ pub async fn run(
         database_url: format!("{base}/{tag}"),
         namespace: tag.clone(),
     };
+    let sweep = Sweep {
+        runtime,
+        rules,
+        registry,
+        sweepers: &sweepers,
+        credentials,
+    };
+    let outcome = measure(&bench, &sweep).await;
+    let cleaned = super::teardown(&bench, runtime, &descriptions(registry), base).await;
+    let report = outcome?;
+    cleaned?;
+    Ok(report)
+}
+
+/// What one sweep run is given.
+struct Sweep<'a> {
+    runtime: &'a Runtime,
+    rules: &'a Rules,
+    registry: &'a [Registration],
+    sweepers: &'a [String],
+    credentials: u32,
+}
+
+/// Both phases, on the run's namespace and database.
+async fn measure(bench: &Connections, sweep: &Sweep<'_>) -> anyhow::Result<SweepReport> {
+    let Sweep {
+        runtime,
+        rules,
+        registry,
+        sweepers,
+        credentials,
+    } = *sweep;
+    let tag = &bench.namespace;
     let pool = super::super::prepare_database(&bench.database_url, 4, &Default::default()).await?;
     seed(&pool, credentials).await?;
-    let connection = broker::connect(&connections.amqp_url).await?;
+    let connection = broker::connect(&bench.amqp_url).await?;
     let channel = connection.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
     let messages = credentials * PER_CREDENTIAL;
-    let broker_publish_rate = broker_ceiling(&channel, &tag, messages, runtime).await?;
+    let broker_publish_rate = broker_ceiling(&channel, tag, messages, runtime).await?;
 
     // Phase 2: the replicas; their events are counted in a sink bound to the events
     // exchange, their notices in the namespace's own `notify.*` queues.
     let workers = descriptions(registry);
-    super::super::declare_topology(&bench, runtime, &workers).await?;
-    let names = Names::new(&tag);
-    let sink = events_sink(&channel, &tag, &names).await?;
+    super::super::declare_topology(bench, runtime, &workers).await?;
+    let names = Names::new(tag);
+    let sink = events_sink(&channel, tag, &names).await?;
     let mut counted: Vec<String> = NOTIFY_CHANNELS
         .iter()
         .map(|c| names.notify_queue(c))
         .collect();
-    counted.push(sink.clone());
+    counted.push(sink);
     let started = Instant::now();
-    let replicas = start_replicas(&bench, runtime, rules, registry, &sweepers)?;
+    let replicas = start_replicas(bench, runtime, rules, registry, sweepers)?;
     let (marked, announced) = wait(&channel, &counted, &pool, messages, &replicas, started).await?;
     for (stop, task) in replicas {
         let _ = stop.send(());
         task.await??;
     }
-    channel
-        .queue_delete(sink.as_str().into(), QueueDeleteOptions::default())
-        .await?;
-    broker::topology::delete(&channel, &names, runtime, &workers).await?;
+    // Closed here, not dropped: the connection closes next.
+    let _ = channel.close(200, "done".into()).await;
     let _ = connection.close(200, "done".into()).await;
     pool.close().await;
-    let admin = crate::store::connect(&format!("{base}/postgres"), 1).await?;
-    sqlx::query(&format!("drop database if exists {tag} with (force)"))
-        .execute(&admin)
-        .await?;
-    admin.close().await;
     let n = f64::from(credentials);
     Ok(SweepReport {
         credentials,
