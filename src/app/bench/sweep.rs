@@ -155,38 +155,22 @@ pub async fn run(
         database_url: format!("{base}/{tag}"),
         namespace: tag.clone(),
     };
-    let sweep = Sweep {
-        runtime,
-        rules,
-        registry,
-        sweepers: &sweepers,
-        credentials,
-    };
-    let outcome = measure(&bench, &sweep).await;
+    let outcome = measure(&bench, runtime, rules, registry, &sweepers, credentials).await;
     let cleaned = super::teardown(&bench, runtime, &descriptions(registry), base).await;
     let report = outcome?;
     cleaned?;
     Ok(report)
 }
 
-/// What one sweep run is given.
-struct Sweep<'a> {
-    runtime: &'a Runtime,
-    rules: &'a Rules,
-    registry: &'a [Registration],
-    sweepers: &'a [String],
-    credentials: u32,
-}
-
 /// Both phases, on the run's namespace and database.
-async fn measure(bench: &Connections, sweep: &Sweep<'_>) -> anyhow::Result<SweepReport> {
-    let Sweep {
-        runtime,
-        rules,
-        registry,
-        sweepers,
-        credentials,
-    } = *sweep;
+async fn measure(
+    bench: &Connections,
+    runtime: &Runtime,
+    rules: &Rules,
+    registry: &[Registration],
+    sweepers: &[String],
+    credentials: u32,
+) -> anyhow::Result<SweepReport> {
     let tag = &bench.namespace;
     let pool = super::super::prepare_database(&bench.database_url, 4, &Default::default()).await?;
     seed(&pool, credentials).await?;
