@@ -713,6 +713,12 @@ untimed.
   p99 during ÷ alone [p99_ratio]: the project's goal is at most 2.0 [p99_ratio_goal,
       meets_p99_goal]: while a burst hashes, other types keep flowing and their p99
       latency at most doubles.
+  once the burst was taken in p50 / p99 / max [during_hashing.*_ms]: the part of
+      the above published after the broker had confirmed every burst command
+      [burst_taken_in_seconds, from the burst's start]: the burst only hashing and
+      being handled, no longer arriving. p99 then ÷ alone [p99_ratio_hashing] beside
+      the goal's figure says how much of the slowdown came while the broker took the
+      burst in.
   burst [burst_rate, burst_seconds]: burst commands fully handled a second, from its
       first publication until its last output (the same as pinflow_rate); and that ÷
       the argon2 ceiling [burst_ratio_to_hash_ceiling] (the same as

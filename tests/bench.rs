@@ -267,5 +267,21 @@ async fn alongside_a_burst_another_type_is_timed_alone_and_during_it() {
     assert_eq!(side.burst_rate, report.pinflow_rate);
     assert_eq!(side.meets_p99_goal, side.p99_ratio <= side.p99_ratio_goal);
     assert!(report.to_string().contains("p99 during ÷ alone"));
+    // Once the broker had taken the whole burst in: a part of "during" (with cheap
+    // hashing the burst may be over by then, and the part empty).
+    assert!(
+        side.burst_taken_in_seconds > 0.0 && side.burst_taken_in_seconds <= side.burst_seconds,
+        "{side}"
+    );
+    let hashing = &side.during_hashing;
+    assert!(hashing.samples <= side.during.samples, "{side}");
+    assert!(hashing.max_ms <= side.during.max_ms, "{side}");
+    if hashing.samples > 0 {
+        assert!(hashing.p50_ms <= hashing.p99_ms && hashing.p99_ms <= hashing.max_ms);
+        assert_eq!(side.p99_ratio_hashing, hashing.p99_ms / side.alone.p99_ms);
+    } else {
+        assert_eq!(side.p99_ratio_hashing, 0.0, "{side}");
+    }
+    assert!(report.to_string().contains("once the burst was taken in"));
     assert_clean(&report, &runtime).await;
 }

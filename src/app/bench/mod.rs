@@ -469,7 +469,7 @@ async fn measure(
         .saturating_duration_since(started)
         .as_secs_f64()
         .max(1e-9);
-    let latency = Latency::of(tracker.latencies(&published, None), rate.is_none());
+    let latency = Latency::of(tracker.latencies(&published, ..), rate.is_none());
     // Whatever still arrives (nothing, in a clean run) is counted as unexpected.
     tokio::time::sleep(Duration::from_millis(200)).await;
     while let Ok(output) = gateway.outputs.try_recv() {

@@ -3,6 +3,7 @@
 //! nothing, its inbox rows), and giving up when nothing arrives for `STALL`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::RangeBounds;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -179,13 +180,16 @@ impl Tracker {
     }
 
     /// Each complete command's latency: from its publication (`published`, by
-    /// command) until it was complete; only the commands published by `until`, when
-    /// given.
-    pub(super) fn latencies(&self, published: &[Instant], until: Option<Instant>) -> Vec<Duration> {
+    /// command) until it was complete; only the commands published within `window`.
+    pub(super) fn latencies(
+        &self,
+        published: &[Instant],
+        window: impl RangeBounds<Instant>,
+    ) -> Vec<Duration> {
         self.done_at
             .iter()
             .zip(published)
-            .filter(|(_, sent)| until.is_none_or(|until| **sent <= until))
+            .filter(|(_, sent)| window.contains(*sent))
             .filter_map(|(done, sent)| done.map(|d| d.saturating_duration_since(*sent)))
             .collect()
     }
@@ -344,7 +348,7 @@ mod tests {
     use crate::app::bench::MEASURED;
 
     #[test]
-    fn latencies_can_be_limited_to_the_commands_published_by_a_moment() {
+    fn latencies_can_be_limited_to_the_commands_published_within_a_window() {
         let binding =
             crate::manifest::Binding::command("application.submit", &["application.held"]);
         let mut tracker = Tracker::new(MEASURED, &binding, 3);
@@ -353,9 +357,11 @@ mod tests {
         for (i, done) in tracker.done_at.iter_mut().enumerate() {
             *done = Some(sent[i] + Duration::from_millis(5));
         }
-        assert_eq!(tracker.latencies(&sent, None).len(), 3);
-        let early = tracker.latencies(&sent, Some(sent[1]));
+        assert_eq!(tracker.latencies(&sent, ..).len(), 3);
+        let early = tracker.latencies(&sent, ..=sent[1]);
         assert_eq!(early, vec![Duration::from_millis(5); 2]);
+        let middle = tracker.latencies(&sent, sent[1]..=sent[1]);
+        assert_eq!(middle, vec![Duration::from_millis(5)]);
         assert_eq!(
             tracker.last_done(),
             Some(sent[2] + Duration::from_millis(5))
