@@ -260,11 +260,14 @@ impl Round {
     /// Reads the due rows in order and publishes them all.
     async fn publish(deps: &Deps, channel: &Channel) -> Result<Round, RelayError> {
         let mut tx = deps.pool.begin().await?;
-        let rows = outbox::due(&mut tx, Utc::now(), deps.runtime.relay_batch).await?;
+        let mut rows = outbox::due(&mut tx, Utc::now(), deps.runtime.relay_batch).await?;
         let started = std::time::Instant::now();
         let mut confirms = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let outcome = match build(deps, row) {
+        for row in &mut rows {
+            // What is left of the row after this is what `finish` needs; the body
+            // is serialized once, not copied first.
+            let body = std::mem::take(&mut row.body);
+            let outcome = match build(deps, row, body) {
                 Ok((exchange, body, properties)) => Ok(publish::start(
                     channel,
                     &exchange,
@@ -405,15 +408,20 @@ async fn defer(
     outbox::defer(conn, row.id, until, reason).await
 }
 
-/// The exchange, body and properties for a row, with its secret unsealed.
-fn build(deps: &Deps, row: &Pending) -> Result<(String, Vec<u8>, BasicProperties), String> {
+/// The exchange, body and properties for a row whose body (the CloudEvent without its
+/// secret) is `body`, with its secret unsealed.
+fn build(
+    deps: &Deps,
+    row: &Pending,
+    body: serde_json::Value,
+) -> Result<(String, Vec<u8>, BasicProperties), String> {
     let exchange = match row.destination {
         Destination::Event => deps.names.events(),
         Destination::Notification => deps.names.notifications(),
         Destination::Reply => String::new(),
     };
     let body = match &row.sealed {
-        None => serde_json::to_vec(&row.body),
+        None => serde_json::to_vec(&body),
         Some(sealed) => {
             let key = deps.keys.find(&sealed.key_id).ok_or_else(|| {
                 format!(
@@ -430,7 +438,7 @@ fn build(deps: &Deps, row: &Pending) -> Result<(String, Vec<u8>, BasicProperties
                 .map_err(|_| "sealed secret does not open: altered or moved".to_owned())?;
             let clear =
                 std::str::from_utf8(&clear).map_err(|_| "sealed secret is not text".to_owned())?;
-            serde_json::to_vec(&with_secret(row.body.clone(), &sealed.field, clear))
+            serde_json::to_vec(&with_secret(body, &sealed.field, clear))
         }
     }
     .map_err(|e| format!("body does not serialize: {e}"))?;

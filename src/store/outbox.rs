@@ -30,7 +30,7 @@ pub struct Pending {
     pub traceparent: Option<String>,
     /// The caller's `tracestate`, passed on unchanged.
     pub tracestate: Option<String>,
-    /// The CloudEvent without its secret.
+    /// The CloudEvent without its secret (the relay takes it when it publishes).
     pub body: Value,
     /// Where the secret goes, and its sealed value and key id.
     pub sealed: Option<Sealed>,
