@@ -417,3 +417,131 @@ async fn the_initial_pin_locks_after_five_wrong_first_accesses() {
     app.event("pin.locked").await;
     app.stop().await;
 }
+
+/// A credential for `tax_code` as an earlier request left it: issued, its initial PIN
+/// valid until `window` from now (in the past when negative).
+async fn seed_issued(app: &TestApp, tax_code: &str, window: Duration) {
+    sqlx::query(
+        "insert into credentials (id, tax_code, kind, holder, channel, status, given_name,
+             family_name, birth_date, residence_country, contacts, postal_address,
+             initial_pin_hash, initial_pin_expires_at, issued_at)
+         values (gen_random_uuid(), $1, 'ordinary', 'citizen', 'online', 'issued', 'Mario',
+             'Rossi', date '1985-12-10', 'DE', '{\"mobile\": \"+4915112345678\"}',
+             '{\"line1\": \"Hauptstrasse 1\", \"city\": \"Berlin\", \"postal_code\": \"10115\", \"country\": \"DE\"}',
+             'not-a-real-hash', $2, $2 - interval '60 days')",
+    )
+    .bind(tax_code)
+    .bind(Utc::now() + window)
+    .execute(&app.pool)
+    .await
+    .expect("seed a credential");
+}
+
+/// Requests waiting when the worker starts come in batches, whose credentials are
+/// inserted together; each request has the outcome it would have alone.
+#[tokio::test]
+async fn requests_handled_in_batches_have_the_outcome_each_would_have_alone() {
+    let (mut app, connections, rules) = common::observer_with(&[]).await;
+    // Issuance alone: the expiry sweep would retire the stale credential on its own.
+    app.workers = vec!["issuance".into()];
+    let fresh: Vec<String> = (40..52).map(tax_code).collect();
+    let (live, stale, twice, ineligible) = (tax_code(60), tax_code(61), tax_code(62), tax_code(63));
+    seed_issued(&app, &live, Duration::days(30)).await;
+    seed_issued(&app, &stale, -Duration::days(1)).await;
+    let mut requests: Vec<Value> = fresh.iter().map(|c| pin_request(c, "online")).collect();
+    requests.push(pin_request(&live, "online"));
+    requests.push(pin_request(&stale, "online"));
+    requests.push(pin_request(&twice, "online"));
+    requests.push(pin_request(&twice, "contact_center"));
+    let mut abroad_no_more = pin_request(&ineligible, "online");
+    abroad_no_more["data"]["applicant"]["residence_country"] = json!("IT");
+    requests.push(abroad_no_more);
+    let repeated = requests[0].clone();
+    requests.insert(6, repeated);
+    for request in &requests {
+        app.publish(request).await;
+    }
+    let app = common::start_app(app, connections, rules).await;
+
+    // Issued: the fresh ones, the stale one's successor, the first of the two.
+    let issued = fresh.len() + 2;
+    let sms = app.take(&app.notify_queue("sms"), issued).await;
+    app.take(&app.notify_queue("post"), issued).await;
+    app.barrier().await;
+    assert!(
+        app.drain(&app.notify_queue("sms")).await.is_empty(),
+        "one SMS each"
+    );
+    let mut issued_to: Vec<String> = app
+        .events_so_far("pin.issued")
+        .await
+        .iter()
+        .map(|e| e["data"]["tax_code"].as_str().expect("tax code").to_owned())
+        .collect();
+    issued_to.sort();
+    let mut expected: Vec<String> = fresh.iter().chain([&stale, &twice]).cloned().collect();
+    expected.sort();
+    assert_eq!(issued_to, expected);
+    let credential_ids: std::collections::HashSet<&str> = sms
+        .iter()
+        .map(|t| {
+            t.body["data"]["params"]["credential_id"]
+                .as_str()
+                .expect("id")
+        })
+        .collect();
+    assert_eq!(credential_ids.len(), issued, "one credential per SMS");
+
+    let refused = |code: &str| {
+        let code = code.to_owned();
+        move |e: &Value| e["data"]["tax_code"] == code.as_str()
+    };
+    let rejected = app.events_so_far("pin.request.rejected").await;
+    let reason = |code: &str| -> Vec<Value> {
+        rejected
+            .iter()
+            .filter(|e| refused(code)(e))
+            .map(|e| e["data"]["reason"].clone())
+            .collect()
+    };
+    assert_eq!(reason(&live), vec![json!("already_active")]);
+    assert_eq!(
+        reason(&twice),
+        vec![json!("already_active")],
+        "the second of the two"
+    );
+    assert_eq!(reason(&ineligible), vec![json!("not_eligible")]);
+    assert!(reason(&stale).is_empty() && reason(&fresh[0]).is_empty());
+
+    let current = |code: &str| {
+        format!(
+            "select count(*) from credentials where tax_code = '{code}'
+             and status in ('issued', 'active', 'locked')"
+        )
+    };
+    for code in fresh.iter().chain([&live, &stale, &twice]) {
+        assert_eq!(
+            app.count(&current(code)).await,
+            1,
+            "one current credential for {code}"
+        );
+    }
+    assert_eq!(
+        app.count(&format!(
+            "select count(*) from credentials where tax_code = '{stale}' and status = 'expired'"
+        ))
+        .await,
+        1,
+        "the stale credential retired"
+    );
+    assert_eq!(
+        app.count("select count(*) from credentials").await,
+        2 + issued as i64
+    );
+    assert_eq!(
+        app.count("select count(*) from audit_log where action = 'pin.issued'")
+            .await,
+        issued as i64
+    );
+    app.stop().await;
+}

@@ -8,7 +8,7 @@ use sqlx::Connection as _;
 use tracing::{Instrument, Span};
 
 use super::deps::Deps;
-use super::worker::{Message, Worker};
+use super::worker::{Handling, Message, Worker};
 use crate::contract::Envelope;
 use crate::contract::trace::TraceContext;
 use crate::error::{HandlerError, chain};
@@ -99,9 +99,9 @@ pub async fn apply_batch<W: Worker>(
 }
 
 /// The common case in few round trips: one statement records every id of the batch
-/// in the inbox, the handlers run, one statement writes what they audited, one
-/// everything they publish (and one the ledger), one commit. `None`, rolled back, when
-/// a handler refused a message for good.
+/// in the inbox, the worker handles the new ones (see `Worker::handle_batch`), one
+/// statement writes what they audited, one everything they publish (and one the
+/// ledger), one commit. `None`, rolled back, when a handler refused a message for good.
 async fn apply_together<W: Worker>(
     worker: &W,
     deps: &Deps,
@@ -116,30 +116,41 @@ async fn apply_together<W: Worker>(
         .collect();
     let first = inbox::record_all(&mut tx, &ids, queue, &types).await?;
     let mut outcomes = Vec::with_capacity(items.len());
-    let mut caused = Vec::with_capacity(items.len());
-    let mut audited = Vec::with_capacity(items.len());
+    let mut fresh = Vec::with_capacity(items.len());
     for (item, first) in items.iter().zip(first) {
-        if !first {
+        if first {
+            fresh.push((*item, message_of(item, deps)));
+        } else {
             item.head
                 .span
                 .in_scope(|| tracing::debug!("duplicate; already handled"));
             outcomes.push((item.index, Verdict::Duplicate));
-            continue;
         }
-        let message = message_of(item, deps);
-        match worker
-            .handle(&item.prepared, &message, &mut tx)
-            .instrument(item.head.span.clone())
-            .await
-        {
-            Ok(outgoing) => {
-                caused.push((item, outgoing));
-                audited.append(&mut message.take_audited());
-                outcomes.push((item.index, Verdict::Done));
-            }
-            Err(e) if e.is_transient() => return Err(e),
-            Err(_) => return Ok(None),
+    }
+    let batch: Vec<Handling<'_, W::Prepared>> = fresh
+        .iter()
+        .map(|(item, message)| Handling {
+            prepared: &item.prepared,
+            message,
+            span: &item.head.span,
+        })
+        .collect();
+    let handled = match worker.handle_batch(&batch, &mut tx).await {
+        Ok(handled) if handled.len() == fresh.len() => handled,
+        Ok(handled) => {
+            let (got, asked) = (handled.len(), fresh.len());
+            tracing::error!(got, asked, "a worker answered a batch with the wrong count");
+            return Ok(None);
         }
+        Err(e) if e.is_transient() => return Err(e),
+        Err(_) => return Ok(None),
+    };
+    let mut caused = Vec::with_capacity(fresh.len());
+    let mut audited = Vec::with_capacity(fresh.len());
+    for ((item, message), outgoing) in fresh.iter().zip(handled) {
+        caused.push((*item, outgoing));
+        audited.append(&mut message.take_audited());
+        outcomes.push((item.index, Verdict::Done));
     }
     let groups: Vec<Caused<'_>> = caused
         .iter()

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
+use tracing::{Instrument as _, Span};
 use uuid::Uuid;
 
 use crate::contract::{Envelope, Outgoing, ParseError};
@@ -84,6 +85,16 @@ impl<'a> Message<'a> {
     }
 }
 
+/// One message of a batch, as `Worker::handle_batch` gets it.
+pub struct Handling<'a, P> {
+    /// The prepared command.
+    pub prepared: &'a P,
+    /// The message it came in.
+    pub message: &'a Message<'a>,
+    /// The delivery's span, for everything its handling logs.
+    pub span: &'a Span,
+}
+
 /// A dedicated worker's message handling.
 pub trait Worker: Send + Sync + 'static {
     /// The typed command, parsed from the envelope at the edge.
@@ -110,4 +121,25 @@ pub trait Worker: Send + Sync + 'static {
         message: &'a Message<'a>,
         conn: &'a mut PgConnection,
     ) -> impl Future<Output = Result<Vec<Outgoing>, HandlerError>> + Send + 'a;
+
+    /// Applies a batch's commands in their order inside one transaction: one list of
+    /// messages to publish per command, or the first failure (nothing after it is
+    /// handled, and the runtime rolls the transaction back). The default hands each
+    /// command to `handle`. A worker overrides it when one statement can do for the
+    /// whole batch what `handle` does command by command; the outcome must be the
+    /// one `handle` would give, command after command.
+    fn handle_batch<'a>(
+        &'a self,
+        batch: &'a [Handling<'a, Self::Prepared>],
+        conn: &'a mut PgConnection,
+    ) -> impl Future<Output = Result<Vec<Vec<Outgoing>>, HandlerError>> + Send + 'a {
+        async move {
+            let mut all = Vec::with_capacity(batch.len());
+            for item in batch {
+                let handled = self.handle(item.prepared, item.message, &mut *conn);
+                all.push(handled.instrument(item.span.clone()).await?);
+            }
+            Ok(all)
+        }
+    }
 }

@@ -144,6 +144,63 @@ pub async fn insert(conn: &mut PgConnection, new: &NewCredential<'_>) -> Result<
     }
 }
 
+/// Inserts new credentials in one statement, in the order of their tax codes (so two
+/// batches that wait on each other's rows wait in the same order); the ids of those
+/// inserted. One whose tax code has a current credential, or another of the same
+/// statement earlier in that order, is not inserted, as `insert` would not insert it.
+/// No error aborts the caller's transaction.
+pub async fn insert_all(
+    conn: &mut PgConnection,
+    news: &[NewCredential<'_>],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let mut news: Vec<&NewCredential<'_>> = news.iter().collect();
+    news.sort_by_key(|new| new.tax_code);
+    fn text<'n>(
+        news: &[&'n NewCredential<'n>],
+        f: fn(&'n NewCredential<'n>) -> &'n str,
+    ) -> Vec<&'n str> {
+        news.iter().map(|n| f(n)).collect()
+    }
+    let column = |f| text(&news, f);
+    let id: Vec<Uuid> = news.iter().map(|n| n.id).collect();
+    let birth_date: Vec<NaiveDate> = news.iter().map(|n| n.birth_date).collect();
+    let contacts: Vec<&Value> = news.iter().map(|n| &n.contacts).collect();
+    let postal_address: Vec<&Value> = news.iter().map(|n| &n.postal_address).collect();
+    let health_card: Vec<Option<&Value>> = news.iter().map(|n| n.health_card.as_ref()).collect();
+    let expires: Vec<DateTime<Utc>> = news.iter().map(|n| n.initial_pin_expires_at).collect();
+    let issued_at: Vec<DateTime<Utc>> = news.iter().map(|n| n.issued_at).collect();
+    sqlx::query_scalar(
+        "insert into credentials (id, tax_code, kind, holder, channel, status, given_name,
+             family_name, birth_date, residence_country, contacts, postal_address,
+             health_card, initial_pin_hash, initial_pin_expires_at, issued_at)
+         select i, t, k, h, c, 'issued', g, f, b, r, ct, pa, hc, p, e, at
+         from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+             $7::text[], $8::date[], $9::text[], $10::jsonb[], $11::jsonb[], $12::jsonb[],
+             $13::text[], $14::timestamptz[], $15::timestamptz[])
+         with ordinality as n(i, t, k, h, c, g, f, b, r, ct, pa, hc, p, e, at, o)
+         order by o
+         on conflict (tax_code) where status in ('issued', 'active', 'locked') do nothing
+         returning id",
+    )
+    .bind(id)
+    .bind(column(|n| n.tax_code))
+    .bind(column(|n| n.kind.as_str()))
+    .bind(column(|n| n.holder.as_str()))
+    .bind(column(|n| n.channel))
+    .bind(column(|n| n.given_name))
+    .bind(column(|n| n.family_name))
+    .bind(birth_date)
+    .bind(column(|n| n.residence_country))
+    .bind(contacts)
+    .bind(postal_address)
+    .bind(health_card)
+    .bind(column(|n| n.initial_pin_hash))
+    .bind(expires)
+    .bind(issued_at)
+    .fetch_all(conn)
+    .await
+}
+
 /// Stores a credential's new state. `pin_hash`, when given, replaces the PIN hash and
 /// clears the initial PIN's (first access).
 pub async fn save(

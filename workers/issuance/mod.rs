@@ -8,6 +8,7 @@ mod request;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
+use tracing::Instrument as _;
 
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use crate::domain::PinHasher;
 use crate::domain::checked::Checked;
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description};
-use crate::runtime::{Message, Registration, Worker};
+use crate::runtime::{Handling, Message, Registration, Worker};
 pub use command::{Command, FirstAccess, PinRequest, Verify};
 
 /// The issuance worker as the registry lists it.
@@ -74,6 +75,17 @@ pub enum Prepared {
     Verify(Verify, Option<Checked>),
 }
 
+impl Prepared {
+    /// Whose credential the command is about.
+    fn tax_code(&self) -> &str {
+        match self {
+            Prepared::Request(request, _) => request.tax_code.as_str(),
+            Prepared::FirstAccess(access, ..) => access.tax_code.as_str(),
+            Prepared::Verify(verify, _) => verify.tax_code.as_str(),
+        }
+    }
+}
+
 impl Worker for Issuance {
     type Command = Command;
     type Prepared = Prepared;
@@ -116,9 +128,37 @@ impl Worker for Issuance {
         message: &'a Message<'a>,
         conn: &'a mut PgConnection,
     ) -> Result<Vec<Outgoing>, HandlerError> {
+        self.handle_staged(prepared, None, message, conn).await
+    }
+
+    /// A batch's `pin.request`s insert their credentials in one statement (see
+    /// `request::stage`), then every command is handled in order.
+    async fn handle_batch<'a>(
+        &'a self,
+        batch: &'a [Handling<'a, Prepared>],
+        conn: &'a mut PgConnection,
+    ) -> Result<Vec<Vec<Outgoing>>, HandlerError> {
+        let staged = request::stage(self, batch, conn).await?;
+        let mut all = Vec::with_capacity(batch.len());
+        for (item, staged) in batch.iter().zip(staged) {
+            let handled = self.handle_staged(item.prepared, staged, item.message, conn);
+            all.push(handled.instrument(item.span.clone()).await?);
+        }
+        Ok(all)
+    }
+}
+
+impl Issuance {
+    async fn handle_staged(
+        &self,
+        prepared: &Prepared,
+        staged: Option<request::Staged<'_>>,
+        message: &Message<'_>,
+        conn: &mut PgConnection,
+    ) -> Result<Vec<Outgoing>, HandlerError> {
         match prepared {
             Prepared::Request(request, pin) => {
-                request::handle(self, request, pin.as_ref(), message, conn).await
+                request::handle(self, request, pin.as_ref(), staged, message, conn).await
             }
             Prepared::FirstAccess(access, pin, checked) => {
                 let checked = checked.as_ref();

@@ -2,13 +2,15 @@
 //! PIN: split 8 + 8 over SMS-or-e-mail and post for an ordinary PIN, whole to the
 //! office counter for a device PIN issued on the spot.
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::Issuance;
 use super::command::PinRequest;
+use super::{Issuance, Prepared};
 use crate::contract::commands::{Channel, FirstHalfVia};
 use crate::contract::events::{Alternative, PinIssued, PinRequestRejected};
 use crate::contract::outgoing::encode;
@@ -16,7 +18,7 @@ use crate::contract::{Carries, Notice, NotifyChannel, Outgoing};
 use crate::domain::credential::Kind;
 use crate::domain::{InitialPin, PinHasher};
 use crate::error::HandlerError;
-use crate::runtime::Message;
+use crate::runtime::{Handling, Message};
 use crate::store::credentials::{self, InsertError, NewCredential};
 
 /// A freshly generated initial PIN and its hash, made before the transaction.
@@ -34,30 +36,72 @@ impl NewInitialPin {
     }
 }
 
-/// Handles one `pin.request`.
-pub async fn handle(
+/// A `pin.request`'s credential, inserted with the rest of its batch's before the
+/// handlers run (see `stage`).
+pub struct Staged<'a> {
+    /// The credential, as `handle` would have inserted it.
+    new: NewCredential<'a>,
+    /// Whether it went in; if not, the tax code had a current credential.
+    inserted: bool,
+}
+
+/// Inserts, in one statement, the credential of each eligible `pin.request` of the
+/// batch whose tax code nothing else in the batch names, and says per command what
+/// became of it (`None` for the others, which `handle` inserts itself). Those are
+/// the requests whose outcome cannot depend on the batch's order: no command before
+/// or after them reads their tax code. Fewer than two: nothing to gain, nothing done.
+pub async fn stage<'a>(
     worker: &Issuance,
-    request: &PinRequest,
-    pin: Option<&NewInitialPin>,
-    message: &Message<'_>,
+    batch: &'a [Handling<'a, Prepared>],
     conn: &mut PgConnection,
-) -> Result<Vec<Outgoing>, HandlerError> {
-    let tax_code = request.tax_code.as_str();
-    let actor = request.actor(&message.envelope.source);
-    let Some(pin) = pin.filter(|_| request.is_eligible()) else {
-        return not_eligible(request, message);
-    };
+) -> Result<Vec<Option<Staged<'a>>>, HandlerError> {
+    let mut named: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+    for item in batch {
+        *named.entry(item.prepared.tax_code()).or_default() += 1;
+    }
+    let mut staged: Vec<Option<Staged<'a>>> = batch.iter().map(|_| None).collect();
+    let mut news = Vec::new();
+    for (i, item) in batch.iter().enumerate() {
+        if let Prepared::Request(request, Some(pin)) = item.prepared
+            && request.is_eligible()
+            && named[request.tax_code.as_str()] == 1
+        {
+            let new = new_credential(worker, request, pin, item.message, Uuid::new_v4());
+            news.push((i, new));
+        }
+    }
+    if news.len() < 2 {
+        return Ok(staged);
+    }
+    let (places, news): (Vec<usize>, Vec<NewCredential<'a>>) = news.into_iter().unzip();
+    let inserted: HashSet<Uuid> = credentials::insert_all(conn, &news)
+        .await?
+        .into_iter()
+        .collect();
+    for (i, new) in places.into_iter().zip(news) {
+        let inserted = inserted.contains(&new.id);
+        staged[i] = Some(Staged { new, inserted });
+    }
+    Ok(staged)
+}
+
+/// The credential a `pin.request` issues, before it is inserted.
+fn new_credential<'a>(
+    worker: &Issuance,
+    request: &'a PinRequest,
+    pin: &'a NewInitialPin,
+    message: &Message<'_>,
+    id: Uuid,
+) -> NewCredential<'a> {
     let kind = match request.channel {
         Channel::Office => Kind::Device,
         Channel::Online | Channel::ContactCenter => Kind::Ordinary,
     };
-    let holder = request.holder;
-    let id = Uuid::new_v4();
-    let new = NewCredential {
+    NewCredential {
         id,
-        tax_code,
+        tax_code: request.tax_code.as_str(),
         kind,
-        holder,
+        holder: request.holder,
         channel: request.channel.as_str(),
         given_name: &request.given_name,
         family_name: &request.family_name,
@@ -69,10 +113,37 @@ pub async fn handle(
         initial_pin_hash: &pin.hash,
         initial_pin_expires_at: worker.rules.initial_pin_ttl.add_to(message.now),
         issued_at: message.now,
+    }
+}
+
+/// Handles one `pin.request`; `staged` when its credential was inserted (or not)
+/// with its batch's.
+pub async fn handle(
+    worker: &Issuance,
+    request: &PinRequest,
+    pin: Option<&NewInitialPin>,
+    staged: Option<Staged<'_>>,
+    message: &Message<'_>,
+    conn: &mut PgConnection,
+) -> Result<Vec<Outgoing>, HandlerError> {
+    let tax_code = request.tax_code.as_str();
+    let actor = request.actor(&message.envelope.source);
+    let Some(pin) = pin.filter(|_| request.is_eligible()) else {
+        return not_eligible(request, message);
     };
+    let (new, inserted) = match staged {
+        Some(staged) if staged.inserted => (staged.new, Ok(())),
+        Some(staged) => (staged.new, Err(InsertError::AlreadyCurrent)),
+        None => {
+            let new = new_credential(worker, request, pin, message, Uuid::new_v4());
+            let inserted = credentials::insert(conn, &new).await;
+            (new, inserted)
+        }
+    };
+    let (id, kind, holder) = (new.id, new.kind, new.holder);
     // Most tax codes have no current credential: then the insert is all it takes.
     // Otherwise the current one is retired first when it is no longer live.
-    let inserted = match credentials::insert(conn, &new).await {
+    let inserted = match inserted {
         Err(InsertError::AlreadyCurrent) if retire_current(conn, tax_code, message).await? => {
             credentials::insert(conn, &new).await
         }
