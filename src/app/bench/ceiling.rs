@@ -115,12 +115,18 @@ pub(super) async fn pattern_ceiling(
 ) -> anyhow::Result<(f64, f64)> {
     let (queue, sink) = (format!("{tag}.ceiling"), format!("{tag}.ceiling.sink"));
     let held = declare(channel, &queue, true).await?;
-    anyhow::ensure!(held == 0, "{queue} holds {held} commands before the ceiling");
+    anyhow::ensure!(
+        held == 0,
+        "{queue} holds {held} commands before the ceiling"
+    );
     // Outputs the run before left behind (it stops counting at the number it expects)
     // would be counted as this run's: they go first.
     let held = declare(channel, &sink, true).await?;
     if held > 0 {
-        tracing::warn!(held, "outputs left in the ceiling's sink from the run before; purged");
+        tracing::warn!(
+            held,
+            "outputs left in the ceiling's sink from the run before; purged"
+        );
         channel
             .queue_purge(sink.as_str().into(), Default::default())
             .await?;
