@@ -257,3 +257,107 @@ async fn an_application_is_filed_once_and_bad_input_is_dead_lettered() {
     assert_eq!(app.count("select count(*) from applications").await, 2);
     app.stop().await;
 }
+
+/// A live credential of `kind` for `tax_code`, active for a month more; its id.
+async fn seed_credential(app: &TestApp, tax_code: &str, kind: &str) -> String {
+    sqlx::query_scalar::<_, uuid::Uuid>(
+        "insert into credentials (id, tax_code, kind, holder, channel, status, given_name,
+             family_name, birth_date, residence_country, contacts, postal_address,
+             pin_hash, activated_at, valid_until, issued_at)
+         values (gen_random_uuid(), $1, $2, 'citizen', 'online', 'active', 'Mario', 'Rossi',
+             date '1985-12-10', 'DE', '{\"mobile\": \"+4915112345678\"}',
+             '{\"line1\": \"Hauptstrasse 1\", \"city\": \"Berlin\", \"postal_code\": \"10115\", \"country\": \"DE\"}',
+             'not-a-real-hash', now() - interval '5 months', now() + interval '30 days',
+             now() - interval '5 months')
+         returning id",
+    )
+    .bind(tax_code)
+    .bind(kind)
+    .fetch_one(&app.pool)
+    .await
+    .expect("seed a credential")
+    .to_string()
+}
+
+/// Applications waiting when the worker starts come in batches, filed together; each
+/// has the outcome it would have alone.
+#[tokio::test]
+async fn applications_filed_in_batches_have_the_outcome_each_would_have_alone() {
+    let (mut app, connections, rules) = common::observer_with(&[]).await;
+    app.workers = vec!["conversion".into()];
+    let [ordinary, other, device, refiled, unknown, spid, twice] =
+        [70, 71, 72, 73, 74, 75, 76].map(tax_code);
+    let ordinary_id = seed_credential(&app, &ordinary, "ordinary").await;
+    seed_credential(&app, &other, "ordinary").await;
+    let device_id = seed_credential(&app, &device, "device").await;
+    sqlx::query(
+        "insert into applications (application_id, tax_code, benefit, authenticated_with,
+             status, hold_reason, filed_at, submit_message_id, received_at)
+         values ('APP-R', $1, 'NASpI', 'pin_ordinary', 'held', 'ordinary_pin', now(), 'm-0', now())",
+    )
+    .bind(&refiled)
+    .execute(&app.pool)
+    .await
+    .expect("seed an application");
+    let time = "2026-11-22T10:00:00Z";
+    let filings = [
+        application(&ordinary, "APP-O", "pin_ordinary", time),
+        application(&other, "APP-P", "pin_ordinary", time),
+        application(&device, "APP-D", "pin_ordinary", time),
+        application(&refiled, "APP-R", "pin_ordinary", time),
+        application(&unknown, "APP-N", "pin_ordinary", time),
+        application(&spid, "APP-S", "spid", time),
+        application(&twice, "APP-T1", "pin_ordinary", time),
+        application(&twice, "APP-T2", "pin_ordinary", time),
+    ];
+    for filing in &filings {
+        app.publish(filing).await;
+    }
+    let app = common::start_app(app, connections, rules).await;
+
+    let held = app.event_for("application.held", &ordinary).await;
+    assert_eq!(held["data"]["credential_id"], ordinary_id.as_str());
+    assert_eq!(held["data"]["filed_at"], "2026-11-22T10:00:00Z");
+    app.event_for("application.held", &other).await;
+    let unknown_held = app.event_for("application.held", &unknown).await;
+    assert!(
+        unknown_held["data"]
+            .get("credential_id")
+            .is_none_or(Value::is_null)
+    );
+    let device_held = app.event_for("application.held", &device).await;
+    assert_eq!(device_held["data"]["credential_id"], device_id.as_str());
+    let out = released(&app, &device, 1).await;
+    assert_eq!(
+        ids(&out),
+        ["APP-D"],
+        "held and released at once: a device PIN"
+    );
+    app.event_for("application.accepted", &spid).await;
+    app.event_for("application.held", &twice).await;
+    app.event_for("application.held", &twice).await;
+    assert_eq!(
+        app.count("select count(*) from applications").await,
+        8,
+        "seven filed, the refiled one once"
+    );
+    assert_eq!(
+        app.count(&format!(
+            "select count(*) from applications where tax_code = '{refiled}'"
+        ))
+        .await,
+        1
+    );
+    app.wait_for_count(
+        "select count(*) from inbox where message_type = 'application.submit'",
+        filings.len() as i64,
+    )
+    .await;
+    assert!(
+        app.events_so_far("application.held").await.is_empty(),
+        "six held, none for the refiled application"
+    );
+    assert!(app.events_so_far("application.released").await.is_empty());
+    assert!(app.events_so_far("application.accepted").await.is_empty());
+    app.stop().await;
+}

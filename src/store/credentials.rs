@@ -1,6 +1,8 @@
 //! The credential repository. PINs are stored only as Argon2id hashes; the initial
 //! PIN's hash is cleared once it has been used.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -80,6 +82,26 @@ pub async fn latest_for_update(
     tax_code: &str,
 ) -> Result<Option<Stored>, sqlx::Error> {
     latest_with(conn, tax_code, " for update").await
+}
+
+/// `latest_for_update` for several tax codes in one statement, locked in the order
+/// given: each tax code's credential, where it has one.
+pub async fn latest_for_update_all(
+    conn: &mut PgConnection,
+    tax_codes: &[&str],
+) -> Result<HashMap<String, Stored>, sqlx::Error> {
+    let sql = format!(
+        "select t.code, c.* from unnest($1::text[]) with ordinality as t(code, n)
+         cross join lateral (
+             select {COLUMNS} from credentials where tax_code = t.code
+             order by (status in ('issued', 'active', 'locked')) desc, issued_at desc
+             limit 1 for update) c
+         order by t.n"
+    );
+    let rows = sqlx::query(&sql).bind(tax_codes).fetch_all(conn).await?;
+    rows.into_iter()
+        .map(|row| Ok((row.try_get("code")?, decode(row)?)))
+        .collect()
 }
 
 /// The same credential as `latest_for_update`, read without a lock (what it holds may

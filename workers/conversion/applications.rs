@@ -11,9 +11,11 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::json;
+use std::collections::{HashMap, HashSet};
+
 use sqlx::{PgConnection, Row as _};
 
-use super::command::{Application, CredentialEvent};
+use super::command::{Application, Command, CredentialEvent};
 use crate::contract::Outgoing;
 use crate::contract::events::{
     ApplicationAccepted, ApplicationHeld, ApplicationReleased, HoldReason,
@@ -21,25 +23,96 @@ use crate::contract::events::{
 use crate::contract::outgoing::derived_id;
 use crate::domain::credential::Kind;
 use crate::error::HandlerError;
-use crate::runtime::Message;
+use crate::runtime::{Handling, Message};
 use crate::store::credentials;
 
-/// Handles one `application.submit`.
+/// An `application.submit` filed with its batch's (see `stage`).
+pub struct Staged {
+    /// For a held application, the tax code's latest credential, locked.
+    current: Option<credentials::Stored>,
+    /// Whether it was filed now; if not, the applicant filed this id before.
+    filed: bool,
+}
+
+/// Files, in one statement, each application of the batch whose tax code nothing
+/// else in the batch names, after locking in one statement the credentials of those
+/// to be held; says per command what became of it (`None` for the others, which
+/// `submit` files itself). A `conversion.review` names its conversion and not a tax
+/// code, so a batch with one stages nothing; nor does a batch with fewer than two.
+pub async fn stage(
+    batch: &[Handling<'_, Command>],
+    conn: &mut PgConnection,
+) -> Result<Vec<Option<Staged>>, HandlerError> {
+    let mut staged: Vec<Option<Staged>> = batch.iter().map(|_| None).collect();
+    let mut named: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+    for item in batch {
+        let tax_code = match item.prepared {
+            Command::Review(_) => return Ok(staged),
+            Command::Application(app) => &app.tax_code,
+            Command::Converted(event) | Command::Revoked(event) => &event.tax_code,
+        };
+        *named.entry(tax_code.as_str()).or_default() += 1;
+    }
+    let apps: Vec<(usize, &Application, &Message<'_>)> = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| match item.prepared {
+            Command::Application(app) if named[app.tax_code.as_str()] == 1 => {
+                Some((i, app, item.message))
+            }
+            _ => None,
+        })
+        .collect();
+    if apps.len() < 2 {
+        return Ok(staged);
+    }
+    let mut held: Vec<&str> = apps
+        .iter()
+        .filter(|(_, app, _)| !app.authenticated_with.is_device_level())
+        .map(|(_, app, _)| app.tax_code.as_str())
+        .collect();
+    held.sort_unstable();
+    let mut current = credentials::latest_for_update_all(conn, &held).await?;
+    let filed = file_all(conn, &apps).await?;
+    for (i, app, _) in apps {
+        let tax_code = app.tax_code.as_str();
+        staged[i] = Some(Staged {
+            current: current.remove(tax_code),
+            filed: filed.contains(tax_code),
+        });
+    }
+    Ok(staged)
+}
+
+/// When an application counts as filed: the envelope's time, else its receipt.
+fn filed_at(app: &Application, message: &Message<'_>) -> DateTime<Utc> {
+    app.filed_at.unwrap_or_else(|| message.now.trunc_subsecs(6))
+}
+
+/// Handles one `application.submit`; `staged` when it was filed with its batch's.
 pub async fn submit(
     app: &Application,
+    staged: Option<Staged>,
     message: &Message<'_>,
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
-    let filed_at = app.filed_at.unwrap_or_else(|| message.now.trunc_subsecs(6));
+    let filed_at = filed_at(app, message);
     let held = !app.authenticated_with.is_device_level();
-    // A held application locks the credential first, so a conversion of it commits
-    // wholly before or after this; an accepted one does not depend on it.
-    let current = if held {
-        credentials::latest_for_update(conn, app.tax_code.as_str()).await?
-    } else {
-        None
+    let (current, filed) = match staged {
+        Some(staged) => (staged.current, staged.filed),
+        None => {
+            // A held application locks the credential first, so a conversion of it
+            // commits wholly before or after this; an accepted one does not depend on it.
+            let current = if held {
+                credentials::latest_for_update(conn, app.tax_code.as_str()).await?
+            } else {
+                None
+            };
+            let filed = file(conn, app, held, filed_at, message).await?;
+            (current, filed)
+        }
     };
-    if !file(conn, app, held, filed_at, message).await? {
+    if !filed {
         tracing::debug!("application already filed; nothing to do");
         return Ok(Vec::new());
     }
@@ -107,11 +180,7 @@ async fn file(
     filed_at: DateTime<Utc>,
     message: &Message<'_>,
 ) -> Result<bool, HandlerError> {
-    let (status, hold_reason) = if held {
-        ("held", Some(HoldReason::OrdinaryPin.as_str()))
-    } else {
-        ("accepted", None)
-    };
+    let (status, hold_reason) = status_of(held);
     let inserted = sqlx::query(
         "insert into applications (application_id, tax_code, benefit, authenticated_with,
              status, hold_reason, filed_at, submit_message_id, received_at)
@@ -131,6 +200,76 @@ async fn file(
     .await?
     .rows_affected();
     Ok(inserted == 1)
+}
+
+/// Records new applications in one statement (see `file`); the tax codes of those
+/// filed now (each tax code is in `apps` once).
+async fn file_all(
+    conn: &mut PgConnection,
+    apps: &[(usize, &Application, &Message<'_>)],
+) -> Result<HashSet<String>, HandlerError> {
+    let mut columns = Filings::default();
+    for (_, app, message) in apps {
+        let held = !app.authenticated_with.is_device_level();
+        let (status, hold_reason) = status_of(held);
+        columns.application_id.push(&app.application_id);
+        columns.tax_code.push(app.tax_code.as_str());
+        columns.benefit.push(&app.benefit);
+        columns
+            .authenticated_with
+            .push(super::record::wire(&app.authenticated_with)?);
+        columns.status.push(status);
+        columns.hold_reason.push(hold_reason);
+        columns.filed_at.push(filed_at(app, message));
+        columns.message_id.push(&message.envelope.id);
+        columns.received_at.push(message.now);
+    }
+    let filed: Vec<String> = sqlx::query_scalar(
+        "insert into applications (application_id, tax_code, benefit, authenticated_with,
+             status, hold_reason, filed_at, submit_message_id, received_at)
+         select a, t, b, w, s, h, f, m, r
+         from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+             $7::timestamptz[], $8::text[], $9::timestamptz[])
+         with ordinality as n(a, t, b, w, s, h, f, m, r, o)
+         order by o
+         on conflict (tax_code, application_id) do nothing
+         returning tax_code",
+    )
+    .bind(columns.application_id)
+    .bind(columns.tax_code)
+    .bind(columns.benefit)
+    .bind(columns.authenticated_with)
+    .bind(columns.status)
+    .bind(columns.hold_reason)
+    .bind(columns.filed_at)
+    .bind(columns.message_id)
+    .bind(columns.received_at)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(filed.into_iter().collect())
+}
+
+/// The columns of `file_all`'s rows.
+#[derive(Default)]
+struct Filings<'a> {
+    application_id: Vec<&'a str>,
+    tax_code: Vec<&'a str>,
+    benefit: Vec<&'a str>,
+    authenticated_with: Vec<String>,
+    status: Vec<&'static str>,
+    hold_reason: Vec<Option<&'static str>>,
+    filed_at: Vec<DateTime<Utc>>,
+    message_id: Vec<&'a str>,
+    received_at: Vec<DateTime<Utc>>,
+}
+
+/// A new application's status and hold reason.
+fn status_of(held: bool) -> (&'static str, Option<&'static str>) {
+    if held {
+        ("held", Some(HoldReason::OrdinaryPin.as_str()))
+    } else {
+        ("accepted", None)
+    }
 }
 
 /// A held application that changed, in filing order.

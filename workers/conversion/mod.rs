@@ -13,11 +13,12 @@ pub mod record;
 mod review;
 
 use sqlx::PgConnection;
+use tracing::Instrument as _;
 
 use crate::contract::{Envelope, Outgoing, ParseError};
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description};
-use crate::runtime::{Message, Registration, Worker};
+use crate::runtime::{Handling, Message, Registration, Worker};
 pub use command::{Application, Command, CredentialEvent, PIN_REVOKED, Review};
 
 /// The conversion worker as the registry lists it.
@@ -57,11 +58,36 @@ impl Worker for Conversion {
         message: &'a Message<'a>,
         conn: &'a mut PgConnection,
     ) -> Result<Vec<Outgoing>, HandlerError> {
-        match command {
-            Command::Review(review) => review::handle(review, message, conn).await,
-            Command::Application(app) => applications::submit(app, message, conn).await,
-            Command::Converted(converted) => applications::release(converted, message, conn).await,
-            Command::Revoked(revoked) => applications::still_held(revoked, message, conn).await,
+        handle_staged(command, None, message, conn).await
+    }
+
+    /// A batch's applications are filed in one statement (see `applications::stage`),
+    /// then every command is handled in order.
+    async fn handle_batch<'a>(
+        &'a self,
+        batch: &'a [Handling<'a, Command>],
+        conn: &'a mut PgConnection,
+    ) -> Result<Vec<Vec<Outgoing>>, HandlerError> {
+        let staged = applications::stage(batch, conn).await?;
+        let mut all = Vec::with_capacity(batch.len());
+        for (item, staged) in batch.iter().zip(staged) {
+            let handled = handle_staged(item.prepared, staged, item.message, conn);
+            all.push(handled.instrument(item.span.clone()).await?);
         }
+        Ok(all)
+    }
+}
+
+async fn handle_staged(
+    command: &Command,
+    staged: Option<applications::Staged>,
+    message: &Message<'_>,
+    conn: &mut PgConnection,
+) -> Result<Vec<Outgoing>, HandlerError> {
+    match command {
+        Command::Review(review) => review::handle(review, message, conn).await,
+        Command::Application(app) => applications::submit(app, staged, message, conn).await,
+        Command::Converted(converted) => applications::release(converted, message, conn).await,
+        Command::Revoked(revoked) => applications::still_held(revoked, message, conn).await,
     }
 }
