@@ -284,3 +284,116 @@ async fn credential_show_lists_each_notification_with_its_delivery_state() {
     assert_eq!(state(&post), Some(json!("sent")));
     app.stop().await;
 }
+
+/// A notification the ledger has as sent at noon, carrying `carries` (or no secret).
+async fn seed_sent(app: &TestApp, channel: &str, carries: Option<&str>) -> String {
+    let id = uuid::Uuid::new_v4().to_string();
+    sqlx::query(
+        "insert into notifications (notification_id, template, channel, tax_code,
+             credential_id, carries, state, created_at, sent_at, state_at)
+         values ($1, 'pin_first_half', $2, $3, gen_random_uuid(), $4, 'sent',
+             '2026-11-22T12:00:00Z', '2026-11-22T12:00:00Z', '2026-11-22T12:00:00Z')",
+    )
+    .bind(&id)
+    .bind(channel)
+    .bind(tax_code(80))
+    .bind(carries)
+    .execute(&app.pool)
+    .await
+    .expect("seed a notification");
+    id
+}
+
+/// Receipts waiting when the worker starts come in batches, applied together; each
+/// has the outcome it would have alone, and every one is logged once.
+#[tokio::test]
+async fn receipts_handled_in_batches_have_the_outcome_each_would_have_alone() {
+    let (mut app, connections, rules) = common::observer_with(&[]).await;
+    app.workers = vec!["delivery_receipts".into()];
+    let delivered = seed_sent(&app, "sms", Some("first_half")).await;
+    let failed = seed_sent(&app, "sms", Some("first_half")).await;
+    let returned = seed_sent(&app, "post", Some("second_half")).await;
+    let later = seed_sent(&app, "sms", Some("first_half")).await;
+    let announced = seed_sent(&app, "sms", Some("first_half")).await;
+    let twice = seed_sent(&app, "sms", Some("first_half")).await;
+    // `later` already has a newer word; `announced` had its failure announced.
+    sqlx::query(
+        "update notifications set state = 'delivered', state_at = '2026-11-22T15:00:00Z'
+         where notification_id = $1",
+    )
+    .bind(&later)
+    .execute(&app.pool)
+    .await
+    .expect("a newer word");
+    sqlx::query(
+        "insert into notification_receipts (message_id, notification_id, status,
+             observed_at, received_at, source, known, applied, announced)
+         values ('m-0', $1, 'failed', '2026-11-22T12:30:00Z', now(), 'sms-gateway',
+             true, true, true)",
+    )
+    .bind(&announced)
+    .execute(&app.pool)
+    .await
+    .expect("an announced failure");
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let receipts = [
+        receipt(&delivered, "delivered", "2026-11-22T13:00:00Z"),
+        receipt(&failed, "failed", "2026-11-22T13:00:00Z"),
+        receipt(&returned, "returned", "2026-11-22T13:00:00Z"),
+        receipt(&later, "failed", "2026-11-22T13:00:00Z"),
+        receipt(&announced, "returned", "2026-11-22T13:00:00Z"),
+        receipt(&unknown, "delivered", "2026-11-22T13:00:00Z"),
+        receipt(&twice, "failed", "2026-11-22T13:00:00Z"),
+        receipt(&twice, "failed", "2026-11-22T13:05:00Z"),
+    ];
+    for r in &receipts {
+        app.publish(r).await;
+    }
+    let app = common::start_app(app, connections, rules).await;
+    wait_receipts(&app, receipts.len() as i64 + 1).await;
+
+    for (id, state) in [
+        (&delivered, "delivered"),
+        (&failed, "failed"),
+        (&returned, "returned"),
+        (&later, "delivered"),
+        (&announced, "returned"),
+        (&twice, "failed"),
+    ] {
+        assert_eq!(state_of(&app, id).await, state, "{id}");
+    }
+    let flags = |id: &str| {
+        format!(
+            "select count(*) from notification_receipts where notification_id = '{id}'
+             and message_id <> 'm-0'"
+        )
+    };
+    let logged = |id: &str, known: bool, applied: bool, announced: bool| {
+        format!(
+            "{} and known = {known} and applied = {applied} and announced = {announced}",
+            flags(id)
+        )
+    };
+    for (sql, n) in [
+        (logged(&delivered, true, true, false), 1),
+        (logged(&failed, true, true, true), 1),
+        (logged(&returned, true, true, true), 1),
+        (logged(&later, true, false, false), 1),
+        (logged(&announced, true, true, false), 1),
+        (logged(&unknown, false, false, false), 1),
+        (logged(&twice, true, true, true), 1),
+        (logged(&twice, true, true, false), 1),
+    ] {
+        assert_eq!(app.count(&sql).await, n, "{sql}");
+    }
+    failure_of(&app, &failed).await;
+    failure_of(&app, &returned).await;
+    failure_of(&app, &twice).await;
+    // Every output published: nothing more can come.
+    app.wait_for_count("select count(*) from outbox", 0).await;
+    assert!(
+        app.events_so_far("pin.delivery_failed").await.is_empty(),
+        "three failures announced, once each"
+    );
+    app.stop().await;
+}

@@ -2,6 +2,8 @@
 //! row is gone, so delivery receipts and operators can find it by its
 //! `notification_id`. It holds which secret a notification carried, never the secret.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
@@ -193,4 +195,69 @@ pub async fn receive(
     .bind(detail)
     .fetch_optional(conn)
     .await
+}
+
+/// A gateway's word on one notification, as `receive_all` takes it.
+pub struct Word<'a> {
+    /// The notification it names.
+    pub notification_id: String,
+    /// `delivered`, `failed` or `returned`.
+    pub state: &'a str,
+    /// When the gateway saw it.
+    pub observed_at: DateTime<Utc>,
+    /// The gateway's own words.
+    pub detail: Option<&'a str>,
+}
+
+/// `receive` for several notifications in one statement, each named once, taken in
+/// the order of their ids (so two batches that wait on each other's rows wait in the
+/// same order): what each receipt found, by notification id; an id the ledger does
+/// not have is missing.
+pub async fn receive_all(
+    conn: &mut PgConnection,
+    words: &[Word<'_>],
+) -> Result<HashMap<String, Received>, sqlx::Error> {
+    let mut words: Vec<&Word<'_>> = words.iter().collect();
+    words.sort_by(|a, b| a.notification_id.cmp(&b.notification_id));
+    let ids: Vec<&str> = words.iter().map(|w| w.notification_id.as_str()).collect();
+    let states: Vec<&str> = words.iter().map(|w| w.state).collect();
+    let observed: Vec<DateTime<Utc>> = words.iter().map(|w| w.observed_at).collect();
+    let details: Vec<Option<&str>> = words.iter().map(|w| w.detail).collect();
+    let rank = |x: &str| {
+        format!(
+            "case {x} when 'delivered' then 1 when 'failed' then 2 when 'returned' then 3 else 0 end"
+        )
+    };
+    // As in `receive`: the update judges the latest rows, the outer select reads the
+    // statement's snapshot.
+    let found: Vec<Received> = sqlx::query_as(&format!(
+        "with word as (
+             select * from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[])
+                 with ordinality as w(id, state, at, detail, n)
+         ), applied as (
+             update notifications n set state = w.state, state_at = w.at, detail = w.detail
+             from word w
+             where n.notification_id = w.id
+               and (n.state in ('pending', 'sent')
+                    or n.state_at < w.at
+                    or (n.state_at = w.at and {} < {}))
+             returning n.notification_id
+         )
+         select {COLUMNS}, exists (select 1 from applied a
+                                   where a.notification_id = notifications.notification_id)
+                           as applied
+         from notifications where notification_id = any($1)",
+        rank("n.state"),
+        rank("w.state")
+    ))
+    .bind(ids)
+    .bind(states)
+    .bind(observed)
+    .bind(details)
+    .fetch_all(conn)
+    .await?;
+    Ok(found
+        .into_iter()
+        .map(|r| (r.notification.notification_id.clone(), r))
+        .collect())
 }

@@ -8,13 +8,14 @@ mod receipt;
 mod store;
 
 use sqlx::PgConnection;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::contract::commands::{self as wire, CommandData, CommandType, ReceiptStatus};
 use crate::contract::{Envelope, Outgoing, ParseError};
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description};
-use crate::runtime::{Message, Registration, Worker};
+use crate::runtime::{Handling, Message, Registration, Worker};
 
 /// The delivery-receipt worker as the registry lists it.
 pub const WORKER: Registration = Registration {
@@ -73,6 +74,26 @@ impl Worker for Receipts {
         message: &'a Message<'a>,
         conn: &'a mut PgConnection,
     ) -> Result<Vec<Outgoing>, HandlerError> {
-        receipt::handle(receipt, message, conn).await
+        receipt::handle(receipt, None, message, conn, None).await
+    }
+
+    /// A batch's receipts are applied in one statement (see `receipt::stage`), then
+    /// handled in order; the log rows of those applied together are written in one
+    /// statement at the end.
+    async fn handle_batch<'a>(
+        &'a self,
+        batch: &'a [Handling<'a, Receipt>],
+        conn: &'a mut PgConnection,
+    ) -> Result<Vec<Vec<Outgoing>>, HandlerError> {
+        let staged = receipt::stage(batch, conn).await?;
+        let mut later = Vec::new();
+        let mut all = Vec::with_capacity(batch.len());
+        for (item, staged) in batch.iter().zip(staged) {
+            let defer = staged.is_some().then_some(&mut later);
+            let handled = receipt::handle(item.prepared, staged, item.message, conn, defer);
+            all.push(handled.instrument(item.span.clone()).await?);
+        }
+        store::log_all(conn, &later).await?;
+        Ok(all)
     }
 }

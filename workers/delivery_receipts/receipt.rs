@@ -4,8 +4,12 @@
 //! the state of a notification carrying a PIN half or a whole initial PIN is announced
 //! as `pin.delivery_failed` once per notification, under an id derived from it.
 
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use super::Receipt;
 use super::store::{self, Logged};
@@ -15,7 +19,7 @@ use crate::contract::outgoing::derived_id;
 use crate::contract::{Carries, NotifyChannel, Outgoing};
 use crate::domain::TaxCode;
 use crate::error::HandlerError;
-use crate::runtime::Message;
+use crate::runtime::{Handling, Message};
 use crate::store::notifications::{self, Notification, Received};
 
 /// The ledger's name for a receipt's status.
@@ -27,34 +31,88 @@ fn state(status: ReceiptStatus) -> &'static str {
     }
 }
 
-/// Handles one `delivery.receipt`.
-pub async fn handle(
-    receipt: &Receipt,
-    message: &Message<'_>,
+/// A receipt applied with its batch's (see `stage`): the notification it named as it
+/// was before, and whether the receipt became its state; `None` when the ledger has no
+/// such notification.
+pub type Staged = Option<Received>;
+
+/// Applies, in one statement, each receipt of the batch whose notification no other
+/// receipt of the batch names, and says per receipt what it found (`None` for the
+/// others, which `handle` applies itself). Fewer than two: nothing done.
+pub async fn stage(
+    batch: &[Handling<'_, Receipt>],
     conn: &mut PgConnection,
+) -> Result<Vec<Option<Staged>>, HandlerError> {
+    let mut staged: Vec<Option<Staged>> = batch.iter().map(|_| None).collect();
+    let mut named: HashMap<Uuid, usize> = HashMap::with_capacity(batch.len());
+    for item in batch {
+        *named.entry(item.prepared.notification_id).or_default() += 1;
+    }
+    let picked: Vec<usize> = (0..batch.len())
+        .filter(|&i| named[&batch[i].prepared.notification_id] == 1)
+        .collect();
+    if picked.len() < 2 {
+        return Ok(staged);
+    }
+    let words: Vec<notifications::Word<'_>> = picked
+        .iter()
+        .map(|&i| {
+            let (receipt, message) = (batch[i].prepared, batch[i].message);
+            notifications::Word {
+                notification_id: receipt.notification_id.to_string(),
+                state: state(receipt.status),
+                observed_at: observed_at(message),
+                detail: receipt.detail.as_deref(),
+            }
+        })
+        .collect();
+    let mut found = notifications::receive_all(conn, &words).await?;
+    for (i, word) in picked.into_iter().zip(words) {
+        staged[i] = Some(found.remove(&word.notification_id));
+    }
+    Ok(staged)
+}
+
+/// When the gateway saw the outcome: the receipt's `time`, else its arrival.
+fn observed_at(message: &Message<'_>) -> DateTime<Utc> {
+    message.envelope.time.unwrap_or(message.now)
+}
+
+/// Handles one `delivery.receipt`; `staged` when it was applied with its batch's.
+/// Its row of the receipts log is written now, or added to `later` when given.
+pub async fn handle<'a>(
+    receipt: &'a Receipt,
+    staged: Option<Staged>,
+    message: &'a Message<'a>,
+    conn: &mut PgConnection,
+    later: Option<&mut Vec<Logged<'a>>>,
 ) -> Result<Vec<Outgoing>, HandlerError> {
     let id = receipt.notification_id.to_string();
     let status = state(receipt.status);
     let mut logged = Logged {
         message_id: &message.envelope.id,
-        notification_id: &id,
+        notification_id: id.clone(),
         status,
         detail: receipt.detail.as_deref(),
-        observed_at: message.envelope.time.unwrap_or(message.now),
+        observed_at: observed_at(message),
         received_at: message.now,
         source: &message.envelope.source,
         known: false,
         applied: false,
         announced: false,
     };
-    let received =
-        notifications::receive(conn, &id, status, logged.observed_at, logged.detail).await?;
+    let received = match staged {
+        Some(staged) => staged,
+        None => {
+            notifications::receive(conn, &id, status, logged.observed_at, logged.detail).await?
+        }
+    };
     let Some(Received {
         notification,
         applied,
     }) = received
     else {
-        return unknown(&logged, message, conn).await;
+        return unknown(logged, message, conn, later).await;
     };
     logged.known = true;
     logged.applied = applied;
@@ -62,21 +120,37 @@ pub async fn handle(
     if logged.applied && failure.is_some() {
         logged.announced = !store::announced_before(conn, &id).await?;
     }
-    store::log(conn, &logged).await?;
     let detail = json!({ "notification_id": id, "status": status, "applied": logged.applied,
         "announced": logged.announced });
+    let announced = logged.announced;
+    keep(conn, logged, later).await?;
     let tax_code = Some(notification.tax_code.as_str());
     let credential_id = notification.credential_id;
     let source = &message.envelope.source;
     message.audit(source, "delivery.receipt", tax_code, credential_id, detail);
     match failure {
-        Some(event) if logged.announced => {
+        Some(event) if announced => {
             let event_id = derived_id(&[&id, "pin.delivery_failed"]);
             Ok(vec![
                 Outgoing::typed_event(&event, message.now)?.with_id(event_id),
             ])
         }
         _ => Ok(Vec::new()),
+    }
+}
+
+/// Writes a receipt's log row now, or keeps it for `later`.
+async fn keep<'a>(
+    conn: &mut PgConnection,
+    logged: Logged<'a>,
+    later: Option<&mut Vec<Logged<'a>>>,
+) -> Result<(), sqlx::Error> {
+    match later {
+        Some(later) => {
+            later.push(logged);
+            Ok(())
+        }
+        None => store::log_all(conn, std::slice::from_ref(&logged)).await,
     }
 }
 
@@ -109,19 +183,20 @@ fn failure(
 /// A receipt for a notification the ledger does not have (another installation's, a
 /// gateway's mistake): logged, audited without a tax code and warned about; nothing
 /// else happens, and it is not a dead letter.
-async fn unknown(
-    logged: &Logged<'_>,
-    message: &Message<'_>,
+async fn unknown<'a>(
+    logged: Logged<'a>,
+    message: &'a Message<'a>,
     conn: &mut PgConnection,
+    later: Option<&mut Vec<Logged<'a>>>,
 ) -> Result<Vec<Outgoing>, HandlerError> {
-    store::log(conn, logged).await?;
     let detail = json!({ "notification_id": logged.notification_id, "status": logged.status });
-    let source = &message.envelope.source;
-    message.audit(source, "delivery.receipt.unknown", None, None, detail);
     tracing::warn!(
         notification.id = logged.notification_id,
         receipt.status = logged.status,
         "a delivery receipt names a notification pinflow does not know; logged and audited"
     );
+    keep(conn, logged, later).await?;
+    let source = &message.envelope.source;
+    message.audit(source, "delivery.receipt.unknown", None, None, detail);
     Ok(Vec::new())
 }

@@ -10,7 +10,7 @@ pub struct Logged<'a> {
     /// The receipt's CloudEvent id.
     pub message_id: &'a str,
     /// The notification it names.
-    pub notification_id: &'a str,
+    pub notification_id: String,
     /// `delivered`, `failed` or `returned`.
     pub status: &'a str,
     /// The gateway's own words.
@@ -29,23 +29,37 @@ pub struct Logged<'a> {
     pub announced: bool,
 }
 
-/// Appends a receipt to the log.
-pub async fn log(conn: &mut PgConnection, receipt: &Logged<'_>) -> Result<(), sqlx::Error> {
+/// Appends receipts to the log in one statement, in their order.
+pub async fn log_all(conn: &mut PgConnection, receipts: &[Logged<'_>]) -> Result<(), sqlx::Error> {
+    if receipts.is_empty() {
+        return Ok(());
+    }
+    fn text<'r>(receipts: &'r [Logged<'_>], f: fn(&'r Logged<'_>) -> &'r str) -> Vec<&'r str> {
+        receipts.iter().map(f).collect()
+    }
+    let flag = |f: fn(&Logged<'_>) -> bool| receipts.iter().map(f).collect::<Vec<_>>();
+    let detail: Vec<Option<&str>> = receipts.iter().map(|r| r.detail).collect();
+    let observed_at: Vec<DateTime<Utc>> = receipts.iter().map(|r| r.observed_at).collect();
+    let received_at: Vec<DateTime<Utc>> = receipts.iter().map(|r| r.received_at).collect();
     sqlx::query(
         "insert into notification_receipts (message_id, notification_id, status, detail,
              observed_at, received_at, source, known, applied, announced)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         select m, n, s, d, o, r, w, k, a, x
+         from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+             $6::timestamptz[], $7::text[], $8::bool[], $9::bool[], $10::bool[])
+         with ordinality as l(m, n, s, d, o, r, w, k, a, x, i)
+         order by i",
     )
-    .bind(receipt.message_id)
-    .bind(receipt.notification_id)
-    .bind(receipt.status)
-    .bind(receipt.detail)
-    .bind(receipt.observed_at)
-    .bind(receipt.received_at)
-    .bind(receipt.source)
-    .bind(receipt.known)
-    .bind(receipt.applied)
-    .bind(receipt.announced)
+    .bind(text(receipts, |r| r.message_id))
+    .bind(text(receipts, |r| &r.notification_id))
+    .bind(text(receipts, |r| r.status))
+    .bind(detail)
+    .bind(observed_at)
+    .bind(received_at)
+    .bind(text(receipts, |r| r.source))
+    .bind(flag(|r| r.known))
+    .bind(flag(|r| r.applied))
+    .bind(flag(|r| r.announced))
     .execute(conn)
     .await?;
     Ok(())
