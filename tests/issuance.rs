@@ -545,3 +545,118 @@ async fn requests_handled_in_batches_have_the_outcome_each_would_have_alone() {
     );
     app.stop().await;
 }
+
+/// A credential for `tax_code` whose PIN (or initial PIN, while `status` is `issued`)
+/// hashes to `hash`, with `failed` consecutive failures.
+async fn seed_with_pin(app: &TestApp, tax_code: &str, status: &str, hash: &str, failed: i32) {
+    let (pin_hash, initial_pin_hash) = if status == "issued" {
+        (None, Some(hash))
+    } else {
+        (Some(hash), None)
+    };
+    sqlx::query(
+        "insert into credentials (id, tax_code, kind, holder, channel, status, given_name,
+             family_name, birth_date, residence_country, contacts, postal_address,
+             pin_hash, initial_pin_hash, initial_pin_expires_at, activated_at, valid_until,
+             failed_attempts, issued_at)
+         values (gen_random_uuid(), $1, 'ordinary', 'citizen', 'online', $2, 'Mario',
+             'Rossi', date '1985-12-10', 'DE', '{\"mobile\": \"+4915112345678\"}',
+             '{\"line1\": \"Hauptstrasse 1\", \"city\": \"Berlin\", \"postal_code\": \"10115\", \"country\": \"DE\"}',
+             $3, $4, now() + interval '30 days',
+             case when $2 = 'active' then now() - interval '1 month' end,
+             case when $2 = 'active' then now() + interval '5 months' end,
+             $5, now() - interval '1 month')",
+    )
+    .bind(tax_code)
+    .bind(status)
+    .bind(pin_hash)
+    .bind(initial_pin_hash)
+    .bind(failed)
+    .execute(&app.pool)
+    .await
+    .expect("seed a credential");
+}
+
+/// `pin.verify` and `pin.first_access` waiting when the worker starts come in
+/// batches, their credentials locked together; each has the reply it would have
+/// alone, and a tax code named twice in a batch sees the first command's effect.
+#[tokio::test]
+async fn checks_handled_in_batches_answer_as_each_would_alone() {
+    let (mut app, connections, rules) = common::observer_with(&[]).await;
+    app.workers = vec!["issuance".into()];
+    let hasher = pinflow::domain::PinHasher::new(pinflow::domain::HashParams {
+        m_cost_kib: 256,
+        t_cost: 1,
+        p_cost: 1,
+    })
+    .unwrap();
+    let (pin, initial) = ("AB23CD45", "AB23CD45EF67GH89");
+    let (pin_hash, initial_hash) = (hasher.hash(pin).unwrap(), hasher.hash(initial).unwrap());
+    let [right, wrong, failed_before, twice, first, nobody] =
+        [90, 91, 92, 93, 94, 95].map(tax_code);
+    seed_with_pin(&app, &right, "active", &pin_hash, 0).await;
+    seed_with_pin(&app, &wrong, "active", &pin_hash, 0).await;
+    seed_with_pin(&app, &failed_before, "active", &pin_hash, 2).await;
+    seed_with_pin(&app, &twice, "active", &pin_hash, 0).await;
+    seed_with_pin(&app, &first, "issued", &initial_hash, 0).await;
+    let verify =
+        |code: &str, pin: &str| command("pin.verify", json!({ "tax_code": code, "pin": pin }));
+    let checks = [
+        verify(&right, pin),
+        verify(&wrong, "ZZ23CD45"),
+        verify(&failed_before, pin),
+        verify(&twice, "ZZ23CD45"),
+        verify(&twice, pin),
+        command(
+            "pin.first_access",
+            json!({ "tax_code": first, "initial_pin": initial }),
+        ),
+        verify(&nobody, pin),
+    ];
+    let asked = app.send_rpcs(&checks).await;
+    let app = common::start_app(app, connections, rules).await;
+    let answers: Vec<Value> = asked
+        .replies()
+        .await
+        .into_iter()
+        .map(|reply| {
+            assert_valid(&reply.body);
+            reply.body["data"].clone()
+        })
+        .collect();
+    let status: Vec<&str> = answers
+        .iter()
+        .map(|a| a["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        status,
+        ["ok", "invalid", "ok", "invalid", "ok", "ok", "not_found"]
+    );
+    let new_pin = answers[5]["pin"].as_str().expect("the new PIN");
+    assert_eq!(new_pin.len(), 8);
+    let failures = |code: &str| {
+        format!("select failed_attempts::bigint from credentials where tax_code = '{code}'")
+    };
+    assert_eq!(app.count(&failures(&wrong)).await, 1);
+    assert_eq!(
+        app.count(&failures(&failed_before)).await,
+        0,
+        "a success resets the count"
+    );
+    assert_eq!(
+        app.count(&failures(&twice)).await,
+        0,
+        "the second saw the first's failure and reset it"
+    );
+    assert_eq!(
+        app.count(&format!(
+            "select count(*) from credentials where tax_code = '{first}' and status = 'active'
+             and initial_pin_hash is null and pin_hash is not null"
+        ))
+        .await,
+        1
+    );
+    let activated = app.event("pin.activated").await;
+    assert_eq!(activated["data"]["tax_code"], first.as_str());
+    app.stop().await;
+}

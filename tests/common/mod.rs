@@ -336,6 +336,12 @@ impl TestApp {
     /// Sends RPC commands one after the other, without waiting in between, and
     /// returns their replies in the same order.
     pub async fn rpc_all(&self, events: &[Value]) -> Vec<Taken> {
+        self.send_rpcs(events).await.replies().await
+    }
+
+    /// Sends RPC commands one after the other; `Asked::replies` takes their replies
+    /// (also after pinflow starts, for commands sent while it was not running).
+    pub async fn send_rpcs(&self, events: &[Value]) -> Asked {
         let channel = self.connection.create_channel().await.expect("channel");
         let queue = pinflow::broker::private_queue(&channel)
             .await
@@ -344,7 +350,7 @@ impl TestApp {
             no_ack: true,
             ..Default::default()
         };
-        let mut consumer = channel
+        let consumer = channel
             .basic_consume(
                 queue.name().clone(),
                 "rpc".into(),
@@ -359,25 +365,11 @@ impl TestApp {
             self.publish_with(event, Some(queue.name().as_str()), Some(correlation_id))
                 .await;
         }
-        let mut replies: Vec<Option<Taken>> = events.iter().map(|_| None).collect();
-        for _ in events {
-            let delivery = tokio::time::timeout(PATIENCE, consumer.next())
-                .await
-                .expect("a reply in time")
-                .expect("consumer open")
-                .expect("delivery");
-            let correlation_id = delivery.properties.correlation_id().as_ref();
-            let index = correlation_ids
-                .iter()
-                .position(|c| Some(c.as_str()) == correlation_id.map(|c| c.as_str()))
-                .expect("the reply carries a request's correlation id");
-            replies[index] = Some(taken(delivery.data, delivery.properties));
+        Asked {
+            channel,
+            consumer,
+            correlation_ids,
         }
-        let _ = channel.close(200, "ok".into()).await;
-        replies
-            .into_iter()
-            .map(|r| r.expect("one reply each"))
-            .collect()
     }
 
     /// Takes `n` messages from a queue, waiting for them; fails if fewer come.
@@ -626,6 +618,39 @@ pub async fn drop_database(name: &str) {
         .execute(&admin)
         .await;
     admin.close().await;
+}
+
+/// RPC commands sent and awaiting their replies.
+pub struct Asked {
+    channel: lapin::Channel,
+    consumer: lapin::Consumer,
+    correlation_ids: Vec<String>,
+}
+
+impl Asked {
+    /// The replies, in the order the commands were sent.
+    pub async fn replies(mut self) -> Vec<Taken> {
+        let mut replies: Vec<Option<Taken>> = self.correlation_ids.iter().map(|_| None).collect();
+        for _ in &self.correlation_ids {
+            let delivery = tokio::time::timeout(PATIENCE, self.consumer.next())
+                .await
+                .expect("a reply in time")
+                .expect("consumer open")
+                .expect("delivery");
+            let correlation_id = delivery.properties.correlation_id().as_ref();
+            let index = self
+                .correlation_ids
+                .iter()
+                .position(|c| Some(c.as_str()) == correlation_id.map(|c| c.as_str()))
+                .expect("the reply carries a request's correlation id");
+            replies[index] = Some(taken(delivery.data, delivery.properties));
+        }
+        let _ = self.channel.close(200, "ok".into()).await;
+        replies
+            .into_iter()
+            .map(|r| r.expect("one reply each"))
+            .collect()
+    }
 }
 
 fn taken(data: Vec<u8>, properties: BasicProperties) -> Taken {

@@ -120,18 +120,32 @@ async fn failed(
     ))
 }
 
-/// Handles one `pin.first_access`.
+/// The tax code's latest credential, locked: as its batch locked it (`latest`), or
+/// locked now.
+async fn locked(
+    latest: Option<Option<Stored>>,
+    tax_code: &str,
+    conn: &mut PgConnection,
+) -> Result<Option<Stored>, sqlx::Error> {
+    match latest {
+        Some(latest) => Ok(latest),
+        None => credentials::latest_for_update(conn, tax_code).await,
+    }
+}
+
+/// Handles one `pin.first_access`; `latest` when its batch locked its credential.
 pub async fn first_access(
     worker: &Issuance,
     access: &FirstAccess,
     new_pin: &NewPin,
     checked: Option<&Checked>,
+    latest: Option<Option<Stored>>,
     message: &Message<'_>,
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
     let refused = |refusal: Refusal| FirstAccessReply::try_from(refusal).map_err(unanswerable);
     let tax_code = access.tax_code.as_str();
-    let Some(stored) = credentials::latest_for_update(conn, tax_code).await? else {
+    let Some(stored) = locked(latest, tax_code, conn).await? else {
         return Ok(vec![answer(message, &FirstAccessReply::NotFound, None)?]);
     };
     if let Err(refusal) = stored.credential.check_first_access(message.now) {
@@ -179,17 +193,18 @@ pub async fn first_access(
     ])
 }
 
-/// Handles one `pin.verify`.
+/// Handles one `pin.verify`; `latest` when its batch locked its credential.
 pub async fn verify(
     worker: &Issuance,
     verify: &Verify,
     checked: Option<&Checked>,
+    latest: Option<Option<Stored>>,
     message: &Message<'_>,
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
     let refused = |refusal: Refusal| VerifyReply::try_from(refusal).map_err(unanswerable);
     let tax_code = verify.tax_code.as_str();
-    let Some(stored) = credentials::latest_for_update(conn, tax_code).await? else {
+    let Some(stored) = locked(latest, tax_code, conn).await? else {
         return Ok(vec![answer(message, &VerifyReply::NotFound, None)?]);
     };
     if let Err(refusal) = stored.credential.check_verify(message.now) {

@@ -10,6 +10,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use tracing::Instrument as _;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::clock::Clock;
@@ -20,6 +21,7 @@ use crate::domain::checked::Checked;
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description};
 use crate::runtime::{Handling, Message, Registration, Worker};
+use crate::store::credentials;
 pub use command::{Command, FirstAccess, PinRequest, Verify};
 
 /// The issuance worker as the registry lists it.
@@ -131,14 +133,15 @@ impl Worker for Issuance {
         self.handle_staged(prepared, None, message, conn).await
     }
 
-    /// A batch's `pin.request`s insert their credentials in one statement (see
-    /// `request::stage`), then every command is handled in order.
+    /// A batch's `pin.request`s insert their credentials in one statement, and its
+    /// `pin.first_access` and `pin.verify` lock their credentials in one (see
+    /// `Issuance::stage`), then every command is handled in order.
     async fn handle_batch<'a>(
         &'a self,
         batch: &'a [Handling<'a, Prepared>],
         conn: &'a mut PgConnection,
     ) -> Result<Vec<Vec<Outgoing>>, HandlerError> {
-        let staged = request::stage(self, batch, conn).await?;
+        let staged = self.stage(batch, conn).await?;
         let mut all = Vec::with_capacity(batch.len());
         for (item, staged) in batch.iter().zip(staged) {
             let handled = self.handle_staged(item.prepared, staged, item.message, conn);
@@ -148,24 +151,75 @@ impl Worker for Issuance {
     }
 }
 
+/// What a command's batch did for it before its handler ran (see `Issuance::stage`).
+enum Staged<'a> {
+    /// A `pin.request`'s credential, inserted (or not) with the batch's.
+    Issued(request::Staged<'a>),
+    /// The tax code's latest credential, locked with the batch's.
+    Latest(Option<credentials::Stored>),
+}
+
 impl Issuance {
+    /// The batch's work done in one statement for the commands whose tax code no other
+    /// command of the batch names (whose outcome cannot depend on the batch's order):
+    /// the new credentials of `pin.request`s (see `request::stage`), and the latest
+    /// credential of each `pin.first_access` and `pin.verify`, locked, in the order of
+    /// their tax codes (fewer than two: left to the handlers).
+    async fn stage<'a>(
+        &self,
+        batch: &'a [Handling<'a, Prepared>],
+        conn: &mut PgConnection,
+    ) -> Result<Vec<Option<Staged<'a>>>, HandlerError> {
+        let mut named: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+        for item in batch {
+            *named.entry(item.prepared.tax_code()).or_default() += 1;
+        }
+        let alone: Vec<bool> = batch
+            .iter()
+            .map(|item| named[item.prepared.tax_code()] == 1)
+            .collect();
+        let issued = request::stage(self, batch, &alone, conn).await?;
+        let mut staged: Vec<Option<Staged<'a>>> =
+            issued.into_iter().map(|s| s.map(Staged::Issued)).collect();
+        let locking: Vec<usize> = (0..batch.len())
+            .filter(|&i| alone[i] && !matches!(batch[i].prepared, Prepared::Request(..)))
+            .collect();
+        if locking.len() >= 2 {
+            let mut codes: Vec<&str> = locking
+                .iter()
+                .map(|&i| batch[i].prepared.tax_code())
+                .collect();
+            codes.sort_unstable();
+            let mut latest = credentials::latest_for_update_all(conn, &codes).await?;
+            for i in locking {
+                staged[i] = Some(Staged::Latest(latest.remove(batch[i].prepared.tax_code())));
+            }
+        }
+        Ok(staged)
+    }
+
     async fn handle_staged(
         &self,
         prepared: &Prepared,
-        staged: Option<request::Staged<'_>>,
+        staged: Option<Staged<'_>>,
         message: &Message<'_>,
         conn: &mut PgConnection,
     ) -> Result<Vec<Outgoing>, HandlerError> {
+        let (issued, latest) = match staged {
+            Some(Staged::Issued(issued)) => (Some(issued), None),
+            Some(Staged::Latest(latest)) => (None, Some(latest)),
+            None => (None, None),
+        };
         match prepared {
             Prepared::Request(request, pin) => {
-                request::handle(self, request, pin.as_ref(), staged, message, conn).await
+                request::handle(self, request, pin.as_ref(), issued, message, conn).await
             }
             Prepared::FirstAccess(access, pin, checked) => {
                 let checked = checked.as_ref();
-                access::first_access(self, access, pin, checked, message, conn).await
+                access::first_access(self, access, pin, checked, latest, message, conn).await
             }
             Prepared::Verify(verify, checked) => {
-                access::verify(self, verify, checked.as_ref(), message, conn).await
+                access::verify(self, verify, checked.as_ref(), latest, message, conn).await
             }
         }
     }

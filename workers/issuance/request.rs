@@ -2,7 +2,7 @@
 //! PIN: split 8 + 8 over SMS-or-e-mail and post for an ordinary PIN, whole to the
 //! office counter for a device PIN issued on the spot.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use serde_json::json;
 use sqlx::PgConnection;
@@ -46,25 +46,22 @@ pub struct Staged<'a> {
 }
 
 /// Inserts, in one statement, the credential of each eligible `pin.request` of the
-/// batch whose tax code nothing else in the batch names, and says per command what
-/// became of it (`None` for the others, which `handle` inserts itself). Those are
-/// the requests whose outcome cannot depend on the batch's order: no command before
-/// or after them reads their tax code. Fewer than two: nothing to gain, nothing done.
+/// batch that is `alone` (its tax code named by no other command of the batch), and
+/// says per command what became of it (`None` for the others, which `handle` inserts
+/// itself). Those are the requests whose outcome cannot depend on the batch's order.
+/// Fewer than two: nothing to gain, nothing done.
 pub async fn stage<'a>(
     worker: &Issuance,
     batch: &'a [Handling<'a, Prepared>],
+    alone: &[bool],
     conn: &mut PgConnection,
 ) -> Result<Vec<Option<Staged<'a>>>, HandlerError> {
-    let mut named: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
-    for item in batch {
-        *named.entry(item.prepared.tax_code()).or_default() += 1;
-    }
     let mut staged: Vec<Option<Staged<'a>>> = batch.iter().map(|_| None).collect();
     let mut news = Vec::new();
     for (i, item) in batch.iter().enumerate() {
         if let Prepared::Request(request, Some(pin)) = item.prepared
             && request.is_eligible()
-            && named[request.tax_code.as_str()] == 1
+            && alone[i]
         {
             let new = new_credential(worker, request, pin, item.message, Uuid::new_v4());
             news.push((i, new));
