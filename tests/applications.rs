@@ -7,7 +7,7 @@
 mod common;
 
 use common::conversion::{ConversionApp, application, event, review, submission};
-use common::{PATIENCE, TestApp, spawn_app, tax_code};
+use common::{PATIENCE, Seed, TestApp, seed_credential, spawn_app, tax_code};
 use serde_json::{Value, json};
 
 /// Waits until `n` `application.released` events about `tax_code` have come, then
@@ -258,27 +258,6 @@ async fn an_application_is_filed_once_and_bad_input_is_dead_lettered() {
     app.stop().await;
 }
 
-/// A live credential of `kind` for `tax_code`, active for a month more; its id.
-async fn seed_credential(app: &TestApp, tax_code: &str, kind: &str) -> String {
-    sqlx::query_scalar::<_, uuid::Uuid>(
-        "insert into credentials (id, tax_code, kind, holder, channel, status, given_name,
-             family_name, birth_date, residence_country, contacts, postal_address,
-             pin_hash, activated_at, valid_until, issued_at)
-         values (gen_random_uuid(), $1, $2, 'citizen', 'online', 'active', 'Mario', 'Rossi',
-             date '1985-12-10', 'DE', '{\"mobile\": \"+4915112345678\"}',
-             '{\"line1\": \"Hauptstrasse 1\", \"city\": \"Berlin\", \"postal_code\": \"10115\", \"country\": \"DE\"}',
-             'not-a-real-hash', now() - interval '5 months', now() + interval '30 days',
-             now() - interval '5 months')
-         returning id",
-    )
-    .bind(tax_code)
-    .bind(kind)
-    .fetch_one(&app.pool)
-    .await
-    .expect("seed a credential")
-    .to_string()
-}
-
 /// Applications waiting when the worker starts come in batches, filed together; each
 /// has the outcome it would have alone.
 #[tokio::test]
@@ -287,9 +266,13 @@ async fn applications_filed_in_batches_have_the_outcome_each_would_have_alone() 
     app.workers = vec!["conversion".into()];
     let [ordinary, other, device, refiled, unknown, spid, twice] =
         [70, 71, 72, 73, 74, 75, 76].map(tax_code);
-    let ordinary_id = seed_credential(&app, &ordinary, "ordinary").await;
-    seed_credential(&app, &other, "ordinary").await;
-    let device_id = seed_credential(&app, &device, "device").await;
+    let ordinary_id = seed_credential(&app, &ordinary, Seed::default()).await;
+    seed_credential(&app, &other, Seed::default()).await;
+    let device_pin = Seed {
+        kind: "device",
+        ..Seed::default()
+    };
+    let device_id = seed_credential(&app, &device, device_pin).await;
     sqlx::query(
         "insert into applications (application_id, tax_code, benefit, authenticated_with,
              status, hold_reason, filed_at, submit_message_id, received_at)

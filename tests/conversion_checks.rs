@@ -6,7 +6,7 @@
 mod common;
 
 use common::conversion::{ConversionApp, review, submission};
-use common::{TestApp, spawn_app, spawn_app_with, tax_code};
+use common::{Seed, TestApp, seed_credential, spawn_app, spawn_app_with, tax_code};
 use serde_json::{Value, json};
 
 /// Submits and returns the refusal's reasons, checking that the citizen was told.
@@ -218,5 +218,45 @@ async fn what_the_schema_refuses_lands_in_the_dlq_with_a_reason_and_does_nothing
             .is_empty()
     );
     assert!(app.drain(&app.notify_queue("email")).await.is_empty());
+    app.stop().await;
+}
+
+/// Submissions waiting when the worker starts come in batches, their credentials
+/// locked together; each has the outcome it would have alone, and a PIN submitted
+/// twice in a batch is under review once.
+#[tokio::test]
+async fn submissions_handled_in_batches_have_the_outcome_each_would_have_alone() {
+    let (mut app, connections, rules) = common::observer_with(&[]).await;
+    app.workers = vec!["verification".into()];
+    let [first, second, device, nobody, twice] = [30, 31, 32, 33, 34].map(tax_code);
+    for code in [&first, &second, &twice] {
+        seed_credential(&app, code, Seed::default()).await;
+    }
+    let device_pin = Seed {
+        kind: "device",
+        ..Seed::default()
+    };
+    seed_credential(&app, &device, device_pin).await;
+    for code in [&first, &second, &device, &nobody, &twice, &twice] {
+        app.publish(&submission(code, "upload")).await;
+    }
+    let app = common::start_app(app, connections, rules).await;
+
+    for code in [&first, &second, &twice] {
+        let requested = app.event_for("conversion.review_requested", code).await;
+        assert_eq!(requested["data"]["channel"], "upload");
+    }
+    for (code, reason) in [
+        (&device, "pin_already_device"),
+        (&nobody, "pin_not_found"),
+        (&twice, "already_under_review"),
+    ] {
+        let rejected = app.event_for("conversion.rejected", code).await;
+        assert_eq!(rejected["data"]["reasons"], json!([reason]), "{code}");
+    }
+    let conversions =
+        |status: &str| format!("select count(*) from conversions where status = '{status}'");
+    assert_eq!(app.count(&conversions("under_review")).await, 3);
+    assert_eq!(app.count(&conversions("rejected")).await, 3);
     app.stop().await;
 }

@@ -7,7 +7,7 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use common::issuance::{IssuanceApp, pin_request};
-use common::{TestApp, assert_valid, command, spawn_app, tax_code};
+use common::{Seed, TestApp, assert_valid, command, seed_credential, spawn_app, tax_code};
 use serde_json::{Value, json};
 
 async fn issue(app: &TestApp, tax_code: &str) -> (String, String) {
@@ -418,25 +418,6 @@ async fn the_initial_pin_locks_after_five_wrong_first_accesses() {
     app.stop().await;
 }
 
-/// A credential for `tax_code` as an earlier request left it: issued, its initial PIN
-/// valid until `window` from now (in the past when negative).
-async fn seed_issued(app: &TestApp, tax_code: &str, window: Duration) {
-    sqlx::query(
-        "insert into credentials (id, tax_code, kind, holder, channel, status, given_name,
-             family_name, birth_date, residence_country, contacts, postal_address,
-             initial_pin_hash, initial_pin_expires_at, issued_at)
-         values (gen_random_uuid(), $1, 'ordinary', 'citizen', 'online', 'issued', 'Mario',
-             'Rossi', date '1985-12-10', 'DE', '{\"mobile\": \"+4915112345678\"}',
-             '{\"line1\": \"Hauptstrasse 1\", \"city\": \"Berlin\", \"postal_code\": \"10115\", \"country\": \"DE\"}',
-             'not-a-real-hash', $2, $2 - interval '60 days')",
-    )
-    .bind(tax_code)
-    .bind(Utc::now() + window)
-    .execute(&app.pool)
-    .await
-    .expect("seed a credential");
-}
-
 /// Requests waiting when the worker starts come in batches, whose credentials are
 /// inserted together; each request has the outcome it would have alone.
 #[tokio::test]
@@ -446,8 +427,13 @@ async fn requests_handled_in_batches_have_the_outcome_each_would_have_alone() {
     app.workers = vec!["issuance".into()];
     let fresh: Vec<String> = (40..52).map(tax_code).collect();
     let (live, stale, twice, ineligible) = (tax_code(60), tax_code(61), tax_code(62), tax_code(63));
-    seed_issued(&app, &live, Duration::days(30)).await;
-    seed_issued(&app, &stale, -Duration::days(1)).await;
+    let issued = |window| Seed {
+        status: "issued",
+        window,
+        ..Seed::default()
+    };
+    seed_credential(&app, &live, issued(Duration::days(30))).await;
+    seed_credential(&app, &stale, issued(-Duration::days(1))).await;
     let mut requests: Vec<Value> = fresh.iter().map(|c| pin_request(c, "online")).collect();
     requests.push(pin_request(&live, "online"));
     requests.push(pin_request(&stale, "online"));
@@ -546,37 +532,6 @@ async fn requests_handled_in_batches_have_the_outcome_each_would_have_alone() {
     app.stop().await;
 }
 
-/// A credential for `tax_code` whose PIN (or initial PIN, while `status` is `issued`)
-/// hashes to `hash`, with `failed` consecutive failures.
-async fn seed_with_pin(app: &TestApp, tax_code: &str, status: &str, hash: &str, failed: i32) {
-    let (pin_hash, initial_pin_hash) = if status == "issued" {
-        (None, Some(hash))
-    } else {
-        (Some(hash), None)
-    };
-    sqlx::query(
-        "insert into credentials (id, tax_code, kind, holder, channel, status, given_name,
-             family_name, birth_date, residence_country, contacts, postal_address,
-             pin_hash, initial_pin_hash, initial_pin_expires_at, activated_at, valid_until,
-             failed_attempts, issued_at)
-         values (gen_random_uuid(), $1, 'ordinary', 'citizen', 'online', $2, 'Mario',
-             'Rossi', date '1985-12-10', 'DE', '{\"mobile\": \"+4915112345678\"}',
-             '{\"line1\": \"Hauptstrasse 1\", \"city\": \"Berlin\", \"postal_code\": \"10115\", \"country\": \"DE\"}',
-             $3, $4, now() + interval '30 days',
-             case when $2 = 'active' then now() - interval '1 month' end,
-             case when $2 = 'active' then now() + interval '5 months' end,
-             $5, now() - interval '1 month')",
-    )
-    .bind(tax_code)
-    .bind(status)
-    .bind(pin_hash)
-    .bind(initial_pin_hash)
-    .bind(failed)
-    .execute(&app.pool)
-    .await
-    .expect("seed a credential");
-}
-
 /// `pin.verify` and `pin.first_access` waiting when the worker starts come in
 /// batches, their credentials locked together; each has the reply it would have
 /// alone, and a tax code named twice in a batch sees the first command's effect.
@@ -594,11 +549,21 @@ async fn checks_handled_in_batches_answer_as_each_would_alone() {
     let (pin_hash, initial_hash) = (hasher.hash(pin).unwrap(), hasher.hash(initial).unwrap());
     let [right, wrong, failed_before, twice, first, nobody] =
         [90, 91, 92, 93, 94, 95].map(tax_code);
-    seed_with_pin(&app, &right, "active", &pin_hash, 0).await;
-    seed_with_pin(&app, &wrong, "active", &pin_hash, 0).await;
-    seed_with_pin(&app, &failed_before, "active", &pin_hash, 2).await;
-    seed_with_pin(&app, &twice, "active", &pin_hash, 0).await;
-    seed_with_pin(&app, &first, "issued", &initial_hash, 0).await;
+    let active = |failed_attempts| Seed {
+        hash: &pin_hash,
+        failed_attempts,
+        ..Seed::default()
+    };
+    seed_credential(&app, &right, active(0)).await;
+    seed_credential(&app, &wrong, active(0)).await;
+    seed_credential(&app, &failed_before, active(2)).await;
+    seed_credential(&app, &twice, active(0)).await;
+    let initial_pin = Seed {
+        status: "issued",
+        hash: &initial_hash,
+        ..Seed::default()
+    };
+    seed_credential(&app, &first, initial_pin).await;
     let verify =
         |code: &str, pin: &str| command("pin.verify", json!({ "tax_code": code, "pin": pin }));
     let checks = [

@@ -3,7 +3,9 @@
 //! to publish. Its name and bindings are in its `Description`, not here. Handlers never
 //! talk to the broker; exactly-once effects are the runtime's job.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::Hash;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -95,6 +97,17 @@ pub struct Handling<'a, P> {
     pub span: &'a Span,
 }
 
+/// For each key of a batch's commands (a tax code, a notification), whether no other
+/// command of the batch has it: the commands whose outcome cannot depend on the
+/// batch's order, whose work a `Worker::handle_batch` may do for all in one statement.
+pub fn alone<K: Eq + Hash>(keys: &[K]) -> Vec<bool> {
+    let mut named: HashMap<&K, usize> = HashMap::with_capacity(keys.len());
+    for key in keys {
+        *named.entry(key).or_default() += 1;
+    }
+    keys.iter().map(|key| named[key] == 1).collect()
+}
+
 /// A dedicated worker's message handling.
 pub trait Worker: Send + Sync + 'static {
     /// The typed command, parsed from the envelope at the edge.
@@ -141,5 +154,16 @@ pub trait Worker: Send + Sync + 'static {
             }
             Ok(all)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alone;
+
+    #[test]
+    fn a_key_named_twice_is_alone_nowhere() {
+        assert_eq!(alone(&["a", "b", "a", "c"]), [false, true, false, true]);
+        assert!(alone::<u8>(&[]).is_empty());
     }
 }

@@ -696,6 +696,65 @@ pub fn tax_code(n: u32) -> String {
     format!("{first15}{check}")
 }
 
+/// A credential written straight into the database, as earlier commands would have
+/// left it (for tests that start pinflow with work already waiting).
+pub struct Seed<'a> {
+    /// `ordinary` or `device`.
+    pub kind: &'a str,
+    /// `issued` (its initial PIN valid for `window` more) or `active` (for five months
+    /// more, since a month).
+    pub status: &'a str,
+    /// The hash of its PIN, or of its initial PIN while issued.
+    pub hash: &'a str,
+    /// How much longer the initial PIN of an issued credential is valid (negative:
+    /// its window has passed).
+    pub window: chrono::Duration,
+    /// Consecutive failed checks.
+    pub failed_attempts: i32,
+}
+
+impl Default for Seed<'_> {
+    fn default() -> Self {
+        Seed {
+            kind: "ordinary",
+            status: "active",
+            hash: "not-a-real-hash",
+            window: chrono::Duration::days(30),
+            failed_attempts: 0,
+        }
+    }
+}
+
+/// Writes `seed` as `tax_code`'s credential, whose holder lives in Germany; its id.
+pub async fn seed_credential(app: &TestApp, tax_code: &str, seed: Seed<'_>) -> String {
+    let issued = seed.status == "issued";
+    let id: Uuid = sqlx::query_scalar(
+        "insert into credentials (id, tax_code, kind, holder, channel, status, given_name,
+             family_name, birth_date, residence_country, contacts, postal_address,
+             pin_hash, initial_pin_hash, initial_pin_expires_at, activated_at, valid_until,
+             failed_attempts, issued_at)
+         values (gen_random_uuid(), $1, $2, 'citizen', 'online', $3, 'Mario', 'Rossi',
+             date '1985-12-10', 'DE', '{\"mobile\": \"+4915112345678\"}',
+             '{\"line1\": \"Hauptstrasse 1\", \"city\": \"Berlin\", \"postal_code\": \"10115\", \"country\": \"DE\"}',
+             case when $4 then null else $5 end, case when $4 then $5 end, $6,
+             case when $4 then null else now() - interval '1 month' end,
+             case when $4 then null else now() + interval '5 months' end,
+             $7, now() - interval '1 month')
+         returning id",
+    )
+    .bind(tax_code)
+    .bind(seed.kind)
+    .bind(seed.status)
+    .bind(issued)
+    .bind(seed.hash)
+    .bind(chrono::Utc::now() + seed.window)
+    .bind(seed.failed_attempts)
+    .fetch_one(&app.pool)
+    .await
+    .expect("seed a credential");
+    id.to_string()
+}
+
 /// A CloudEvent command.
 pub fn command(message_type: &str, data: Value) -> Value {
     json!({

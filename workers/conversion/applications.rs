@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::json;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use sqlx::{PgConnection, Row as _};
 
@@ -23,7 +23,7 @@ use crate::contract::events::{
 use crate::contract::outgoing::derived_id;
 use crate::domain::credential::Kind;
 use crate::error::HandlerError;
-use crate::runtime::{Handling, Message};
+use crate::runtime::{Handling, Message, alone};
 use crate::store::credentials;
 
 /// An `application.submit` filed with its batch's (see `stage`).
@@ -44,22 +44,20 @@ pub async fn stage(
     conn: &mut PgConnection,
 ) -> Result<Vec<Option<Staged>>, HandlerError> {
     let mut staged: Vec<Option<Staged>> = batch.iter().map(|_| None).collect();
-    let mut named: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+    let mut codes = Vec::with_capacity(batch.len());
     for item in batch {
-        let tax_code = match item.prepared {
+        codes.push(match item.prepared {
             Command::Review(_) => return Ok(staged),
-            Command::Application(app) => &app.tax_code,
-            Command::Converted(event) | Command::Revoked(event) => &event.tax_code,
-        };
-        *named.entry(tax_code.as_str()).or_default() += 1;
+            Command::Application(app) => app.tax_code.as_str(),
+            Command::Converted(event) | Command::Revoked(event) => event.tax_code.as_str(),
+        });
     }
+    let alone = alone(&codes);
     let apps: Vec<(usize, &Application, &Message<'_>)> = batch
         .iter()
         .enumerate()
         .filter_map(|(i, item)| match item.prepared {
-            Command::Application(app) if named[app.tax_code.as_str()] == 1 => {
-                Some((i, app, item.message))
-            }
+            Command::Application(app) if alone[i] => Some((i, app, item.message)),
             _ => None,
         })
         .collect();

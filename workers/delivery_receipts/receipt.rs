@@ -4,8 +4,6 @@
 //! the state of a notification carrying a PIN half or a whole initial PIN is announced
 //! as `pin.delivery_failed` once per notification, under an id derived from it.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgConnection;
@@ -19,7 +17,7 @@ use crate::contract::outgoing::derived_id;
 use crate::contract::{Carries, NotifyChannel, Outgoing};
 use crate::domain::TaxCode;
 use crate::error::HandlerError;
-use crate::runtime::{Handling, Message};
+use crate::runtime::{Handling, Message, alone};
 use crate::store::notifications::{self, Notification, Received};
 
 /// The ledger's name for a receipt's status.
@@ -44,13 +42,9 @@ pub async fn stage(
     conn: &mut PgConnection,
 ) -> Result<Vec<Option<Staged>>, HandlerError> {
     let mut staged: Vec<Option<Staged>> = batch.iter().map(|_| None).collect();
-    let mut named: HashMap<Uuid, usize> = HashMap::with_capacity(batch.len());
-    for item in batch {
-        *named.entry(item.prepared.notification_id).or_default() += 1;
-    }
-    let picked: Vec<usize> = (0..batch.len())
-        .filter(|&i| named[&batch[i].prepared.notification_id] == 1)
-        .collect();
+    let ids: Vec<Uuid> = batch.iter().map(|i| i.prepared.notification_id).collect();
+    let alone = alone(&ids);
+    let picked: Vec<usize> = (0..batch.len()).filter(|&i| alone[i]).collect();
     if picked.len() < 2 {
         return Ok(staged);
     }

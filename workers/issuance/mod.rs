@@ -10,7 +10,6 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use tracing::Instrument as _;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::clock::Clock;
@@ -20,7 +19,7 @@ use crate::domain::PinHasher;
 use crate::domain::checked::Checked;
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description};
-use crate::runtime::{Handling, Message, Registration, Worker};
+use crate::runtime::{Handling, Message, Registration, Worker, alone};
 use crate::store::credentials;
 pub use command::{Command, FirstAccess, PinRequest, Verify};
 
@@ -170,14 +169,8 @@ impl Issuance {
         batch: &'a [Handling<'a, Prepared>],
         conn: &mut PgConnection,
     ) -> Result<Vec<Option<Staged<'a>>>, HandlerError> {
-        let mut named: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
-        for item in batch {
-            *named.entry(item.prepared.tax_code()).or_default() += 1;
-        }
-        let alone: Vec<bool> = batch
-            .iter()
-            .map(|item| named[item.prepared.tax_code()] == 1)
-            .collect();
+        let codes: Vec<&str> = batch.iter().map(|i| i.prepared.tax_code()).collect();
+        let alone = alone(&codes);
         let issued = request::stage(self, batch, &alone, conn).await?;
         let mut staged: Vec<Option<Staged<'a>>> =
             issued.into_iter().map(|s| s.map(Staged::Issued)).collect();

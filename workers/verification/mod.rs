@@ -9,6 +9,7 @@ mod checks;
 mod submit;
 
 use sqlx::PgConnection;
+use tracing::Instrument as _;
 
 use crate::config::Rules;
 use crate::contract::commands::{
@@ -18,7 +19,7 @@ use crate::contract::{Envelope, Outgoing, ParseError};
 use crate::domain::TaxCode;
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description};
-use crate::runtime::{Message, Registration, Worker};
+use crate::runtime::{Handling, Message, Registration, Worker};
 pub use checks::{Failure, MEDIA_TYPES};
 
 /// The verification worker as the registry lists it.
@@ -103,6 +104,22 @@ impl Worker for Verification {
         message: &'a Message<'a>,
         conn: &'a mut PgConnection,
     ) -> Result<Vec<Outgoing>, HandlerError> {
-        submit::handle(self, submission, message, conn).await
+        submit::handle(self, submission, None, message, conn).await
+    }
+
+    /// A batch's submissions lock their credentials in one statement (see
+    /// `submit::stage`), then each is handled in order.
+    async fn handle_batch<'a>(
+        &'a self,
+        batch: &'a [Handling<'a, Submission>],
+        conn: &'a mut PgConnection,
+    ) -> Result<Vec<Vec<Outgoing>>, HandlerError> {
+        let staged = submit::stage(batch, conn).await?;
+        let mut all = Vec::with_capacity(batch.len());
+        for (item, latest) in batch.iter().zip(staged) {
+            let handled = submit::handle(self, item.prepared, latest, item.message, conn);
+            all.push(handled.instrument(item.span.clone()).await?);
+        }
+        Ok(all)
     }
 }

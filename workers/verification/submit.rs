@@ -14,23 +14,52 @@ use super::{Submission, Verification};
 use crate::contract::Outgoing;
 use crate::contract::events::{ConversionReviewRequested, ReviewChannel};
 use crate::error::HandlerError;
-use crate::runtime::Message;
-use crate::store::credentials;
+use crate::runtime::{Handling, Message, alone};
+use crate::store::credentials::{self, Stored};
 use crate::workers::conversion::outcome;
 use crate::workers::conversion::record::{self, Conversion, NewConversion, Status};
 
-/// Handles one `conversion.submit`.
+/// Locks, in one statement and in the order of their tax codes, the latest credential
+/// of each submission of the batch whose tax code no other submission of the batch
+/// names, and gives it per submission (`None` for the others, which `handle` locks
+/// itself). Fewer than two: nothing done.
+pub async fn stage(
+    batch: &[Handling<'_, Submission>],
+    conn: &mut PgConnection,
+) -> Result<Vec<Option<Option<Stored>>>, HandlerError> {
+    let codes: Vec<&str> = batch.iter().map(|i| i.prepared.tax_code.as_str()).collect();
+    let alone = alone(&codes);
+    let mut staged: Vec<Option<Option<Stored>>> = batch.iter().map(|_| None).collect();
+    let mut locking: Vec<&str> = (0..batch.len())
+        .filter(|&i| alone[i])
+        .map(|i| codes[i])
+        .collect();
+    if locking.len() < 2 {
+        return Ok(staged);
+    }
+    locking.sort_unstable();
+    let mut latest = credentials::latest_for_update_all(conn, &locking).await?;
+    for (i, code) in codes.iter().enumerate().filter(|&(i, _)| alone[i]) {
+        staged[i] = Some(latest.remove(*code));
+    }
+    Ok(staged)
+}
+
+/// Handles one `conversion.submit`; `latest` when its batch locked its credential.
 pub async fn handle(
     worker: &Verification,
     submission: &Submission,
+    latest: Option<Option<Stored>>,
     message: &Message<'_>,
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
     let tax_code = &submission.tax_code;
     // Locks the PIN: submissions and reviews of it take turns.
-    let credential = credentials::latest_for_update(conn, tax_code.as_str())
-        .await?
-        .map(|stored| stored.credential);
+    let latest = match latest {
+        Some(latest) => latest,
+        None => credentials::latest_for_update(conn, tax_code.as_str()).await?,
+    };
+    let credential = latest.map(|stored| stored.credential);
     let pin = checks::pin(credential.as_ref(), message.now);
     let mut failures: Vec<Failure> = pin.err().into_iter().collect();
     let max_bytes = worker.rules.conversion_max_document_bytes;
