@@ -9,10 +9,10 @@
 //! carries ids derived from the application, so an announcement repeated for any
 //! reason is one to its readers.
 
-use chrono::{DateTime, SubsecRound, Utc};
-use serde_json::json;
 use std::collections::HashSet;
 
+use chrono::{DateTime, SubsecRound, Utc};
+use serde_json::json;
 use sqlx::{PgConnection, Row as _};
 
 use super::command::{Application, Command, CredentialEvent};
