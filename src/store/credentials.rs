@@ -231,20 +231,59 @@ pub async fn save(
     pin_hash: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    let saved = Saved {
+        credential: credential.clone(),
+        pin_hash: pin_hash.map(str::to_owned),
+        now,
+    };
+    save_all(conn, std::slice::from_ref(&saved)).await
+}
+
+/// A credential's new state held to be stored with others (see `save_all`).
+pub struct Saved {
+    /// The new state.
+    pub credential: Credential,
+    /// The new PIN's hash, as `save` takes it.
+    pub pin_hash: Option<String>,
+    /// When the change happened.
+    pub now: DateTime<Utc>,
+}
+
+/// `save` for several credentials, each once, in one statement.
+pub async fn save_all(conn: &mut PgConnection, saves: &[Saved]) -> Result<(), sqlx::Error> {
+    if saves.is_empty() {
+        return Ok(());
+    }
+    let id: Vec<Uuid> = saves.iter().map(|s| s.credential.id).collect();
+    let status: Vec<&str> = saves.iter().map(|s| s.credential.status.as_str()).collect();
+    let failed: Vec<i32> = saves
+        .iter()
+        .map(|s| i32::try_from(s.credential.failed_attempts).unwrap_or(i32::MAX))
+        .collect();
+    let activated_at: Vec<Option<DateTime<Utc>>> =
+        saves.iter().map(|s| s.credential.activated_at).collect();
+    let valid_until: Vec<Option<DateTime<Utc>>> =
+        saves.iter().map(|s| s.credential.valid_until).collect();
+    let pin_hash: Vec<Option<&str>> = saves.iter().map(|s| s.pin_hash.as_deref()).collect();
+    let now: Vec<DateTime<Utc>> = saves.iter().map(|s| s.now).collect();
     sqlx::query(
-        "update credentials set status = $2, failed_attempts = $3, activated_at = $4,
-             valid_until = $5,
-             pin_hash = coalesce($6, pin_hash),
-             initial_pin_hash = case when $6 is null then initial_pin_hash end,
-             locked_at = case when $2 = 'locked' then coalesce(locked_at, $7) end,
-             ended_at = case when $2 in ('expired', 'revoked') then coalesce(ended_at, $7) end
-         where id = $1",
+        "update credentials c set status = s.status, failed_attempts = s.failed,
+             activated_at = s.activated_at, valid_until = s.valid_until,
+             pin_hash = coalesce(s.pin_hash, c.pin_hash),
+             initial_pin_hash = case when s.pin_hash is null then c.initial_pin_hash end,
+             locked_at = case when s.status = 'locked' then coalesce(c.locked_at, s.now) end,
+             ended_at = case when s.status in ('expired', 'revoked')
+                             then coalesce(c.ended_at, s.now) end
+         from unnest($1::uuid[], $2::text[], $3::int[], $4::timestamptz[],
+             $5::timestamptz[], $6::text[], $7::timestamptz[])
+             as s(id, status, failed, activated_at, valid_until, pin_hash, now)
+         where c.id = s.id",
     )
-    .bind(credential.id)
-    .bind(credential.status.as_str())
-    .bind(i32::try_from(credential.failed_attempts).unwrap_or(i32::MAX))
-    .bind(credential.activated_at)
-    .bind(credential.valid_until)
+    .bind(id)
+    .bind(status)
+    .bind(failed)
+    .bind(activated_at)
+    .bind(valid_until)
     .bind(pin_hash)
     .bind(now)
     .execute(conn)

@@ -16,7 +16,7 @@ use crate::domain::credential::{self, Credential, Refusal, Status};
 use crate::domain::{Pin, PinHasher, TaxCode};
 use crate::error::HandlerError;
 use crate::runtime::Message;
-use crate::store::credentials::{self, Stored};
+use crate::store::credentials::{self, Saved, Stored};
 
 /// The 8-character PIN that first access hands out, generated and hashed before the
 /// transaction.
@@ -87,6 +87,49 @@ fn unanswerable(refusal: Refusal) -> HandlerError {
     HandlerError::Permanent(format!("no reply status for refusal {}", refusal.as_str()))
 }
 
+/// What a command's batch did for it (see `Issuance::stage`): its credential, locked,
+/// and where its new state goes to be stored with the batch's others.
+pub struct Batched<'a> {
+    /// The tax code's latest credential, locked.
+    pub latest: Option<Stored>,
+    /// The new states the batch stores once its handlers ran.
+    pub later: &'a mut Vec<Saved>,
+}
+
+impl<'a> Batched<'a> {
+    fn split(batched: Option<Batched<'a>>) -> (Option<Option<Stored>>, Option<&'a mut Vec<Saved>>) {
+        match batched {
+            Some(Batched { latest, later }) => (Some(latest), Some(later)),
+            None => (None, None),
+        }
+    }
+}
+
+/// A credential's new state, as this message leaves it.
+fn saved(credential: &Credential, pin_hash: Option<&str>, message: &Message<'_>) -> Saved {
+    Saved {
+        credential: credential.clone(),
+        pin_hash: pin_hash.map(str::to_owned),
+        now: message.now,
+    }
+}
+
+/// Stores a credential's new state now, or keeps it for `later`, when its batch stores
+/// the states of the commands it locked for (see `Issuance::stage`) in one statement.
+async fn keep(
+    conn: &mut PgConnection,
+    saved: Saved,
+    later: Option<&mut Vec<Saved>>,
+) -> Result<(), sqlx::Error> {
+    match later {
+        Some(later) => {
+            later.push(saved);
+            Ok(())
+        }
+        None => credentials::save_all(conn, std::slice::from_ref(&saved)).await,
+    }
+}
+
 /// Counts a failure; returns the refusal (invalid or locked) and, when this failure
 /// locked the credential, the `pin.locked` event.
 async fn failed(
@@ -95,9 +138,10 @@ async fn failed(
     tax_code: &TaxCode,
     message: &Message<'_>,
     conn: &mut PgConnection,
+    later: Option<&mut Vec<Saved>>,
 ) -> Result<(Refusal, Option<Outgoing>), HandlerError> {
     let after = stored.credential.fail(worker.rules.lockout_threshold);
-    credentials::save(conn, &after, None, message.now).await?;
+    keep(conn, saved(&after, None, message), later).await?;
     if after.status != Status::Locked {
         return Ok((Refusal::Invalid, None));
     }
@@ -133,16 +177,17 @@ async fn locked(
     }
 }
 
-/// Handles one `pin.first_access`; `latest` when its batch locked its credential.
+/// Handles one `pin.first_access`; `batched` when its batch locked its credential.
 pub async fn first_access(
     worker: &Issuance,
     access: &FirstAccess,
     new_pin: &NewPin,
     checked: Option<&Checked>,
-    latest: Option<Option<Stored>>,
+    batched: Option<Batched<'_>>,
     message: &Message<'_>,
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
+    let (latest, later) = Batched::split(batched);
     let refused = |refusal: Refusal| FirstAccessReply::try_from(refusal).map_err(unanswerable);
     let tax_code = access.tax_code.as_str();
     let Some(stored) = locked(latest, tax_code, conn).await? else {
@@ -154,7 +199,8 @@ pub async fn first_access(
     let presented = access.initial_pin.expose();
     let hash = stored.initial_pin_hash.as_ref();
     if !matches(&worker.hasher, presented, hash, checked).await? {
-        let (refusal, event) = failed(worker, &stored, &access.tax_code, message, conn).await?;
+        let (refusal, event) =
+            failed(worker, &stored, &access.tax_code, message, conn, later).await?;
         let mut out = vec![answer(message, &refused(refusal)?, None)?];
         out.extend(event);
         return Ok(out);
@@ -168,7 +214,7 @@ pub async fn first_access(
         .credential
         .activate(message.now, validity)
         .map_err(|r| HandlerError::Permanent(format!("activation refused: {}", r.as_str())))?;
-    credentials::save(conn, &active, Some(&new_pin.hash), message.now).await?;
+    keep(conn, saved(&active, Some(&new_pin.hash), message), later).await?;
     let valid_until = active.valid_until.unwrap_or(message.now);
     message.audit(
         &message.envelope.source,
@@ -193,15 +239,16 @@ pub async fn first_access(
     ])
 }
 
-/// Handles one `pin.verify`; `latest` when its batch locked its credential.
+/// Handles one `pin.verify`; `batched` when its batch locked its credential.
 pub async fn verify(
     worker: &Issuance,
     verify: &Verify,
     checked: Option<&Checked>,
-    latest: Option<Option<Stored>>,
+    batched: Option<Batched<'_>>,
     message: &Message<'_>,
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
+    let (latest, later) = Batched::split(batched);
     let refused = |refusal: Refusal| VerifyReply::try_from(refusal).map_err(unanswerable);
     let tax_code = verify.tax_code.as_str();
     let Some(stored) = locked(latest, tax_code, conn).await? else {
@@ -212,7 +259,8 @@ pub async fn verify(
     }
     let presented = verify.pin.expose();
     if !matches(&worker.hasher, presented, stored.pin_hash.as_ref(), checked).await? {
-        let (refusal, event) = failed(worker, &stored, &verify.tax_code, message, conn).await?;
+        let (refusal, event) =
+            failed(worker, &stored, &verify.tax_code, message, conn, later).await?;
         let mut out = vec![answer(message, &refused(refusal)?, None)?];
         out.extend(event);
         return Ok(out);
@@ -233,7 +281,7 @@ pub async fn verify(
     };
     if stored.credential.failed_attempts > 0 || rehashed.is_some() {
         let after = stored.credential.succeed();
-        credentials::save(conn, &after, rehashed.as_deref(), message.now).await?;
+        keep(conn, saved(&after, rehashed.as_deref(), message), later).await?;
     }
     let ok = VerifyReply::Ok {
         kind: stored.credential.kind,

@@ -20,7 +20,7 @@ use crate::domain::checked::Checked;
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description};
 use crate::runtime::{Handling, Message, Registration, Worker, alone};
-use crate::store::credentials;
+use crate::store::credentials::{self, Saved};
 pub use command::{Command, FirstAccess, PinRequest, Verify};
 
 /// The issuance worker as the registry lists it.
@@ -129,7 +129,8 @@ impl Worker for Issuance {
         message: &'a Message<'a>,
         conn: &'a mut PgConnection,
     ) -> Result<Vec<Outgoing>, HandlerError> {
-        self.handle_staged(prepared, None, message, conn).await
+        self.handle_staged(prepared, None, message, conn, &mut Vec::new())
+            .await
     }
 
     /// A batch's `pin.request`s insert their credentials in one statement, and its
@@ -141,11 +142,13 @@ impl Worker for Issuance {
         conn: &'a mut PgConnection,
     ) -> Result<Vec<Vec<Outgoing>>, HandlerError> {
         let staged = self.stage(batch, conn).await?;
+        let mut later = Vec::new();
         let mut all = Vec::with_capacity(batch.len());
         for (item, staged) in batch.iter().zip(staged) {
-            let handled = self.handle_staged(item.prepared, staged, item.message, conn);
+            let handled = self.handle_staged(item.prepared, staged, item.message, conn, &mut later);
             all.push(handled.instrument(item.span.clone()).await?);
         }
+        credentials::save_all(conn, &later).await?;
         Ok(all)
     }
 }
@@ -197,10 +200,11 @@ impl Issuance {
         staged: Option<Staged<'_>>,
         message: &Message<'_>,
         conn: &mut PgConnection,
+        later: &mut Vec<Saved>,
     ) -> Result<Vec<Outgoing>, HandlerError> {
-        let (issued, latest) = match staged {
+        let (issued, batched) = match staged {
             Some(Staged::Issued(issued)) => (Some(issued), None),
-            Some(Staged::Latest(latest)) => (None, Some(latest)),
+            Some(Staged::Latest(latest)) => (None, Some(access::Batched { latest, later })),
             None => (None, None),
         };
         match prepared {
@@ -209,10 +213,10 @@ impl Issuance {
             }
             Prepared::FirstAccess(access, pin, checked) => {
                 let checked = checked.as_ref();
-                access::first_access(self, access, pin, checked, latest, message, conn).await
+                access::first_access(self, access, pin, checked, batched, message, conn).await
             }
             Prepared::Verify(verify, checked) => {
-                access::verify(self, verify, checked.as_ref(), latest, message, conn).await
+                access::verify(self, verify, checked.as_ref(), batched, message, conn).await
             }
         }
     }
