@@ -134,35 +134,11 @@ async fn latest_with(
 /// (also when a concurrent request inserted it first: the insert then waits for that
 /// transaction and does nothing). No error aborts the caller's transaction.
 pub async fn insert(conn: &mut PgConnection, new: &NewCredential<'_>) -> Result<(), InsertError> {
-    let inserted = sqlx::query(
-        "insert into credentials (id, tax_code, kind, holder, channel, status, given_name,
-             family_name, birth_date, residence_country, contacts, postal_address,
-             health_card, initial_pin_hash, initial_pin_expires_at, issued_at)
-         values ($1, $2, $3, $4, $5, 'issued', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-         on conflict (tax_code) where status in ('issued', 'active', 'locked') do nothing",
-    )
-    .bind(new.id)
-    .bind(new.tax_code)
-    .bind(new.kind.as_str())
-    .bind(new.holder.as_str())
-    .bind(new.channel)
-    .bind(new.given_name)
-    .bind(new.family_name)
-    .bind(new.birth_date)
-    .bind(new.residence_country)
-    .bind(&new.contacts)
-    .bind(&new.postal_address)
-    .bind(&new.health_card)
-    .bind(new.initial_pin_hash)
-    .bind(new.initial_pin_expires_at)
-    .bind(new.issued_at)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        Ok(())
-    } else {
+    let inserted = insert_all(conn, std::slice::from_ref(new)).await?;
+    if inserted.is_empty() {
         Err(InsertError::AlreadyCurrent)
+    } else {
+        Ok(())
     }
 }
 
@@ -231,11 +207,7 @@ pub async fn save(
     pin_hash: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let saved = Saved {
-        credential: credential.clone(),
-        pin_hash: pin_hash.map(str::to_owned),
-        now,
-    };
+    let saved = Saved::new(credential, pin_hash, now);
     save_all(conn, std::slice::from_ref(&saved)).await
 }
 
@@ -247,6 +219,17 @@ pub struct Saved {
     pub pin_hash: Option<String>,
     /// When the change happened.
     pub now: DateTime<Utc>,
+}
+
+impl Saved {
+    /// A credential's new state, as `save` takes it.
+    pub fn new(credential: &Credential, pin_hash: Option<&str>, now: DateTime<Utc>) -> Saved {
+        Saved {
+            credential: credential.clone(),
+            pin_hash: pin_hash.map(str::to_owned),
+            now,
+        }
+    }
 }
 
 /// `save` for several credentials, each once, in one statement.

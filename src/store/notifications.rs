@@ -167,34 +167,14 @@ pub async fn receive(
     observed_at: DateTime<Utc>,
     detail: Option<&str>,
 ) -> Result<Option<Received>, sqlx::Error> {
-    let rank = |x: &str| {
-        format!(
-            "case {x} when 'delivered' then 1 when 'failed' then 2 when 'returned' then 3 else 0 end"
-        )
+    let word = Word {
+        notification_id: notification_id.to_owned(),
+        state,
+        observed_at,
+        detail,
     };
-    // The update judges the latest row (it waits for a receipt that holds it). The
-    // outer select reads the statement's snapshot, the row as it was before: a
-    // receipt reads only what never changes on it (whose, template, channel, secret).
-    sqlx::query_as(&format!(
-        "with applied as (
-             update notifications set state = $2, state_at = $3, detail = $4
-             where notification_id = $1
-               and (state in ('pending', 'sent')
-                    or state_at < $3
-                    or (state_at = $3 and {} < {}))
-             returning 1
-         )
-         select {COLUMNS}, exists (select 1 from applied) as applied
-         from notifications where notification_id = $1",
-        rank("state"),
-        rank("$2")
-    ))
-    .bind(notification_id)
-    .bind(state)
-    .bind(observed_at)
-    .bind(detail)
-    .fetch_optional(conn)
-    .await
+    let mut found = receive_all(conn, std::slice::from_ref(&word)).await?;
+    Ok(found.remove(notification_id))
 }
 
 /// A gateway's word on one notification, as `receive_all` takes it.
@@ -228,8 +208,10 @@ pub async fn receive_all(
             "case {x} when 'delivered' then 1 when 'failed' then 2 when 'returned' then 3 else 0 end"
         )
     };
-    // As in `receive`: the update judges the latest rows, the outer select reads the
-    // statement's snapshot.
+    // The update judges the latest rows (it waits for a receipt that holds one). The
+    // outer select reads the statement's snapshot, the rows as they were before: a
+    // receipt reads only what never changes on them (whose, template, channel,
+    // secret).
     let found: Vec<Received> = sqlx::query_as(&format!(
         "with word as (
              select * from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[])

@@ -106,7 +106,7 @@ pub async fn submit(
             } else {
                 None
             };
-            let filed = file(conn, app, held, filed_at, message).await?;
+            let filed = file(conn, app, message).await?;
             (current, filed)
         }
     };
@@ -174,34 +174,15 @@ pub async fn submit(
 async fn file(
     conn: &mut PgConnection,
     app: &Application,
-    held: bool,
-    filed_at: DateTime<Utc>,
     message: &Message<'_>,
 ) -> Result<bool, HandlerError> {
-    let (status, hold_reason) = status_of(held);
-    let inserted = sqlx::query(
-        "insert into applications (application_id, tax_code, benefit, authenticated_with,
-             status, hold_reason, filed_at, submit_message_id, received_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         on conflict (tax_code, application_id) do nothing",
-    )
-    .bind(&app.application_id)
-    .bind(app.tax_code.as_str())
-    .bind(&app.benefit)
-    .bind(super::record::wire(&app.authenticated_with)?)
-    .bind(status)
-    .bind(hold_reason)
-    .bind(filed_at)
-    .bind(&message.envelope.id)
-    .bind(message.now)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
+    let filed = file_all(conn, &[(0, app, message)]).await?;
+    Ok(!filed.is_empty())
 }
 
-/// Records new applications in one statement (see `file`); the tax codes of those
-/// filed now (each tax code is in `apps` once).
+/// Records new applications in one statement, held or accepted as their
+/// authentication says; the tax codes of those filed now (each tax code is in `apps`
+/// once; one filed before stands).
 async fn file_all(
     conn: &mut PgConnection,
     apps: &[(usize, &Application, &Message<'_>)],

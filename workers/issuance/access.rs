@@ -105,15 +105,6 @@ impl<'a> Batched<'a> {
     }
 }
 
-/// A credential's new state, as this message leaves it.
-fn saved(credential: &Credential, pin_hash: Option<&str>, message: &Message<'_>) -> Saved {
-    Saved {
-        credential: credential.clone(),
-        pin_hash: pin_hash.map(str::to_owned),
-        now: message.now,
-    }
-}
-
 /// Stores a credential's new state now, or keeps it for `later`, when its batch stores
 /// the states of the commands it locked for (see `Issuance::stage`) in one statement.
 async fn keep(
@@ -141,7 +132,7 @@ async fn failed(
     later: Option<&mut Vec<Saved>>,
 ) -> Result<(Refusal, Option<Outgoing>), HandlerError> {
     let after = stored.credential.fail(worker.rules.lockout_threshold);
-    keep(conn, saved(&after, None, message), later).await?;
+    keep(conn, Saved::new(&after, None, message.now), later).await?;
     if after.status != Status::Locked {
         return Ok((Refusal::Invalid, None));
     }
@@ -214,7 +205,12 @@ pub async fn first_access(
         .credential
         .activate(message.now, validity)
         .map_err(|r| HandlerError::Permanent(format!("activation refused: {}", r.as_str())))?;
-    keep(conn, saved(&active, Some(&new_pin.hash), message), later).await?;
+    keep(
+        conn,
+        Saved::new(&active, Some(&new_pin.hash), message.now),
+        later,
+    )
+    .await?;
     let valid_until = active.valid_until.unwrap_or(message.now);
     message.audit(
         &message.envelope.source,
@@ -281,7 +277,12 @@ pub async fn verify(
     };
     if stored.credential.failed_attempts > 0 || rehashed.is_some() {
         let after = stored.credential.succeed();
-        keep(conn, saved(&after, rehashed.as_deref(), message), later).await?;
+        keep(
+            conn,
+            Saved::new(&after, rehashed.as_deref(), message.now),
+            later,
+        )
+        .await?;
     }
     let ok = VerifyReply::Ok {
         kind: stored.credential.kind,
