@@ -536,6 +536,79 @@ async fn requests_handled_in_batches_have_the_outcome_each_would_have_alone() {
 /// batches, their credentials locked together; each has the reply it would have
 /// alone, and a tax code named twice in a batch sees the first command's effect.
 #[tokio::test]
+async fn a_batch_reads_each_tax_codes_credential_as_one_read_does() {
+    use pinflow::store::credentials;
+    let (app, _connections, _rules) = common::observer_with(&[]).await;
+    let [current, retired, nobody] = [96, 97, 98].map(tax_code);
+    let active = seed_credential(&app, &current, Seed::default()).await;
+    let revoked = Seed {
+        status: "revoked",
+        ..Seed::default()
+    };
+    // Issued after the active one, but not current: the active one is the latest.
+    let newer = seed_credential(&app, &current, revoked).await;
+    let older = seed_credential(
+        &app,
+        &retired,
+        Seed {
+            status: "expired",
+            ..Seed::default()
+        },
+    )
+    .await;
+    let newest = seed_credential(
+        &app,
+        &retired,
+        Seed {
+            status: "revoked",
+            ..Seed::default()
+        },
+    )
+    .await;
+    sqlx::query(
+        "update credentials set issued_at = now() - interval '1 day' * (case id::text
+             when $1 then 1 when $2 then 3 else 2 end) where id::text in ($1, $2, $3)",
+    )
+    .bind(&newer)
+    .bind(&older)
+    .bind(&newest)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let id = |stored: Option<&credentials::Stored>| stored.map(|s| s.credential.id.to_string());
+    let codes = [
+        current.as_str(),
+        retired.as_str(),
+        nobody.as_str(),
+        current.as_str(),
+    ];
+    let batch = credentials::latest_all(&app.pool, &codes).await.unwrap();
+    let mut tx = app.pool.begin().await.unwrap();
+    let locked = credentials::latest_for_update_all(&mut tx, &codes)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    for code in codes {
+        let alone = credentials::latest(&app.pool, code).await.unwrap();
+        assert_eq!(id(batch.get(code)), id(alone.as_ref()), "{code}");
+        assert_eq!(id(locked.get(code)), id(alone.as_ref()), "{code}");
+    }
+    assert_eq!(
+        id(batch.get(current.as_str())),
+        Some(active),
+        "the current one"
+    );
+    assert_eq!(
+        id(batch.get(retired.as_str())),
+        Some(newest),
+        "else the newest"
+    );
+    assert!(!batch.contains_key(nobody.as_str()));
+    assert_eq!(batch.len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn checks_handled_in_batches_answer_as_each_would_alone() {
     let (mut app, connections, rules) = common::observer_with(&[]).await;
     app.workers = vec!["issuance".into()];

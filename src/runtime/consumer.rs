@@ -27,6 +27,7 @@ use crate::broker::topology;
 use crate::contract::schemas::Schemas;
 use crate::contract::trace::TraceContext;
 use crate::contract::{Envelope, ParseError};
+use crate::error::HandlerError;
 use crate::manifest::Description;
 use crate::telemetry::metrics::{self, Outcome};
 use crate::telemetry::spans;
@@ -168,13 +169,8 @@ impl<W: Worker> Consumer<'_, W> {
                 Err(e) => verdicts[index] = Verdict::Invalid(e.to_string()),
             }
         }
-        let prepared = join_all(parsed.into_iter().map(|(index, (head, command))| {
-            let span = head.span.clone();
-            async move { (index, head, self.worker.prepare(command).await) }.instrument(span)
-        }))
-        .await;
         let mut ready = Vec::new();
-        for (index, head, result) in prepared {
+        for (index, head, result) in self.prepare(parsed).await {
             match result {
                 Ok(prepared) => ready.push(Ready {
                     index,
@@ -225,6 +221,48 @@ impl<W: Worker> Consumer<'_, W> {
     /// Bytes to envelope to typed command, with what the reply and the trace need.
     /// The delivery's span is made first, so a delivery that does not parse has one
     /// too, named with `label` (see `type_label`).
+    /// Prepares a batch's parsed commands with `Worker::prepare_batch`. A worker that
+    /// answers with the wrong number of results is a bug: it is logged, and each
+    /// command is parsed again from its envelope and prepared alone.
+    async fn prepare(
+        &self,
+        parsed: Vec<(usize, (Head, W::Command))>,
+    ) -> Vec<(usize, Head, Result<W::Prepared, HandlerError>)> {
+        let (heads, commands): (Vec<_>, Vec<_>) = parsed
+            .into_iter()
+            .map(|(index, (head, command))| {
+                let span = head.span.clone();
+                ((index, head), (command, span))
+            })
+            .unzip();
+        let prepared = self.worker.prepare_batch(commands).await;
+        if prepared.len() == heads.len() {
+            return heads
+                .into_iter()
+                .zip(prepared)
+                .map(|((index, head), result)| (index, head, result))
+                .collect();
+        }
+        tracing::error!(
+            worker = self.description.name,
+            "prepare_batch answered {} results for {} commands; preparing each alone",
+            prepared.len(),
+            heads.len()
+        );
+        join_all(heads.into_iter().map(|(index, head)| {
+            let span = head.span.clone();
+            async move {
+                let result = match self.worker.parse(&head.envelope) {
+                    Ok(command) => self.worker.prepare(command).await,
+                    Err(e) => Err(HandlerError::Permanent(e.to_string())),
+                };
+                (index, head, result)
+            }
+            .instrument(span)
+        }))
+        .await
+    }
+
     fn parse(
         &self,
         delivery: &Delivery,

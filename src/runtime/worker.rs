@@ -9,6 +9,7 @@ use std::hash::Hash;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
 use serde_json::Value;
 use sqlx::PgConnection;
 use tracing::{Instrument as _, Span};
@@ -124,6 +125,21 @@ pub trait Worker: Send + Sync + 'static {
         &self,
         command: Self::Command,
     ) -> impl Future<Output = Result<Self::Prepared, HandlerError>> + Send;
+
+    /// Prepares a batch's commands, each under its delivery's span: one result per
+    /// command, in their order. The default prepares them side by side, each with
+    /// `prepare`. A worker overrides it when one read can serve the whole batch's
+    /// preparation; each result must be the one `prepare` would give.
+    fn prepare_batch(
+        &self,
+        batch: Vec<(Self::Command, Span)>,
+    ) -> impl Future<Output = Vec<Result<Self::Prepared, HandlerError>>> + Send {
+        join_all(
+            batch
+                .into_iter()
+                .map(|(command, span)| self.prepare(command).instrument(span)),
+        )
+    }
 
     /// Applies the command inside the transaction and returns what to publish once
     /// it commits. It may run more than once for one message if a batch is retried,

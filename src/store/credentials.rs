@@ -31,6 +31,7 @@ pub struct NewCredential<'a> {
 }
 
 /// A stored credential with its hashes.
+#[derive(Clone)]
 pub struct Stored {
     /// What the rules look at.
     pub credential: Credential,
@@ -81,7 +82,8 @@ pub async fn latest_for_update(
     conn: &mut PgConnection,
     tax_code: &str,
 ) -> Result<Option<Stored>, sqlx::Error> {
-    latest_with(conn, tax_code, " for update").await
+    let mut latest = latest_all_with(conn, &[tax_code], " for update").await?;
+    Ok(latest.remove(tax_code))
 }
 
 /// `latest_for_update` for several tax codes in one statement, locked in the order
@@ -90,18 +92,7 @@ pub async fn latest_for_update_all(
     conn: &mut PgConnection,
     tax_codes: &[&str],
 ) -> Result<HashMap<String, Stored>, sqlx::Error> {
-    let sql = format!(
-        "select t.code, c.* from unnest($1::text[]) with ordinality as t(code, n)
-         cross join lateral (
-             select {COLUMNS} from credentials where tax_code = t.code
-             order by (status in ('issued', 'active', 'locked')) desc, issued_at desc
-             limit 1 for update) c
-         order by t.n"
-    );
-    let rows = sqlx::query(&sql).bind(tax_codes).fetch_all(conn).await?;
-    rows.into_iter()
-        .map(|row| Ok((row.try_get("code")?, decode(row)?)))
-        .collect()
+    latest_all_with(conn, tax_codes, " for update").await
 }
 
 /// The same credential as `latest_for_update`, read without a lock (what it holds may
@@ -110,24 +101,35 @@ pub async fn latest(
     conn: impl PgExecutor<'_>,
     tax_code: &str,
 ) -> Result<Option<Stored>, sqlx::Error> {
-    latest_with(conn, tax_code, "").await
+    let mut latest = latest_all(conn, &[tax_code]).await?;
+    Ok(latest.remove(tax_code))
 }
 
-async fn latest_with(
+/// `latest` for several tax codes in one statement.
+pub async fn latest_all(
     conn: impl PgExecutor<'_>,
-    tax_code: &str,
+    tax_codes: &[&str],
+) -> Result<HashMap<String, Stored>, sqlx::Error> {
+    latest_all_with(conn, tax_codes, "").await
+}
+
+async fn latest_all_with(
+    conn: impl PgExecutor<'_>,
+    tax_codes: &[&str],
     lock: &str,
-) -> Result<Option<Stored>, sqlx::Error> {
+) -> Result<HashMap<String, Stored>, sqlx::Error> {
     let sql = format!(
-        "select {COLUMNS} from credentials where tax_code = $1
-         order by (status in ('issued', 'active', 'locked')) desc, issued_at desc
-         limit 1{lock}"
+        "select t.code, c.* from unnest($1::text[]) with ordinality as t(code, n)
+         cross join lateral (
+             select {COLUMNS} from credentials where tax_code = t.code
+             order by (status in ('issued', 'active', 'locked')) desc, issued_at desc
+             limit 1{lock}) c
+         order by t.n"
     );
-    let row = sqlx::query(&sql)
-        .bind(tax_code)
-        .fetch_optional(conn)
-        .await?;
-    row.map(decode).transpose()
+    let rows = sqlx::query(&sql).bind(tax_codes).fetch_all(conn).await?;
+    rows.into_iter()
+        .map(|row| Ok((row.try_get("code")?, decode(row)?)))
+        .collect()
 }
 
 /// Inserts a new credential; `AlreadyCurrent` when the tax code has a current one

@@ -43,17 +43,17 @@ pub enum Against {
     Pin,
 }
 
-/// Reads the tax code's credential without a lock and checks the presented secret
-/// against the stored one (see `domain::checked`), when the command would get as far
-/// as comparing them (a credential that refuses it anyway costs no hash).
+/// Checks the presented secret against the one stored in the tax code's credential,
+/// read without a lock (see `domain::checked`), when the command would get as far as
+/// comparing them (a credential that refuses it anyway costs no hash).
 pub async fn check_before(
     worker: &Issuance,
-    tax_code: &TaxCode,
+    latest: Option<Stored>,
     presented: &str,
     against: Against,
 ) -> Result<Option<Checked>, HandlerError> {
     let now = worker.clock.now();
-    let Some(stored) = credentials::latest(&worker.pool, tax_code.as_str()).await? else {
+    let Some(stored) = latest else {
         return Ok(None);
     };
     let credential = &stored.credential;

@@ -101,6 +101,16 @@ pub struct Verify {
 }
 
 impl Command {
+    /// The tax code whose stored hash preparing the command checks a presented PIN
+    /// against: `pin.first_access` and `pin.verify` (see `access::check_before`).
+    pub fn checked_against(&self) -> Option<&str> {
+        match self {
+            Command::Request(_) => None,
+            Command::FirstAccess(access) => Some(access.tax_code.as_str()),
+            Command::Verify(verify) => Some(verify.tax_code.as_str()),
+        }
+    }
+
     /// Parses the data of an issuance command.
     pub fn parse(envelope: &Envelope) -> Result<Command, ParseError> {
         match CommandType::parse(&envelope.message_type) {

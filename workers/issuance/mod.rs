@@ -6,10 +6,12 @@ mod command;
 mod request;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use futures_util::future::join_all;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
-use tracing::Instrument as _;
+use tracing::{Instrument as _, Span};
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::clock::Clock;
@@ -20,7 +22,7 @@ use crate::domain::checked::Checked;
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description};
 use crate::runtime::{Handling, Message, Registration, Worker, alone};
-use crate::store::credentials::{self, Saved};
+use crate::store::credentials::{self, Saved, Stored};
 pub use command::{Command, FirstAccess, PinRequest, Verify};
 
 /// The issuance worker as the registry lists it.
@@ -69,6 +71,41 @@ impl Issuance {
     }
 }
 
+impl Issuance {
+    /// Prepares a command, given its tax code's credential read without a lock when
+    /// it checks a presented PIN (see `Command::checked_against`).
+    async fn prepare_with(
+        &self,
+        command: Command,
+        latest: Option<Stored>,
+    ) -> Result<Prepared, HandlerError> {
+        use access::Against::{InitialPin, Pin};
+        Ok(match command {
+            Command::Request(request) => {
+                let pin = if request.is_eligible() {
+                    Some(request::NewInitialPin::generate(&self.hasher).await?)
+                } else {
+                    None
+                };
+                Prepared::Request(request, pin)
+            }
+            Command::FirstAccess(access) => {
+                let presented = access.initial_pin.expose();
+                let (pin, checked) = tokio::join!(
+                    access::NewPin::generate(&self.hasher),
+                    access::check_before(self, latest, presented, InitialPin),
+                );
+                Prepared::FirstAccess(access, pin?, checked?)
+            }
+            Command::Verify(verify) => {
+                let presented = verify.pin.expose();
+                let checked = access::check_before(self, latest, presented, Pin).await?;
+                Prepared::Verify(verify, checked)
+            }
+        })
+    }
+}
+
 /// A command with its slow part (generating and hashing a new PIN) done.
 pub enum Prepared {
     Request(Box<PinRequest>, Option<request::NewInitialPin>),
@@ -96,31 +133,48 @@ impl Worker for Issuance {
     }
 
     async fn prepare(&self, command: Command) -> Result<Prepared, HandlerError> {
-        use access::Against::{InitialPin, Pin};
-        Ok(match command {
-            Command::Request(request) => {
-                let pin = if request.is_eligible() {
-                    Some(request::NewInitialPin::generate(&self.hasher).await?)
-                } else {
-                    None
-                };
-                Prepared::Request(request, pin)
-            }
-            Command::FirstAccess(access) => {
-                let presented = access.initial_pin.expose();
-                let (pin, checked) = tokio::join!(
-                    access::NewPin::generate(&self.hasher),
-                    access::check_before(self, &access.tax_code, presented, InitialPin),
-                );
-                Prepared::FirstAccess(access, pin?, checked?)
-            }
-            Command::Verify(verify) => {
-                let presented = verify.pin.expose();
-                let checked = access::check_before(self, &verify.tax_code, presented, Pin);
-                let checked = checked.await?;
-                Prepared::Verify(verify, checked)
-            }
-        })
+        let latest = match command.checked_against() {
+            Some(tax_code) => credentials::latest(&self.pool, tax_code).await?,
+            None => None,
+        };
+        self.prepare_with(command, latest).await
+    }
+
+    /// A batch's `pin.first_access` and `pin.verify` read their credentials' hashes
+    /// in one statement; then every command is prepared as `prepare` would. When that
+    /// read fails, each command reads alone, and fails with its own error.
+    async fn prepare_batch(
+        &self,
+        batch: Vec<(Command, Span)>,
+    ) -> Vec<Result<Prepared, HandlerError>> {
+        let codes: Vec<&str> = batch
+            .iter()
+            .filter_map(|(command, _)| command.checked_against())
+            .collect();
+        let found = if codes.is_empty() {
+            Ok(HashMap::new())
+        } else {
+            credentials::latest_all(&self.pool, &codes).await
+        };
+        let Ok(found) = found else {
+            let each = batch.into_iter();
+            return join_all(each.map(|(command, span)| self.prepare(command).instrument(span)))
+                .await;
+        };
+        let latest: Vec<Option<Stored>> = batch
+            .iter()
+            .map(|(command, _)| {
+                let tax_code = command.checked_against()?;
+                found.get(tax_code).cloned()
+            })
+            .collect();
+        let each = batch.into_iter().zip(latest);
+        join_all(
+            each.map(|((command, span), latest)| {
+                self.prepare_with(command, latest).instrument(span)
+            }),
+        )
+        .await
     }
 
     async fn handle<'a>(
