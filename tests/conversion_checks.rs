@@ -229,7 +229,8 @@ async fn submissions_handled_in_batches_have_the_outcome_each_would_have_alone()
     let (mut app, connections, rules) = common::observer_with(&[]).await;
     app.workers = vec!["verification".into()];
     let [first, second, device, nobody, twice] = [30, 31, 32, 33, 34].map(tax_code);
-    for code in [&first, &second, &twice] {
+    let [waiting, office, empty] = [35, 36, 37].map(tax_code);
+    for code in [&first, &second, &twice, &office, &empty] {
         seed_credential(&app, code, Seed::default()).await;
     }
     let device_pin = Seed {
@@ -237,9 +238,26 @@ async fn submissions_handled_in_batches_have_the_outcome_each_would_have_alone()
         ..Seed::default()
     };
     seed_credential(&app, &device, device_pin).await;
-    for code in [&first, &second, &device, &nobody, &twice, &twice] {
+    // A conversion of this PIN already waits for review.
+    let waiting_pin = seed_credential(&app, &waiting, Seed::default()).await;
+    sqlx::query(
+        "insert into conversions (id, tax_code, credential_id, channel, status, documents,
+             identity_document, submitted_by, submit_message_id, submitted_at)
+         values (gen_random_uuid(), $1, $2::uuid, 'upload', 'under_review', '[]', '{}',
+             'portal', 'earlier', now() - interval '1 day')",
+    )
+    .bind(&waiting)
+    .bind(&waiting_pin)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let mut empty_document = submission(&empty, "upload");
+    empty_document["data"]["documents"][0]["size_bytes"] = json!(0);
+    for code in [&first, &second, &device, &nobody, &twice, &twice, &waiting] {
         app.publish(&submission(code, "upload")).await;
     }
+    app.publish(&submission(&office, "office")).await;
+    app.publish(&empty_document).await;
     let app = common::start_app(app, connections, rules).await;
 
     for code in [&first, &second, &twice] {
@@ -250,13 +268,21 @@ async fn submissions_handled_in_batches_have_the_outcome_each_would_have_alone()
         (&device, "pin_already_device"),
         (&nobody, "pin_not_found"),
         (&twice, "already_under_review"),
+        (&waiting, "already_under_review"),
+        (&empty, "empty_document"),
     ] {
         let rejected = app.event_for("conversion.rejected", code).await;
         assert_eq!(rejected["data"]["reasons"], json!([reason]), "{code}");
     }
-    let conversions =
-        |status: &str| format!("select count(*) from conversions where status = '{status}'");
-    assert_eq!(app.count(&conversions("under_review")).await, 3);
-    assert_eq!(app.count(&conversions("rejected")).await, 3);
+    app.event_for("pin.converted", &office).await;
+    let conversions = |status: &str, code: &str| {
+        format!(
+            "select count(*) from conversions where status = '{status}' and tax_code like '{code}'"
+        )
+    };
+    assert_eq!(app.count(&conversions("under_review", "%")).await, 4);
+    assert_eq!(app.count(&conversions("under_review", &waiting)).await, 1);
+    assert_eq!(app.count(&conversions("rejected", "%")).await, 5);
+    assert_eq!(app.count(&conversions("approved", &office)).await, 1);
     app.stop().await;
 }

@@ -101,34 +101,69 @@ fn unwire<T: DeserializeOwned>(text: String) -> Result<T, sqlx::Error> {
 /// Records a conversion. `false` when it is to wait for review and another conversion
 /// of the same credential already does (nothing was written).
 pub async fn insert(conn: &mut PgConnection, new: &NewConversion<'_>) -> Result<bool, sqlx::Error> {
-    let decided_at = (new.status != Status::UnderReview).then_some(new.at);
-    let decided_by = decided_at.map(|_| new.submitted_by);
-    let inserted = sqlx::query(
+    let inserted = insert_all(conn, std::slice::from_ref(new)).await?;
+    Ok(!inserted.is_empty())
+}
+
+/// Records conversions in one statement, in the order of their tax codes (so two
+/// batches that wait on each other's rows wait in the same order); the ids of those
+/// written. One that is to wait for review while another conversion of its credential
+/// already does is not written, as `insert` would not write it.
+pub async fn insert_all(
+    conn: &mut PgConnection,
+    news: &[NewConversion<'_>],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let mut news: Vec<&NewConversion<'_>> = news.iter().collect();
+    news.sort_by(|a, b| a.tax_code.as_str().cmp(b.tax_code.as_str()));
+    let decided_at =
+        |new: &NewConversion<'_>| (new.status != Status::UnderReview).then_some(new.at);
+    let mut channels = Vec::with_capacity(news.len());
+    for new in &news {
+        channels.push(wire(&new.channel)?);
+    }
+    sqlx::query_scalar(
         "insert into conversions (id, tax_code, credential_id, channel, status, documents,
              identity_document, fax, reasons, submitted_by, submit_message_id, submitted_at,
              decided_by, decide_message_id, decided_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-         on conflict (credential_id) where status = 'under_review' do nothing",
+         select * from unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
+             $6::jsonb[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::text[], $11::text[],
+             $12::timestamptz[], $13::text[], $14::text[], $15::timestamptz[])
+         on conflict (credential_id) where status = 'under_review' do nothing
+         returning id",
     )
-    .bind(new.id)
-    .bind(new.tax_code.as_str())
-    .bind(new.credential_id)
-    .bind(wire(&new.channel)?)
-    .bind(new.status.as_str())
-    .bind(json!(new.documents))
-    .bind(json!(new.identity_document))
-    .bind(new.fax.map(|fax| json!(fax)))
-    .bind(json!(new.reasons))
-    .bind(new.submitted_by)
-    .bind(new.message_id)
-    .bind(new.at)
-    .bind(decided_by)
-    .bind(decided_at.map(|_| new.message_id))
-    .bind(decided_at)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
+    .bind(news.iter().map(|n| n.id).collect::<Vec<_>>())
+    .bind(news.iter().map(|n| n.tax_code.as_str()).collect::<Vec<_>>())
+    .bind(news.iter().map(|n| n.credential_id).collect::<Vec<_>>())
+    .bind(channels)
+    .bind(news.iter().map(|n| n.status.as_str()).collect::<Vec<_>>())
+    .bind(news.iter().map(|n| json!(n.documents)).collect::<Vec<_>>())
+    .bind(
+        news.iter()
+            .map(|n| json!(n.identity_document))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        news.iter()
+            .map(|n| n.fax.map(|fax| json!(fax)))
+            .collect::<Vec<_>>(),
+    )
+    .bind(news.iter().map(|n| json!(n.reasons)).collect::<Vec<_>>())
+    .bind(news.iter().map(|n| n.submitted_by).collect::<Vec<_>>())
+    .bind(news.iter().map(|n| n.message_id).collect::<Vec<_>>())
+    .bind(news.iter().map(|n| n.at).collect::<Vec<_>>())
+    .bind(
+        news.iter()
+            .map(|n| decided_at(n).map(|_| n.submitted_by))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        news.iter()
+            .map(|n| decided_at(n).map(|_| n.message_id))
+            .collect::<Vec<_>>(),
+    )
+    .bind(news.iter().map(|n| decided_at(n)).collect::<Vec<_>>())
+    .fetch_all(conn)
+    .await
 }
 
 const COLUMNS: &str = "id, tax_code, credential_id, channel, status";

@@ -107,17 +107,18 @@ impl Worker for Verification {
         submit::handle(self, submission, None, message, conn).await
     }
 
-    /// A batch's submissions lock their credentials in one statement (see
-    /// `submit::stage`), then each is handled in order.
+    /// A batch's submissions lock their credentials in one statement and file the
+    /// conversions of those that pass every check in one (see `submit::stage`), then
+    /// each is handled in order.
     async fn handle_batch<'a>(
         &'a self,
         batch: &'a [Handling<'a, Submission>],
         conn: &'a mut PgConnection,
     ) -> Result<Vec<Vec<Outgoing>>, HandlerError> {
-        let staged = submit::stage(batch, conn).await?;
+        let staged = submit::stage(self, batch, conn).await?;
         let mut all = Vec::with_capacity(batch.len());
-        for (item, latest) in batch.iter().zip(staged) {
-            let handled = submit::handle(self, item.prepared, latest, item.message, conn);
+        for (item, staged) in batch.iter().zip(staged) {
+            let handled = submit::handle(self, item.prepared, staged, item.message, conn);
             all.push(handled.instrument(item.span.clone()).await?);
         }
         Ok(all)

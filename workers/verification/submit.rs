@@ -13,23 +13,35 @@ use super::checks::{self, Failure};
 use super::{Submission, Verification};
 use crate::contract::Outgoing;
 use crate::contract::events::{ConversionReviewRequested, ReviewChannel};
+use crate::domain::credential::Credential;
 use crate::error::HandlerError;
 use crate::runtime::{Handling, Message, alone};
 use crate::store::credentials::{self, Stored};
 use crate::workers::conversion::outcome;
 use crate::workers::conversion::record::{self, Conversion, NewConversion, Status};
 
+/// What a submission's batch did for it (see `stage`).
+pub struct Staged {
+    /// Its tax code's latest credential, locked.
+    latest: Option<Stored>,
+    /// When it passed every check: its conversion's id, and whether the batch filed
+    /// it (`false`: another conversion of the PIN was already waiting).
+    filed: Option<(Uuid, bool)>,
+}
+
 /// Locks, in one statement and in the order of their tax codes, the latest credential
 /// of each submission of the batch whose tax code no other submission of the batch
-/// names, and gives it per submission (`None` for the others, which `handle` locks
-/// itself). Fewer than two: nothing done.
+/// names, and files in one statement the conversions of those that pass every check;
+/// gives that per submission (`None` for the others, which `handle` does alone). Fewer
+/// than two: nothing done.
 pub async fn stage(
+    worker: &Verification,
     batch: &[Handling<'_, Submission>],
     conn: &mut PgConnection,
-) -> Result<Vec<Option<Option<Stored>>>, HandlerError> {
+) -> Result<Vec<Option<Staged>>, HandlerError> {
     let codes: Vec<&str> = batch.iter().map(|i| i.prepared.tax_code.as_str()).collect();
     let alone = alone(&codes);
-    let mut staged: Vec<Option<Option<Stored>>> = batch.iter().map(|_| None).collect();
+    let mut staged: Vec<Option<Staged>> = batch.iter().map(|_| None).collect();
     let mut locking: Vec<&str> = (0..batch.len())
         .filter(|&i| alone[i])
         .map(|i| codes[i])
@@ -39,28 +51,45 @@ pub async fn stage(
     }
     locking.sort_unstable();
     let mut latest = credentials::latest_for_update_all(conn, &locking).await?;
-    for (i, code) in codes.iter().enumerate().filter(|&(i, _)| alone[i]) {
-        staged[i] = Some(latest.remove(*code));
+    let mut waiting_ones: Vec<(usize, Conversion)> = Vec::new();
+    for (i, item) in batch.iter().enumerate().filter(|&(i, _)| alone[i]) {
+        let latest = latest.remove(codes[i]);
+        let credential = latest.as_ref().map(|stored| &stored.credential);
+        let (_, failures) = assess(worker, item.prepared, credential, item.message);
+        if let Some(credential) = credential.filter(|_| failures.is_empty()) {
+            waiting_ones.push((i, waiting(Uuid::new_v4(), item.prepared, credential.id)));
+        }
+        staged[i] = Some(Staged {
+            latest,
+            filed: None,
+        });
+    }
+    let filing: Vec<NewConversion<'_>> = waiting_ones
+        .iter()
+        .map(|(i, conversion)| {
+            let (submission, message) = (batch[*i].prepared, batch[*i].message);
+            let actor = submission.actor(&message.envelope.source);
+            new_conversion(submission, conversion, &[], actor, message)
+        })
+        .collect();
+    let filed = record::insert_all(conn, &filing).await?;
+    for (i, conversion) in &waiting_ones {
+        if let Some(staged) = &mut staged[*i] {
+            staged.filed = Some((conversion.id, filed.contains(&conversion.id)));
+        }
     }
     Ok(staged)
 }
 
-/// Handles one `conversion.submit`; `latest` when its batch locked its credential.
-pub async fn handle(
+/// The automatic checks of a submission against its tax code's latest credential:
+/// whether the PIN passed, and every failure.
+fn assess(
     worker: &Verification,
     submission: &Submission,
-    latest: Option<Option<Stored>>,
+    credential: Option<&Credential>,
     message: &Message<'_>,
-    conn: &mut PgConnection,
-) -> Result<Vec<Outgoing>, HandlerError> {
-    let tax_code = &submission.tax_code;
-    // Locks the PIN: submissions and reviews of it take turns.
-    let latest = match latest {
-        Some(latest) => latest,
-        None => credentials::latest_for_update(conn, tax_code.as_str()).await?,
-    };
-    let credential = latest.map(|stored| stored.credential);
-    let pin = checks::pin(credential.as_ref(), message.now);
+) -> (bool, Vec<Failure>) {
+    let pin = checks::pin(credential, message.now);
     let mut failures: Vec<Failure> = pin.err().into_iter().collect();
     let max_bytes = worker.rules.conversion_max_document_bytes;
     let today = message.now.date_naive();
@@ -70,17 +99,50 @@ pub async fn handle(
         today,
         max_bytes,
     ));
+    (pin.is_ok(), failures)
+}
+
+/// A conversion that passed its checks, to wait for review.
+fn waiting(id: Uuid, submission: &Submission, credential_id: Uuid) -> Conversion {
+    Conversion {
+        id,
+        tax_code: submission.tax_code.clone(),
+        credential_id: Some(credential_id),
+        channel: submission.channel,
+        status: Status::UnderReview,
+    }
+}
+
+/// Handles one `conversion.submit`; `staged` when its batch locked its credential.
+pub async fn handle(
+    worker: &Verification,
+    submission: &Submission,
+    staged: Option<Staged>,
+    message: &Message<'_>,
+    conn: &mut PgConnection,
+) -> Result<Vec<Outgoing>, HandlerError> {
+    let tax_code = &submission.tax_code;
+    // Locks the PIN: submissions and reviews of it take turns.
+    let (latest, filed) = match staged {
+        Some(Staged { latest, filed }) => (latest, filed),
+        None => (
+            credentials::latest_for_update(conn, tax_code.as_str()).await?,
+            None,
+        ),
+    };
+    let credential = latest.map(|stored| stored.credential);
+    let (pin, mut failures) = assess(worker, submission, credential.as_ref(), message);
     let credential_id = credential.as_ref().map(|c| c.id);
     // A refusal lists every failed check, a conversion already waiting among them. A
     // submission that passed the others learns that from its insert (see `store`).
     if !failures.is_empty()
-        && let (Ok(()), Some(id)) = (pin, credential_id)
+        && let (true, Some(id)) = (pin, credential_id)
         && record::pending_for(conn, id).await?.is_some()
     {
         failures.push(Failure::AlreadyUnderReview);
     }
     let mut conversion = Conversion {
-        id: Uuid::new_v4(),
+        id: filed.map_or_else(Uuid::new_v4, |(id, _)| id),
         tax_code: tax_code.clone(),
         credential_id,
         channel: submission.channel,
@@ -92,7 +154,12 @@ pub async fn handle(
     };
     let actor = submission.actor(&message.envelope.source);
     let mut reasons: Vec<String> = failures.iter().map(|f| f.as_str().to_owned()).collect();
-    if !store(conn, submission, &conversion, &reasons, actor, message).await? {
+    let stored = match filed {
+        // Its batch filed it: the same checks passed, so it waits for review.
+        Some((_, inserted)) => inserted,
+        None => store(conn, submission, &conversion, &reasons, actor, message).await?,
+    };
+    if !stored {
         // Another submission of the same PIN waits for review.
         reasons = vec![Failure::AlreadyUnderReview.as_str().to_owned()];
         conversion.status = Status::Rejected;
@@ -148,7 +215,19 @@ async fn store(
     actor: &str,
     message: &Message<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let new = NewConversion {
+    let new = new_conversion(submission, conversion, reasons, actor, message);
+    record::insert(conn, &new).await
+}
+
+/// The row that records `conversion`.
+fn new_conversion<'a>(
+    submission: &'a Submission,
+    conversion: &'a Conversion,
+    reasons: &'a [String],
+    actor: &'a str,
+    message: &'a Message<'_>,
+) -> NewConversion<'a> {
+    NewConversion {
         id: conversion.id,
         tax_code: &conversion.tax_code,
         credential_id: conversion.credential_id,
@@ -161,6 +240,5 @@ async fn store(
         submitted_by: actor,
         message_id: &message.envelope.id,
         at: message.now,
-    };
-    record::insert(conn, &new).await
+    }
 }
