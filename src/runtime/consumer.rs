@@ -218,9 +218,6 @@ impl<W: Worker> Consumer<'_, W> {
             .to_owned()
     }
 
-    /// Bytes to envelope to typed command, with what the reply and the trace need.
-    /// The delivery's span is made first, so a delivery that does not parse has one
-    /// too, named with `label` (see `type_label`).
     /// Prepares a batch's parsed commands with `Worker::prepare_batch`. A worker that
     /// answers with the wrong number of results is a bug: it is logged, and each
     /// command is parsed again from its envelope and prepared alone.
@@ -263,6 +260,9 @@ impl<W: Worker> Consumer<'_, W> {
         .await
     }
 
+    /// Bytes to envelope to typed command, with what the reply and the trace need.
+    /// The delivery's span is made first, so a delivery that does not parse has one
+    /// too, named with `label` (see `type_label`).
     fn parse(
         &self,
         delivery: &Delivery,

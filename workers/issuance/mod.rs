@@ -69,9 +69,7 @@ impl Issuance {
             clock,
         }
     }
-}
 
-impl Issuance {
     /// Prepares a command, given its tax code's credential read without a lock when
     /// it checks a presented PIN (see `Command::checked_against`).
     async fn prepare_with(
