@@ -337,16 +337,16 @@ async fn measure(
     let argon2 = hashing::ceiling(rules, Duration::from_secs(3)).await?;
 
     // Phase 2: the broker alone running the pattern (again after pinflow's phase).
-    let channel = connection.create_channel().await?;
-    channel.confirm_select(Default::default()).await?;
     let outputs = binding.causes.len();
     let bodies = ceiling_bodies(message_type, messages)?;
     let (broker_publish_rate, pattern_before) =
-        pattern_ceiling(connection, &channel, tag, &bodies, outputs, runtime)
+        pattern_ceiling(&ours.amqp_url, tag, &bodies, outputs, runtime)
             .await
             .context("the broker's ceiling before pinflow's phase")?;
     // Built again for the run after pinflow's phase, so they take no memory during it.
     drop(bodies);
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(Default::default()).await?;
 
     // Phase 3: pinflow. The gateway takes everything pinflow publishes.
     let workers = descriptions(registry);
@@ -479,13 +479,10 @@ async fn measure(
     gateway.stop().await;
     pool.close().await;
     let argon2 = argon2.and_after(hashing::ceiling(rules, Duration::from_secs(3)).await?);
-    let after = connection.create_channel().await?;
-    after.confirm_select(Default::default()).await?;
     let bodies = ceiling_bodies(message_type, messages)?;
-    let (_, pattern_after) = pattern_ceiling(connection, &after, tag, &bodies, outputs, runtime)
+    let (_, pattern_after) = pattern_ceiling(&ours.amqp_url, tag, &bodies, outputs, runtime)
         .await
         .context("the broker's ceiling after pinflow's phase")?;
-    let _ = after.close(200, "done".into()).await;
     // Closed here, not dropped: the connection closes next (see `remove_namespace`).
     let _ = channel.close(200, "done".into()).await;
     let broker_pattern_rate = (pattern_before + pattern_after) / 2.0;
