@@ -4,14 +4,12 @@
 //! back for later when the broker refuses or returns it. One relay per database
 //! publishes at a time (see `Leadership`), so messages of one transaction go out in
 //! their order even with several pinflow processes. A round's confirms are awaited
-//! while the next rounds are read and published (see `drain_leading`).
+//! while the next round is read and published (see `drain`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures_util::StreamExt as _;
-use futures_util::stream::FuturesOrdered;
 use lapin::options::ConfirmSelectOptions;
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
@@ -216,13 +214,11 @@ pub async fn drain(deps: &Deps, channel: &Channel) -> Result<usize, RelayError> 
     drain_leading(deps, channel, &mut Leadership::default()).await
 }
 
-/// Publishes rounds until one finds nothing due and every round published has been
-/// confirmed, while `leadership` holds. Each round is read and published while the
-/// rounds before it wait for their confirms (and delete their rows), so the broker's
-/// confirm latency overlaps the next rounds' reading and publishing; a round skips the
-/// rows the ones confirming still hold locked. At most `IN_FLIGHT` rounds wait for
-/// their confirms at a time. When nothing is due but rounds are still confirming, rows
-/// that workers commit meanwhile (`relay_wake`) are read at once, not after them.
+/// Publishes rounds until one finds nothing due, while `leadership` holds. Each round
+/// is published while the one before it waits for its confirms (and deletes its
+/// rows), so the broker's confirm latency overlaps the next round's reading and
+/// publishing; the next round skips the rows the one confirming still holds locked.
+/// At most two rounds are in flight.
 async fn drain_leading(
     deps: &Deps,
     channel: &Channel,
@@ -231,44 +227,24 @@ async fn drain_leading(
     if !leadership.hold(&deps.pool, &wake_channel(deps)).await? {
         return Ok(0);
     }
-    let confirm_timeout = deps.runtime.confirm_timeout;
     let mut total = 0;
-    let mut confirming = FuturesOrdered::new();
+    let mut confirming: Option<Round> = None;
     loop {
-        let publishing = Round::publish(deps, channel);
-        tokio::pin!(publishing);
-        let next = loop {
-            tokio::select! {
-                next = &mut publishing => break next?,
-                Some(finished) = confirming.next() => total += finished?,
+        let finishing = async {
+            match confirming.take() {
+                Some(round) => round.finish(deps.runtime.confirm_timeout).await,
+                None => Ok(0),
             }
         };
-        if !next.rows.is_empty() {
-            confirming.push_back(next.finish(confirm_timeout));
-            while confirming.len() > IN_FLIGHT {
-                if let Some(finished) = confirming.next().await {
-                    total += finished?;
-                }
-            }
-            continue;
+        let (next, finished) = tokio::join!(Round::publish(deps, channel), finishing);
+        total += finished?;
+        let next = next?;
+        if next.rows.is_empty() {
+            return Ok(total);
         }
-        // Nothing due now: wait for the rounds still confirming, and look again as soon
-        // as a worker commits more.
-        loop {
-            tokio::select! {
-                finished = confirming.next() => match finished {
-                    Some(finished) => total += finished?,
-                    None => return Ok(total),
-                },
-                () = deps.relay_wake.notified() => break,
-            }
-        }
+        confirming = Some(next);
     }
 }
-
-/// How many published rounds may wait for their confirms at a time (each holds its
-/// transaction, and with it a database connection, until then).
-const IN_FLIGHT: usize = 3;
 
 /// A round of rows read (locked in its transaction) and published, its confirms
 /// still to come.
