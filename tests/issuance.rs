@@ -698,3 +698,25 @@ async fn checks_handled_in_batches_answer_as_each_would_alone() {
     assert_eq!(activated["data"]["tax_code"], first.as_str());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn messages_go_out_in_their_order_when_each_is_a_relay_round_of_its_own() {
+    // One row a round: the relay publishes each while the rounds before it still wait
+    // for their confirms.
+    let (mut app, connections, rules) = common::observer_with(&["--relay-batch", "1"]).await;
+    app.workers = vec!["issuance".into()];
+    let codes = [47, 12, 33, 5, 41, 28, 19, 2, 36, 8].map(tax_code);
+    for code in &codes {
+        app.publish(&pin_request(code, "online")).await;
+    }
+    let app = common::start_app(app, connections, rules).await;
+    let mut issued = Vec::new();
+    for _ in &codes {
+        let event = app.event("pin.issued").await;
+        issued.push(event["data"]["tax_code"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(issued, codes, "in the order the requests were handled");
+    // Every round confirmed and its row deleted.
+    app.wait_for_count("select count(*) from outbox", 0).await;
+    app.stop().await;
+}
