@@ -540,31 +540,15 @@ async fn a_batch_reads_each_tax_codes_credential_as_one_read_does() {
     use pinflow::store::credentials;
     let (app, _connections, _rules) = common::observer_with(&[]).await;
     let [current, retired, nobody] = [96, 97, 98].map(tax_code);
-    let active = seed_credential(&app, &current, Seed::default()).await;
-    let revoked = Seed {
-        status: "revoked",
+    let retired_as = |status| Seed {
+        status,
         ..Seed::default()
     };
+    let active = seed_credential(&app, &current, Seed::default()).await;
     // Issued after the active one, but not current: the active one is the latest.
-    let newer = seed_credential(&app, &current, revoked).await;
-    let older = seed_credential(
-        &app,
-        &retired,
-        Seed {
-            status: "expired",
-            ..Seed::default()
-        },
-    )
-    .await;
-    let newest = seed_credential(
-        &app,
-        &retired,
-        Seed {
-            status: "revoked",
-            ..Seed::default()
-        },
-    )
-    .await;
+    let newer = seed_credential(&app, &current, retired_as("revoked")).await;
+    let older = seed_credential(&app, &retired, retired_as("expired")).await;
+    let newest = seed_credential(&app, &retired, retired_as("revoked")).await;
     sqlx::query(
         "update credentials set issued_at = now() - interval '1 day' * (case id::text
              when $1 then 1 when $2 then 3 else 2 end) where id::text in ($1, $2, $3)",
