@@ -4,8 +4,12 @@
 
 mod common;
 
+use std::ops::Range;
+
 use common::issuance::{IssuanceApp, pin_request};
-use common::{Taken, command, command_properties, observer_of, spawn_app, start_app, tax_code};
+use common::{
+    Taken, TestApp, command, command_properties, observer_of, spawn_app, start_app, tax_code,
+};
 use lapin::BasicProperties;
 use lapin::types::ShortString;
 use pinflow::broker::Names;
@@ -13,7 +17,7 @@ use pinflow::broker::dead_letter::{ATTEMPTS, ERROR, FAILED_AT, QUEUE, ROUTING_KE
 use pinflow::contract::{Envelope, Outgoing, ParseError};
 use pinflow::error::HandlerError;
 use pinflow::manifest::{Binding, Description};
-use pinflow::runtime::{Message, Registration, Worker};
+use pinflow::runtime::{Message, Registration, Starter, Worker};
 use serde_json::json;
 use sqlx::PgConnection;
 
@@ -323,36 +327,112 @@ impl Worker for AuditThenRefuse {
     }
 }
 
-const AUDIT_THEN_REFUSE: Registration = Registration {
-    description: Description {
-        name: "audit_then_refuse",
-        bindings: &[Binding::command("pin.request", &[])],
-        jobs: &[],
-    },
-    start: |starter| starter.consume(AuditThenRefuse),
-    parse: |_| Ok(()),
-};
+/// What the test-only workers bind: `pin.request`, causing nothing.
+const PIN_REQUEST: &[Binding] = &[Binding::command("pin.request", &[])];
+
+/// A test-only worker on `pin.request`, as the registry lists it.
+const fn on_pin_request(name: &'static str, start: fn(&Starter<'_>)) -> Registration {
+    Registration {
+        description: Description {
+            name,
+            bindings: PIN_REQUEST,
+            jobs: &[],
+        },
+        start,
+        parse: |_| Ok(()),
+    }
+}
+
+const AUDIT_THEN_REFUSE: Registration = on_pin_request("audit_then_refuse", |starter| {
+    starter.consume(AuditThenRefuse)
+});
+
+/// Starts `worker` alone with a request of each of `tax_codes` queued before it starts,
+/// so they are taken together.
+async fn queued_before_start(worker: Registration, tax_codes: Range<u32>) -> TestApp {
+    let (app, connections, rules) = observer_of(vec![worker], &[]).await;
+    for n in tax_codes {
+        app.publish(&pin_request(&tax_code(n), "online")).await;
+    }
+    start_app(app, connections, rules).await
+}
+
+/// How many times the test workers audited seeing the request of `tax_code(n)`.
+async fn seen(app: &TestApp, n: u32) -> i64 {
+    let sql = format!(
+        "select count(*) from audit_log where action = 'seen' and tax_code = '{}'",
+        tax_code(n)
+    );
+    app.count(&sql).await
+}
 
 #[tokio::test]
 async fn what_a_refused_message_audited_is_dropped_and_its_batch_keeps_the_rest() {
-    // Queued before the worker starts, so they are taken together.
-    let (app, connections, rules) = observer_of(vec![AUDIT_THEN_REFUSE], &[]).await;
-    for n in 40..43 {
-        app.publish(&pin_request(&tax_code(n), "online")).await;
-    }
-    let app = start_app(app, connections, rules).await;
+    let app = queued_before_start(AUDIT_THEN_REFUSE, 40..43).await;
     let dlq = Names::dlq(&app.names.work_queue("audit_then_refuse"));
     let dead = app.take(&dlq, 1).await.remove(0);
     assert_eq!(reason(&dead), "refused after auditing");
     app.wait_for_count("select count(*) from audit_log where action = 'seen'", 2)
         .await;
     for n in 40..43 {
-        let sql = format!(
-            "select count(*) from audit_log where action = 'seen' and tax_code = '{}'",
-            tax_code(n)
-        );
         let expected = i64::from(n != REFUSED);
-        assert_eq!(app.count(&sql).await, expected, "{}", tax_code(n));
+        assert_eq!(seen(&app, n).await, expected, "{}", tax_code(n));
     }
+    app.stop().await;
+}
+
+/// A test-only worker on `pin.request` whose `prepare_batch` answers for the first
+/// command of a batch only, as a worker with a bug in its batch preparation would; it
+/// handles each request as `AuditThenRefuse` does.
+struct PreparesTheFirstOnly;
+
+impl Worker for PreparesTheFirstOnly {
+    type Command = String;
+    type Prepared = String;
+
+    fn parse(&self, envelope: &Envelope) -> Result<String, ParseError> {
+        AuditThenRefuse.parse(envelope)
+    }
+
+    async fn prepare(&self, tax_code: String) -> Result<String, HandlerError> {
+        Ok(tax_code)
+    }
+
+    async fn prepare_batch(
+        &self,
+        batch: Vec<(String, tracing::Span)>,
+    ) -> Vec<Result<String, HandlerError>> {
+        batch
+            .into_iter()
+            .take(1)
+            .map(|(code, _)| Ok(code))
+            .collect()
+    }
+
+    async fn handle<'a>(
+        &'a self,
+        tax_code: &'a String,
+        message: &'a Message<'a>,
+        conn: &'a mut PgConnection,
+    ) -> Result<Vec<Outgoing>, HandlerError> {
+        AuditThenRefuse.handle(tax_code, message, conn).await
+    }
+}
+
+const PREPARES_THE_FIRST_ONLY: Registration =
+    on_pin_request("prepares_the_first_only", |starter| {
+        starter.consume(PreparesTheFirstOnly)
+    });
+
+#[tokio::test]
+async fn a_batch_prepared_with_too_few_results_is_prepared_one_by_one() {
+    let app = queued_before_start(PREPARES_THE_FIRST_ONLY, 50..54).await;
+    app.wait_for_count("select count(*) from audit_log where action = 'seen'", 4)
+        .await;
+    for n in 50..54 {
+        assert_eq!(seen(&app, n).await, 1, "{}", tax_code(n));
+    }
+    let dlq = Names::dlq(&app.names.work_queue("prepares_the_first_only"));
+    assert!(app.drain(&dlq).await.is_empty(), "nothing dead-lettered");
     app.stop().await;
 }
