@@ -86,8 +86,9 @@ pub async fn latest_for_update(
     Ok(latest.remove(tax_code))
 }
 
-/// `latest_for_update` for several tax codes in one statement, locked in the order
-/// given: each tax code's credential, where it has one.
+/// `latest_for_update` for several tax codes in one statement, locked in the order of
+/// the tax codes (so two batches that wait on each other's rows wait in the same
+/// order): each tax code's credential, where it has one.
 pub async fn latest_for_update_all(
     conn: &mut PgConnection,
     tax_codes: &[&str],
@@ -118,6 +119,8 @@ async fn latest_all_with(
     tax_codes: &[&str],
     lock: &str,
 ) -> Result<HashMap<String, Stored>, sqlx::Error> {
+    let mut tax_codes = tax_codes.to_vec();
+    tax_codes.sort_unstable();
     let sql = format!(
         "select t.code, c.* from unnest($1::text[]) with ordinality as t(code, n)
          cross join lateral (

@@ -64,12 +64,11 @@ pub async fn stage(
     if apps.len() < 2 {
         return Ok(staged);
     }
-    let mut held: Vec<&str> = apps
+    let held: Vec<&str> = apps
         .iter()
         .filter(|(_, app, _)| !app.authenticated_with.is_device_level())
         .map(|(_, app, _)| app.tax_code.as_str())
         .collect();
-    held.sort_unstable();
     let mut current = credentials::latest_for_update_all(conn, &held).await?;
     let filed = file_all(conn, &apps).await?;
     for (i, app, _) in apps {

@@ -233,11 +233,10 @@ impl Issuance {
             .filter(|&i| alone[i] && !matches!(batch[i].prepared, Prepared::Request(..)))
             .collect();
         if locking.len() >= 2 {
-            let mut codes: Vec<&str> = locking
+            let codes: Vec<&str> = locking
                 .iter()
                 .map(|&i| batch[i].prepared.tax_code())
                 .collect();
-            codes.sort_unstable();
             let mut latest = credentials::latest_for_update_all(conn, &codes).await?;
             for i in locking {
                 staged[i] = Some(Staged::Latest(latest.remove(batch[i].prepared.tax_code())));

@@ -42,14 +42,13 @@ pub async fn stage(
     let codes: Vec<&str> = batch.iter().map(|i| i.prepared.tax_code.as_str()).collect();
     let alone = alone(&codes);
     let mut staged: Vec<Option<Staged>> = batch.iter().map(|_| None).collect();
-    let mut locking: Vec<&str> = (0..batch.len())
+    let locking: Vec<&str> = (0..batch.len())
         .filter(|&i| alone[i])
         .map(|i| codes[i])
         .collect();
     if locking.len() < 2 {
         return Ok(staged);
     }
-    locking.sort_unstable();
     let mut latest = credentials::latest_for_update_all(conn, &locking).await?;
     let mut waiting_ones: Vec<(usize, Conversion)> = Vec::new();
     for (i, item) in batch.iter().enumerate().filter(|&(i, _)| alone[i]) {
