@@ -182,7 +182,12 @@ async fn assert_clean(report: &Report, runtime: &Runtime) {
 async fn the_bench_counts_every_output_and_leaves_nothing_behind() {
     let (runtime, rules) = cheap_hashing();
     // delivery.receipt causes nothing: its commands are complete by their inbox rows.
-    for message_type in ["pin.request", "pin.verify", "delivery.receipt"] {
+    for message_type in [
+        "pin.request",
+        "pin.verify",
+        "phone_pin.verify",
+        "delivery.receipt",
+    ] {
         let report = measure(message_type, &runtime, &rules, None).await;
         let completion = if message_type == "delivery.receipt" {
             "inbox"

@@ -32,7 +32,8 @@ pub const WORKER: Registration = Registration {
         name: "phone_pins",
         bindings: &[
             Binding::rpc("phone_pin.request", &["reply", "phone_pin.issued"]),
-            Binding::rpc("phone_pin.verify", &["reply"]),
+            Binding::rpc("phone_pin.verify", &["reply"])
+                .after(&["pin.request", "phone_pin.request"]),
         ],
         jobs: &[JobSpec {
             name: "tidy",

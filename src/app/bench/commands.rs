@@ -84,8 +84,9 @@ impl Group {
 
 /// Builds the commands of one type for a group of applicants, filling in what the
 /// prelude learned for the same group (the initial PIN for `pin.first_access`, the PIN
-/// for `pin.verify`, a notification's id for `delivery.receipt`). A secret is written
-/// straight into the body, which is wiped when dropped.
+/// for `pin.verify`, the phone PIN for `phone_pin.verify`, a notification's id for
+/// `delivery.receipt`). A secret is written straight into the body, which is wiped
+/// when dropped.
 pub(super) struct Commands {
     /// The command type.
     pub(super) message_type: String,
@@ -154,6 +155,13 @@ impl Commands {
                     pin.with_context(|| format!("no PIN came back for applicant {applicant}"))?;
                 secret.push(pin.as_str());
                 event["data"]["pin"] = json!(SLOT);
+            }
+            "phone_pin.verify" => {
+                let pin = self.facts.phone_pin.get(i).and_then(Option::as_ref);
+                let pin = pin
+                    .with_context(|| format!("no phone PIN came back for applicant {applicant}"))?;
+                secret.push(pin.as_str());
+                event["data"]["phone_pin"] = json!(SLOT);
             }
             "delivery.receipt" => {
                 let id = self.facts.notification.get(i).and_then(Option::as_ref);

@@ -82,6 +82,8 @@ pub(super) enum Learned {
     },
     /// The PIN a first-access reply hands out.
     Pin(Zeroizing<String>),
+    /// The phone PIN a `phone_pin.request` reply hands out.
+    PhonePin(Zeroizing<String>),
 }
 
 /// One message pinflow published, as the benchmark received it.
@@ -108,6 +110,7 @@ struct Data {
     notification_id: Option<String>,
     secret: Option<String>,
     pin: Option<String>,
+    phone_pin: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -144,8 +147,11 @@ fn learn(kind: &str, body: &[u8]) -> Option<Learned> {
     // Moved, not copied, into memory that is wiped on drop.
     let secret = data.secret.map(Zeroizing::new);
     let pin = data.pin.map(Zeroizing::new);
+    let phone_pin = data.phone_pin.map(Zeroizing::new);
     if kind == "reply" {
-        return pin.map(Learned::Pin);
+        return pin
+            .map(Learned::Pin)
+            .or_else(|| phone_pin.map(Learned::PhonePin));
     }
     let first = match data.template.as_deref()? {
         "pin_first_half" => true,
@@ -271,7 +277,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_halves_and_the_first_access_pin_are_learned() {
+    fn only_the_halves_and_the_pins_replies_hand_out_are_learned() {
         let half = br#"{"data":{"template":"pin_second_half","notification_id":"n1","secret":"ABCDEFGH"}}"#;
         match learn("notify.post", half) {
             Some(Learned::Half {
@@ -289,6 +295,11 @@ mod tests {
         assert!(learn("notify.email", notice).is_none());
         let reply = br#"{"data":{"status":"ok","pin":"ABCD2345"}}"#;
         assert!(matches!(learn("reply", reply), Some(Learned::Pin(_))));
+        let phone = br#"{"data":{"status":"ok","phone_pin":"12345678"}}"#;
+        match learn("reply", phone) {
+            Some(Learned::PhonePin(pin)) => assert_eq!(pin.as_str(), "12345678"),
+            _ => panic!("a phone PIN"),
+        }
         assert_eq!(reply_kind(reply), "reply");
         assert_eq!(
             reply_kind(br#"{"data":{"status":"invalid"}}"#),

@@ -2,11 +2,13 @@
 //! needs handled first gets them, in the order named, for the same applicants: a
 //! conversion needs an ordinary PIN (`pin.request`); a `pin.verify` needs the PIN
 //! issued and activated (`pin.request`, then `pin.first_access` with the initial PIN
-//! its two halves carried); a `delivery.receipt` needs a notification to report on.
-//! Acting as the delivery gateway and as the portal, the benchmark reads what it needs
-//! from what pinflow sends (the halves from the `notify.*` queues, the PIN from the
-//! first-access reply) into memory that is wiped when dropped, and never writes,
-//! logs or prints it. None of it is timed.
+//! its two halves carried); a `phone_pin.verify` needs a live credential and a phone
+//! PIN (`pin.request`, then `phone_pin.request`); a `delivery.receipt` needs a
+//! notification to report on. Acting as the delivery gateway, the portal and the
+//! contact center, the benchmark reads what it needs from what pinflow sends (the
+//! halves from the `notify.*` queues, the PIN from the first-access reply, the phone
+//! PIN from its reply) into memory that is wiped when dropped, and never writes, logs
+//! or prints it. None of it is timed.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -30,6 +32,8 @@ pub(super) struct Facts {
     pub second_half: Vec<Option<Zeroizing<String>>>,
     /// The PIN first access handed out.
     pub pin: Vec<Option<Zeroizing<String>>>,
+    /// The phone PIN `phone_pin.request` handed out.
+    pub phone_pin: Vec<Option<Zeroizing<String>>>,
     /// The id of the notification that carried the first half.
     pub notification: Vec<Option<String>>,
 }
@@ -42,6 +46,7 @@ impl Facts {
             first_half: (0..n).map(|_| None).collect(),
             second_half: (0..n).map(|_| None).collect(),
             pin: (0..n).map(|_| None).collect(),
+            phone_pin: (0..n).map(|_| None).collect(),
             notification: vec![None; n],
         }
     }
@@ -67,6 +72,7 @@ impl Facts {
                 ..
             } => self.second_half[i] = Some(secret),
             Learned::Pin(pin) => self.pin[i] = Some(pin),
+            Learned::PhonePin(pin) => self.phone_pin[i] = Some(pin),
         }
     }
 }
