@@ -7,7 +7,9 @@ mod common;
 
 use chrono::{DateTime, Duration, Utc};
 use common::phone_pins::PhonePinApp;
-use common::{TestApp, assert_valid, command, spawn_app, spawn_app_with, tax_code};
+use common::{
+    Seed, TestApp, assert_valid, command, seed_credential, spawn_app, spawn_app_with, tax_code,
+};
 use pinflow::domain::Period;
 use serde_json::{Value, json};
 
@@ -291,5 +293,128 @@ async fn credential_show_lists_the_phone_pin_by_its_validity_only() {
         "never the PIN or its hash"
     );
     assert_valid(&app.event("phone_pin.issued").await);
+    app.stop().await;
+}
+
+/// Seeds `tax_code`'s phone PIN straight into the table, against a live credential:
+/// its hash (`None`: tidied up), until when it works, and its failures so far.
+async fn seed_phone_pin(
+    app: &TestApp,
+    tax_code: &str,
+    pin_hash: Option<&str>,
+    valid_until: DateTime<Utc>,
+    failed_attempts: i32,
+) {
+    let credential = seed_credential(app, tax_code, Seed::default()).await;
+    sqlx::query(
+        "insert into phone_pin_credentials (tax_code, credential_id, pin_hash, validity,
+             authenticated_with, issued_at, valid_until, failed_attempts)
+         values ($1, $2::uuid, $3, 'P7D', 'spid', now() - interval '1 day', $4, $5)",
+    )
+    .bind(tax_code)
+    .bind(credential)
+    .bind(pin_hash)
+    .bind(valid_until)
+    .bind(failed_attempts)
+    .execute(&app.pool)
+    .await
+    .expect("seed a phone PIN");
+}
+
+#[tokio::test]
+async fn verifies_handled_in_batches_answer_as_each_would_alone() {
+    let (mut app, connections, rules) = common::observer_with(&["--lockout-threshold", "3"]).await;
+    app.workers = vec!["phone_pins".into()];
+    let hasher = pinflow::domain::PinHasher::new(pinflow::domain::HashParams {
+        m_cost_kib: 256,
+        t_cost: 1,
+        p_cost: 1,
+    })
+    .unwrap();
+    let pin = "AB23CD45";
+    let hash = hasher.hash(pin).unwrap();
+    let [
+        right,
+        wrong,
+        failed_before,
+        last_try,
+        twice,
+        expired,
+        tidied,
+        nobody,
+    ] = [520, 521, 522, 523, 524, 525, 526, 527].map(tax_code);
+    let week = Utc::now() + Duration::days(7);
+    seed_phone_pin(&app, &right, Some(&hash), week, 0).await;
+    seed_phone_pin(&app, &wrong, Some(&hash), week, 0).await;
+    seed_phone_pin(&app, &failed_before, Some(&hash), week, 2).await;
+    seed_phone_pin(&app, &last_try, Some(&hash), week, 2).await;
+    seed_phone_pin(&app, &twice, Some(&hash), week, 0).await;
+    let yesterday = Utc::now() - Duration::days(1);
+    seed_phone_pin(&app, &expired, Some(&hash), yesterday, 0).await;
+    seed_phone_pin(&app, &tidied, None, week, 0).await;
+    let verify = |code: &str, pin: &str| {
+        command(
+            "phone_pin.verify",
+            json!({ "tax_code": code, "phone_pin": pin, "operator_id": "op-17" }),
+        )
+    };
+    let checks = [
+        verify(&right, pin),
+        verify(&wrong, "ZZ23CD45"),
+        verify(&failed_before, pin),
+        verify(&last_try, "ZZ23CD45"),
+        verify(&twice, "ZZ23CD45"),
+        verify(&twice, pin),
+        verify(&expired, pin),
+        verify(&tidied, pin),
+        verify(&nobody, pin),
+    ];
+    let asked = app.send_rpcs(&checks).await;
+    let app = common::start_app(app, connections, rules).await;
+    let status: Vec<String> = asked
+        .replies()
+        .await
+        .into_iter()
+        .map(|reply| {
+            assert_valid(&reply.body);
+            reply.body["data"]["status"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        status,
+        [
+            "ok", "invalid", "ok", "locked", "invalid", "ok", "expired", "expired", "invalid"
+        ]
+    );
+    let failures = |code: &str| {
+        format!(
+            "select failed_attempts::bigint from phone_pin_credentials where tax_code = '{code}'"
+        )
+    };
+    assert_eq!(app.count(&failures(&wrong)).await, 1);
+    assert_eq!(
+        app.count(&failures(&failed_before)).await,
+        0,
+        "a success resets the count"
+    );
+    assert_eq!(
+        app.count(&failures(&twice)).await,
+        0,
+        "the second saw the first's failure and reset it"
+    );
+    let locked = app.event("phone_pin.locked").await;
+    assert_eq!(locked["data"]["tax_code"], last_try.as_str());
+    assert_eq!(locked["data"]["failed_attempts"], 3);
+    assert_eq!(
+        app.count("select count(*) from phone_pin_credentials where locked_at is not null")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("select count(*) from audit_log where action = 'phone_pin.verify'")
+            .await,
+        8,
+        "every check of a phone PIN is audited"
+    );
     app.stop().await;
 }

@@ -11,9 +11,12 @@ mod store;
 mod tidy;
 mod verify;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures_util::future::join_all;
 use sqlx::{PgConnection, PgPool};
+use tracing::{Instrument as _, Span};
 
 use crate::clock::Clock;
 use crate::config::Rules;
@@ -23,7 +26,7 @@ use crate::domain::checked::Checked;
 use crate::domain::{PhonePin, PinHasher};
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description, JobSpec};
-use crate::runtime::{Message, Registration, Worker};
+use crate::runtime::{Handling, Message, Registration, Worker, alone};
 pub use command::{Command, Request, Verify};
 
 /// The phone-PIN worker as the registry lists it.
@@ -77,6 +80,48 @@ pub struct NewPhonePin {
     hash: String,
 }
 
+impl PhonePins {
+    /// Prepares a command, given its tax code's phone PIN read without a lock when it
+    /// checks a presented one.
+    async fn prepare_with(
+        &self,
+        command: Command,
+        stored: Option<store::Stored>,
+    ) -> Result<Prepared, HandlerError> {
+        Ok(match command {
+            Command::Request(request) => {
+                let pin = PhonePin::generate();
+                let hash = self.hasher.hash_off_thread(pin.expose().to_owned()).await?;
+                Prepared::Request(request, NewPhonePin { pin, hash })
+            }
+            Command::Verify(verify) => {
+                let checked = verify::check_before(self, &verify, stored).await?;
+                Prepared::Verify(verify, checked)
+            }
+        })
+    }
+}
+
+impl Command {
+    /// The tax code whose phone PIN the command checks, if it checks one.
+    fn checked_against(&self) -> Option<&str> {
+        match self {
+            Command::Request(_) => None,
+            Command::Verify(verify) => Some(verify.tax_code.as_str()),
+        }
+    }
+}
+
+impl Prepared {
+    /// Whose phone PIN the command is about.
+    fn tax_code(&self) -> &str {
+        match self {
+            Prepared::Request(request, _) => request.tax_code.as_str(),
+            Prepared::Verify(verify, _) => verify.tax_code.as_str(),
+        }
+    }
+}
+
 impl Worker for PhonePins {
     type Command = Command;
     type Prepared = Prepared;
@@ -86,17 +131,48 @@ impl Worker for PhonePins {
     }
 
     async fn prepare(&self, command: Command) -> Result<Prepared, HandlerError> {
-        Ok(match command {
-            Command::Request(request) => {
-                let pin = PhonePin::generate();
-                let hash = self.hasher.hash_off_thread(pin.expose().to_owned()).await?;
-                Prepared::Request(request, NewPhonePin { pin, hash })
-            }
-            Command::Verify(verify) => {
-                let checked = verify::check_before(self, &verify).await?;
-                Prepared::Verify(verify, checked)
-            }
-        })
+        let stored = match command.checked_against() {
+            Some(tax_code) => store::read(&self.pool, tax_code).await?,
+            None => None,
+        };
+        self.prepare_with(command, stored).await
+    }
+
+    /// A batch's `phone_pin.verify` read their phone PINs in one statement; then every
+    /// command is prepared as `prepare` would. When that read fails, each command reads
+    /// alone, and fails with its own error.
+    async fn prepare_batch(
+        &self,
+        batch: Vec<(Command, Span)>,
+    ) -> Vec<Result<Prepared, HandlerError>> {
+        let codes: Vec<&str> = batch
+            .iter()
+            .filter_map(|(command, _)| command.checked_against())
+            .collect();
+        let found = if codes.is_empty() {
+            Ok(HashMap::new())
+        } else {
+            store::read_all(&self.pool, &codes).await
+        };
+        let Ok(found) = found else {
+            let each = batch.into_iter();
+            return join_all(each.map(|(command, span)| self.prepare(command).instrument(span)))
+                .await;
+        };
+        let stored: Vec<Option<store::Stored>> = batch
+            .iter()
+            .map(|(command, _)| {
+                let tax_code = command.checked_against()?;
+                found.get(tax_code).cloned()
+            })
+            .collect();
+        let each = batch.into_iter().zip(stored);
+        join_all(
+            each.map(|((command, span), stored)| {
+                self.prepare_with(command, stored).instrument(span)
+            }),
+        )
+        .await
     }
 
     async fn handle<'a>(
@@ -105,10 +181,63 @@ impl Worker for PhonePins {
         message: &'a Message<'a>,
         conn: &'a mut PgConnection,
     ) -> Result<Vec<Outgoing>, HandlerError> {
+        self.handle_locked(prepared, None, message, conn).await
+    }
+
+    /// A batch's `phone_pin.verify` whose tax code no other command of the batch
+    /// names lock their phone PINs in one statement, in the order of their tax codes
+    /// (fewer than two: left to the handlers); then every command is handled in order.
+    async fn handle_batch<'a>(
+        &'a self,
+        batch: &'a [Handling<'a, Prepared>],
+        conn: &'a mut PgConnection,
+    ) -> Result<Vec<Vec<Outgoing>>, HandlerError> {
+        let locked = self.lock(batch, conn).await?;
+        let mut all = Vec::with_capacity(batch.len());
+        for (item, locked) in batch.iter().zip(locked) {
+            let handled = self.handle_locked(item.prepared, locked, item.message, conn);
+            all.push(handled.instrument(item.span.clone()).await?);
+        }
+        Ok(all)
+    }
+}
+
+impl PhonePins {
+    /// The phone PINs of the batch's `phone_pin.verify` whose tax code no other command
+    /// of the batch names, locked in one statement when there are two or more.
+    async fn lock(
+        &self,
+        batch: &[Handling<'_, Prepared>],
+        conn: &mut PgConnection,
+    ) -> Result<Vec<Option<verify::Locked>>, HandlerError> {
+        let codes: Vec<&str> = batch.iter().map(|i| i.prepared.tax_code()).collect();
+        let alone = alone(&codes);
+        let mut locked: Vec<Option<verify::Locked>> = batch.iter().map(|_| None).collect();
+        let locking: Vec<usize> = (0..batch.len())
+            .filter(|&i| alone[i] && matches!(batch[i].prepared, Prepared::Verify(..)))
+            .collect();
+        if locking.len() >= 2 {
+            let codes: Vec<&str> = locking.iter().map(|&i| codes[i]).collect();
+            let mut found = store::for_update_all(conn, &codes).await?;
+            for i in locking {
+                let stored = found.remove(batch[i].prepared.tax_code());
+                locked[i] = Some(verify::Locked(stored));
+            }
+        }
+        Ok(locked)
+    }
+
+    async fn handle_locked(
+        &self,
+        prepared: &Prepared,
+        locked: Option<verify::Locked>,
+        message: &Message<'_>,
+        conn: &mut PgConnection,
+    ) -> Result<Vec<Outgoing>, HandlerError> {
         match prepared {
             Prepared::Request(request, pin) => request::handle(request, pin, message, conn).await,
             Prepared::Verify(verify, checked) => {
-                verify::handle(self, verify, checked.as_ref(), message, conn).await
+                verify::handle(self, verify, checked.as_ref(), locked, message, conn).await
             }
         }
     }

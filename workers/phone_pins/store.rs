@@ -1,9 +1,11 @@
 //! The phone-PIN table, `phone_pin_credentials`: one row per tax code, the phone PIN
 //! only as an Argon2id hash, cleared by the tidy-up job once past its validity.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool, Row as _};
+use sqlx::{PgConnection, PgExecutor, PgPool, Row as _};
 use uuid::Uuid;
 
 use super::state::PhonePinState;
@@ -27,6 +29,7 @@ pub struct Replacement<'a> {
 }
 
 /// A stored phone PIN.
+#[derive(Clone)]
 pub struct Stored {
     /// The credential it was issued against.
     pub credential_id: Uuid,
@@ -60,34 +63,59 @@ pub async fn replace(conn: &mut PgConnection, new: &Replacement<'_>) -> Result<(
     Ok(())
 }
 
-/// The columns of a stored phone PIN, with whether its credential has been revoked.
-const SELECT: &str = "select p.credential_id, p.pin_hash, p.valid_until, p.failed_attempts,
-        p.locked_at is not null as locked, c.status = 'revoked' as credential_revoked
-    from phone_pin_credentials p join credentials c on c.id = p.credential_id
-    where p.tax_code = $1";
-
 /// The tax code's phone PIN, with whether its credential has been revoked since, locked
 /// for update.
 pub async fn for_update(
     conn: &mut PgConnection,
     tax_code: &str,
 ) -> Result<Option<Stored>, sqlx::Error> {
-    let sql = format!("{SELECT} for update of p");
-    let row = sqlx::query(&sql)
-        .bind(tax_code)
-        .fetch_optional(conn)
-        .await?;
-    row.map(decode).transpose()
+    let mut found = for_update_all(conn, &[tax_code]).await?;
+    Ok(found.remove(tax_code))
+}
+
+/// `for_update` for several tax codes in one statement, locked in the order of the tax
+/// codes (so two batches that wait on each other's rows wait in the same order): each
+/// tax code's phone PIN, where it has one.
+pub async fn for_update_all(
+    conn: &mut PgConnection,
+    tax_codes: &[&str],
+) -> Result<HashMap<String, Stored>, sqlx::Error> {
+    read_all_with(conn, tax_codes, " for update of p").await
 }
 
 /// The tax code's phone PIN as it stands, without a lock (for the check made before
 /// the transaction).
 pub async fn read(pool: &PgPool, tax_code: &str) -> Result<Option<Stored>, sqlx::Error> {
-    let row = sqlx::query(SELECT)
-        .bind(tax_code)
-        .fetch_optional(pool)
-        .await?;
-    row.map(decode).transpose()
+    let mut found = read_all(pool, &[tax_code]).await?;
+    Ok(found.remove(tax_code))
+}
+
+/// `read` for several tax codes in one statement.
+pub async fn read_all(
+    conn: impl PgExecutor<'_>,
+    tax_codes: &[&str],
+) -> Result<HashMap<String, Stored>, sqlx::Error> {
+    read_all_with(conn, tax_codes, "").await
+}
+
+/// The phone PINs of `tax_codes`, with whether each one's credential has been revoked
+/// since, in the order of their tax codes, then `lock`.
+async fn read_all_with(
+    conn: impl PgExecutor<'_>,
+    tax_codes: &[&str],
+    lock: &str,
+) -> Result<HashMap<String, Stored>, sqlx::Error> {
+    let sql = format!(
+        "select p.tax_code, p.credential_id, p.pin_hash, p.valid_until, p.failed_attempts,
+                p.locked_at is not null as locked, c.status = 'revoked' as credential_revoked
+         from phone_pin_credentials p join credentials c on c.id = p.credential_id
+         where p.tax_code = any($1::text[])
+         order by p.tax_code{lock}"
+    );
+    let rows = sqlx::query(&sql).bind(tax_codes).fetch_all(conn).await?;
+    rows.into_iter()
+        .map(|row| Ok((row.try_get("tax_code")?, decode(row)?)))
+        .collect()
 }
 
 fn decode(row: PgRow) -> Result<Stored, sqlx::Error> {

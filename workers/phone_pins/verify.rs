@@ -26,15 +26,16 @@ fn refused(refusal: Refusal) -> PhonePinVerifyReply {
     }
 }
 
-/// Reads the tax code's phone PIN without a lock and checks the presented one against
-/// it (see `domain::checked`), when the phone PIN would be compared at all (a revoked,
-/// expired or locked one costs no hash).
+/// Checks the presented phone PIN against `stored`, the tax code's phone PIN read
+/// without a lock (see `domain::checked`), when the phone PIN would be compared at all
+/// (a revoked, expired or locked one costs no hash).
 pub async fn check_before(
     worker: &PhonePins,
     verify: &Verify,
+    stored: Option<store::Stored>,
 ) -> Result<Option<Checked>, HandlerError> {
     let now = worker.clock.now();
-    let Some(stored) = store::read(&worker.pool, verify.tax_code.as_str()).await? else {
+    let Some(stored) = stored else {
         return Ok(None);
     };
     let Some(hash) = stored.pin_hash.filter(|_| stored.state.check(now).is_ok()) else {
@@ -46,17 +47,27 @@ pub async fn check_before(
     ))
 }
 
-/// Handles one `phone_pin.verify`, under the phone PIN's row lock: Argon2 runs here only
-/// when the hash changed since `check_before`.
+/// A tax code's phone PIN as its batch locked it (see `PhonePins::handle_batch`):
+/// `None` inside when it has none.
+pub struct Locked(pub Option<store::Stored>);
+
+/// Handles one `phone_pin.verify`, under the phone PIN's row lock (taken here unless
+/// the batch took it): Argon2 runs here only when the hash changed since
+/// `check_before`.
 pub async fn handle(
     worker: &PhonePins,
     verify: &Verify,
     checked: Option<&Checked>,
+    staged: Option<Locked>,
     message: &Message<'_>,
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
     let tax_code = verify.tax_code.as_str();
-    let Some(stored) = store::for_update(conn, tax_code).await? else {
+    let stored = match staged {
+        Some(Locked(stored)) => stored,
+        None => store::for_update(conn, tax_code).await?,
+    };
+    let Some(stored) = stored else {
         // No phone PIN was ever issued: nothing to count a failure against.
         return Ok(vec![answer(message, &PhonePinVerifyReply::Invalid, None)?]);
     };
