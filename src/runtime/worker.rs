@@ -109,6 +109,37 @@ pub fn alone<K: Eq + Hash>(keys: &[K]) -> Vec<bool> {
     keys.iter().map(|key| named[key] == 1).collect()
 }
 
+/// The usual body of a `Worker::prepare_batch` whose commands need a row each, read
+/// for the whole batch in one statement (`found`, by key): each command is prepared
+/// side by side under its delivery's span, by `prepare`, with a copy of the row its
+/// `key` names (a key named twice gets the same row twice; a command without a key, or
+/// whose row is missing, gets `None`). When the read failed, each command is prepared
+/// alone by `Worker::prepare`, which reads for itself and fails with its own error.
+pub async fn prepare_each<W, R, E, F>(
+    worker: &W,
+    batch: Vec<(W::Command, Span)>,
+    found: Result<HashMap<String, R>, E>,
+    key: impl Fn(&W::Command) -> Option<&str>,
+    prepare: impl Fn(W::Command, Option<R>) -> F,
+) -> Vec<Result<W::Prepared, HandlerError>>
+where
+    W: Worker,
+    R: Clone,
+    F: Future<Output = Result<W::Prepared, HandlerError>>,
+{
+    let Ok(found) = found else {
+        let each = batch.into_iter();
+        return join_all(each.map(|(command, span)| worker.prepare(command).instrument(span)))
+            .await;
+    };
+    let rows: Vec<Option<R>> = batch
+        .iter()
+        .map(|(command, _)| found.get(key(command)?).cloned())
+        .collect();
+    let each = batch.into_iter().zip(rows);
+    join_all(each.map(|((command, span), row)| prepare(command, row).instrument(span))).await
+}
+
 /// A dedicated worker's message handling.
 pub trait Worker: Send + Sync + 'static {
     /// The typed command, parsed from the envelope at the edge.
@@ -175,11 +206,65 @@ pub trait Worker: Send + Sync + 'static {
 
 #[cfg(test)]
 mod tests {
-    use super::alone;
+    use super::*;
 
     #[test]
     fn a_key_named_twice_is_alone_nowhere() {
         assert_eq!(alone(&["a", "b", "a", "c"]), [false, true, false, true]);
         assert!(alone::<u8>(&[]).is_empty());
+    }
+
+    /// Prepares a command (a key, or none) alone as "alone <key>".
+    struct Keyed;
+
+    impl Worker for Keyed {
+        type Command = Option<&'static str>;
+        type Prepared = String;
+
+        fn parse(&self, _: &Envelope) -> Result<Self::Command, ParseError> {
+            Ok(None)
+        }
+
+        async fn prepare(&self, command: Self::Command) -> Result<String, HandlerError> {
+            Ok(format!("alone {}", command.unwrap_or("-")))
+        }
+
+        async fn handle<'a>(
+            &'a self,
+            _: &'a String,
+            _: &'a Message<'a>,
+            _: &'a mut PgConnection,
+        ) -> Result<Vec<Outgoing>, HandlerError> {
+            unreachable!("only prepared here")
+        }
+    }
+
+    fn batch(keys: &[Option<&'static str>]) -> Vec<(Option<&'static str>, Span)> {
+        keys.iter().map(|key| (*key, Span::none())).collect()
+    }
+
+    async fn prepared(found: Result<HashMap<String, u32>, ()>) -> Vec<String> {
+        let keys = [Some("a"), None, Some("b"), Some("a"), Some("gone")];
+        let each = prepare_each(
+            &Keyed,
+            batch(&keys),
+            found,
+            |key| *key,
+            |key, row| async move { Ok(format!("{}={row:?}", key.unwrap_or("-"))) },
+        );
+        each.await.into_iter().map(Result::unwrap).collect()
+    }
+
+    #[tokio::test]
+    async fn each_command_is_prepared_with_its_own_row_and_alone_when_the_read_failed() {
+        let found = HashMap::from([("a".to_owned(), 1), ("b".to_owned(), 2)]);
+        assert_eq!(
+            prepared(Ok(found)).await,
+            ["a=Some(1)", "-=None", "b=Some(2)", "a=Some(1)", "gone=None"]
+        );
+        assert_eq!(
+            prepared(Err(())).await,
+            ["alone a", "alone -", "alone b", "alone a", "alone gone"]
+        );
     }
 }

@@ -106,7 +106,7 @@ pub async fn latest(
     Ok(latest.remove(tax_code))
 }
 
-/// `latest` for several tax codes in one statement.
+/// `latest` for several tax codes in one statement (none for no tax codes).
 pub async fn latest_all(
     conn: impl PgExecutor<'_>,
     tax_codes: &[&str],
@@ -119,6 +119,9 @@ async fn latest_all_with(
     tax_codes: &[&str],
     lock: &str,
 ) -> Result<HashMap<String, Stored>, sqlx::Error> {
+    if tax_codes.is_empty() {
+        return Ok(HashMap::new());
+    }
     let mut tax_codes = tax_codes.to_vec();
     tax_codes.sort_unstable();
     let sql = format!(

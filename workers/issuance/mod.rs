@@ -5,14 +5,12 @@ mod access;
 mod command;
 mod request;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, SecondsFormat, Utc};
-use futures_util::future::join_all;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use tracing::{Instrument as _, Span};
-
-use std::collections::HashMap;
-use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::config::Rules;
@@ -21,7 +19,7 @@ use crate::domain::PinHasher;
 use crate::domain::checked::Checked;
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description};
-use crate::runtime::{Handling, Message, Registration, Worker, alone};
+use crate::runtime::{Handling, Message, Registration, Worker, alone, prepare_each};
 use crate::store::credentials::{self, Saved, Stored};
 pub use command::{Command, FirstAccess, PinRequest, Verify};
 
@@ -149,28 +147,13 @@ impl Worker for Issuance {
             .iter()
             .filter_map(|(command, _)| command.checked_against())
             .collect();
-        let found = if codes.is_empty() {
-            Ok(HashMap::new())
-        } else {
-            credentials::latest_all(&self.pool, &codes).await
-        };
-        let Ok(found) = found else {
-            let each = batch.into_iter();
-            return join_all(each.map(|(command, span)| self.prepare(command).instrument(span)))
-                .await;
-        };
-        let latest: Vec<Option<Stored>> = batch
-            .iter()
-            .map(|(command, _)| {
-                let tax_code = command.checked_against()?;
-                found.get(tax_code).cloned()
-            })
-            .collect();
-        let each = batch.into_iter().zip(latest);
-        join_all(
-            each.map(|((command, span), latest)| {
-                self.prepare_with(command, latest).instrument(span)
-            }),
+        let found = credentials::latest_all(&self.pool, &codes).await;
+        prepare_each(
+            self,
+            batch,
+            found,
+            Command::checked_against,
+            |command, latest| self.prepare_with(command, latest),
         )
         .await
     }

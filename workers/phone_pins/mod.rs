@@ -11,10 +11,8 @@ mod store;
 mod tidy;
 mod verify;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures_util::future::join_all;
 use sqlx::{PgConnection, PgPool};
 use tracing::{Instrument as _, Span};
 
@@ -26,7 +24,7 @@ use crate::domain::checked::Checked;
 use crate::domain::{PhonePin, PinHasher};
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description, JobSpec};
-use crate::runtime::{Handling, Message, Registration, Worker, alone};
+use crate::runtime::{Handling, Message, Registration, Worker, alone, prepare_each};
 pub use command::{Command, Request, Verify};
 
 /// The phone-PIN worker as the registry lists it.
@@ -100,6 +98,45 @@ impl PhonePins {
             }
         })
     }
+
+    /// The phone PINs of the batch's `phone_pin.verify` whose tax code no other command
+    /// of the batch names, locked in one statement when there are two or more.
+    async fn lock(
+        &self,
+        batch: &[Handling<'_, Prepared>],
+        conn: &mut PgConnection,
+    ) -> Result<Vec<Option<verify::Locked>>, HandlerError> {
+        let codes: Vec<&str> = batch.iter().map(|i| i.prepared.tax_code()).collect();
+        let alone = alone(&codes);
+        let mut locked: Vec<Option<verify::Locked>> = batch.iter().map(|_| None).collect();
+        let locking: Vec<usize> = (0..batch.len())
+            .filter(|&i| alone[i] && matches!(batch[i].prepared, Prepared::Verify(..)))
+            .collect();
+        if locking.len() >= 2 {
+            let codes: Vec<&str> = locking.iter().map(|&i| codes[i]).collect();
+            let mut found = store::for_update_all(conn, &codes).await?;
+            for i in locking {
+                let stored = found.remove(batch[i].prepared.tax_code());
+                locked[i] = Some(verify::Locked(stored));
+            }
+        }
+        Ok(locked)
+    }
+
+    async fn handle_locked(
+        &self,
+        prepared: &Prepared,
+        locked: Option<verify::Locked>,
+        message: &Message<'_>,
+        conn: &mut PgConnection,
+    ) -> Result<Vec<Outgoing>, HandlerError> {
+        match prepared {
+            Prepared::Request(request, pin) => request::handle(request, pin, message, conn).await,
+            Prepared::Verify(verify, checked) => {
+                verify::handle(self, verify, checked.as_ref(), locked, message, conn).await
+            }
+        }
+    }
 }
 
 impl Command {
@@ -149,28 +186,13 @@ impl Worker for PhonePins {
             .iter()
             .filter_map(|(command, _)| command.checked_against())
             .collect();
-        let found = if codes.is_empty() {
-            Ok(HashMap::new())
-        } else {
-            store::read_all(&self.pool, &codes).await
-        };
-        let Ok(found) = found else {
-            let each = batch.into_iter();
-            return join_all(each.map(|(command, span)| self.prepare(command).instrument(span)))
-                .await;
-        };
-        let stored: Vec<Option<store::Stored>> = batch
-            .iter()
-            .map(|(command, _)| {
-                let tax_code = command.checked_against()?;
-                found.get(tax_code).cloned()
-            })
-            .collect();
-        let each = batch.into_iter().zip(stored);
-        join_all(
-            each.map(|((command, span), stored)| {
-                self.prepare_with(command, stored).instrument(span)
-            }),
+        let found = store::read_all(&self.pool, &codes).await;
+        prepare_each(
+            self,
+            batch,
+            found,
+            Command::checked_against,
+            |command, stored| self.prepare_with(command, stored),
         )
         .await
     }
@@ -199,47 +221,6 @@ impl Worker for PhonePins {
             all.push(handled.instrument(item.span.clone()).await?);
         }
         Ok(all)
-    }
-}
-
-impl PhonePins {
-    /// The phone PINs of the batch's `phone_pin.verify` whose tax code no other command
-    /// of the batch names, locked in one statement when there are two or more.
-    async fn lock(
-        &self,
-        batch: &[Handling<'_, Prepared>],
-        conn: &mut PgConnection,
-    ) -> Result<Vec<Option<verify::Locked>>, HandlerError> {
-        let codes: Vec<&str> = batch.iter().map(|i| i.prepared.tax_code()).collect();
-        let alone = alone(&codes);
-        let mut locked: Vec<Option<verify::Locked>> = batch.iter().map(|_| None).collect();
-        let locking: Vec<usize> = (0..batch.len())
-            .filter(|&i| alone[i] && matches!(batch[i].prepared, Prepared::Verify(..)))
-            .collect();
-        if locking.len() >= 2 {
-            let codes: Vec<&str> = locking.iter().map(|&i| codes[i]).collect();
-            let mut found = store::for_update_all(conn, &codes).await?;
-            for i in locking {
-                let stored = found.remove(batch[i].prepared.tax_code());
-                locked[i] = Some(verify::Locked(stored));
-            }
-        }
-        Ok(locked)
-    }
-
-    async fn handle_locked(
-        &self,
-        prepared: &Prepared,
-        locked: Option<verify::Locked>,
-        message: &Message<'_>,
-        conn: &mut PgConnection,
-    ) -> Result<Vec<Outgoing>, HandlerError> {
-        match prepared {
-            Prepared::Request(request, pin) => request::handle(request, pin, message, conn).await,
-            Prepared::Verify(verify, checked) => {
-                verify::handle(self, verify, checked.as_ref(), locked, message, conn).await
-            }
-        }
     }
 }
 

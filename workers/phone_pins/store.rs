@@ -90,7 +90,7 @@ pub async fn read(pool: &PgPool, tax_code: &str) -> Result<Option<Stored>, sqlx:
     Ok(found.remove(tax_code))
 }
 
-/// `read` for several tax codes in one statement.
+/// `read` for several tax codes in one statement (none for no tax codes).
 pub async fn read_all(
     conn: impl PgExecutor<'_>,
     tax_codes: &[&str],
@@ -105,6 +105,9 @@ async fn read_all_with(
     tax_codes: &[&str],
     lock: &str,
 ) -> Result<HashMap<String, Stored>, sqlx::Error> {
+    if tax_codes.is_empty() {
+        return Ok(HashMap::new());
+    }
     let sql = format!(
         "select p.tax_code, p.credential_id, p.pin_hash, p.valid_until, p.failed_attempts,
                 p.locked_at is not null as locked, c.status = 'revoked' as credential_revoked
