@@ -628,6 +628,19 @@ pub struct Asked {
 }
 
 impl Asked {
+    /// The replies' data, in the order the commands were sent, each reply checked
+    /// against its schema.
+    pub async fn answers(self) -> Vec<Value> {
+        let replies = self.replies().await;
+        replies
+            .into_iter()
+            .map(|reply| {
+                assert_valid(&reply.body);
+                reply.body["data"].clone()
+            })
+            .collect()
+    }
+
     /// The replies, in the order the commands were sent.
     pub async fn replies(mut self) -> Vec<Taken> {
         let mut replies: Vec<Option<Taken>> = self.correlation_ids.iter().map(|_| None).collect();
