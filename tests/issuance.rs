@@ -596,12 +596,7 @@ async fn a_batch_reads_each_tax_codes_credential_as_one_read_does() {
 async fn checks_handled_in_batches_answer_as_each_would_alone() {
     let (mut app, connections, rules) = common::observer_with(&[]).await;
     app.workers = vec!["issuance".into()];
-    let hasher = pinflow::domain::PinHasher::new(pinflow::domain::HashParams {
-        m_cost_kib: 256,
-        t_cost: 1,
-        p_cost: 1,
-    })
-    .unwrap();
+    let hasher = common::cheap_hasher();
     let (pin, initial) = ("AB23CD45", "AB23CD45EF67GH89");
     let (pin_hash, initial_hash) = (hasher.hash(pin).unwrap(), hasher.hash(initial).unwrap());
     let [right, wrong, failed_before, twice, first, nobody] =
@@ -635,15 +630,9 @@ async fn checks_handled_in_batches_answer_as_each_would_alone() {
         ),
         verify(&nobody, pin),
     ];
-    let asked = app.send_rpcs(&checks).await;
-    let app = common::start_app(app, connections, rules).await;
-    let answers = asked.answers().await;
-    let status: Vec<&str> = answers
-        .iter()
-        .map(|a| a["status"].as_str().unwrap())
-        .collect();
+    let (app, answers) = common::answered_together(app, connections, rules, &checks).await;
     assert_eq!(
-        status,
+        common::statuses(&answers),
         ["ok", "invalid", "ok", "invalid", "ok", "ok", "not_found"]
     );
     let new_pin = answers[5]["pin"].as_str().expect("the new PIN");

@@ -325,12 +325,7 @@ async fn seed_phone_pin(
 async fn verifies_handled_in_batches_answer_as_each_would_alone() {
     let (mut app, connections, rules) = common::observer_with(&["--lockout-threshold", "3"]).await;
     app.workers = vec!["phone_pins".into()];
-    let hasher = pinflow::domain::PinHasher::new(pinflow::domain::HashParams {
-        m_cost_kib: 256,
-        t_cost: 1,
-        p_cost: 1,
-    })
-    .unwrap();
+    let hasher = common::cheap_hasher();
     let pin = "AB23CD45";
     let hash = hasher.hash(pin).unwrap();
     let [
@@ -369,15 +364,9 @@ async fn verifies_handled_in_batches_answer_as_each_would_alone() {
         verify(&tidied, pin),
         verify(&nobody, pin),
     ];
-    let asked = app.send_rpcs(&checks).await;
-    let app = common::start_app(app, connections, rules).await;
-    let answers = asked.answers().await;
-    let status: Vec<&str> = answers
-        .iter()
-        .map(|a| a["status"].as_str().unwrap())
-        .collect();
+    let (app, answers) = common::answered_together(app, connections, rules, &checks).await;
     assert_eq!(
-        status,
+        common::statuses(&answers),
         [
             "ok", "invalid", "ok", "locked", "invalid", "ok", "expired", "expired", "invalid"
         ]

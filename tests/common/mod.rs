@@ -152,6 +152,37 @@ pub async fn spawn_registry(registry: Vec<Registration>, extra: &[&str]) -> Test
     start_app(app, connections, rules).await
 }
 
+/// Queues `commands` as RPCs before pinflow starts, so that its consumer takes them
+/// together, then starts it: pinflow, and the replies' data in the commands' order.
+pub async fn answered_together(
+    app: TestApp,
+    connections: Connections,
+    rules: Rules,
+    commands: &[Value],
+) -> (TestApp, Vec<Value>) {
+    let asked = app.send_rpcs(commands).await;
+    let app = start_app(app, connections, rules).await;
+    (app, asked.answers().await)
+}
+
+/// Each answer's `status`.
+pub fn statuses(answers: &[Value]) -> Vec<&str> {
+    answers
+        .iter()
+        .map(|a| a["status"].as_str().expect("a status"))
+        .collect()
+}
+
+/// An Argon2id hasher as cheap as the parameters allow, for hashes a test seeds.
+pub fn cheap_hasher() -> pinflow::domain::PinHasher {
+    let params = pinflow::domain::HashParams {
+        m_cost_kib: 256,
+        t_cost: 1,
+        p_cost: 1,
+    };
+    pinflow::domain::PinHasher::new(params).expect("a hasher")
+}
+
 /// Runs pinflow in-process for an observer made by `observer_of`.
 pub async fn start_app(mut app: TestApp, connections: Connections, rules: Rules) -> TestApp {
     let (shutdown, stopped) = oneshot::channel::<()>();
