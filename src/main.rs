@@ -121,9 +121,9 @@ enum Command {
         #[arg(long, default_value = "2000", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=672_000))]
         messages: Vec<u32>,
         /// The command type to drive (its example in schemas/examples/ is the body):
-        /// pin.request, pin.first_access, pin.verify, phone_pin.verify,
-        /// conversion.submit, application.submit, delivery.receipt, or any other
-        /// registered command whose example succeeds as it is.
+        /// pin.request, pin.first_access, pin.verify, phone_pin.request,
+        /// phone_pin.verify, conversion.submit, application.submit, delivery.receipt,
+        /// or any other registered command whose example succeeds as it is.
         #[arg(long = "type", default_value = "pin.request")]
         message_type: String,
         /// Publish this many commands a second while pinflow runs (latency at a set
@@ -727,11 +727,12 @@ untimed.
   TYPE's outputs [outputs, unexpected_outputs]: both sub-phases, by routing key; a
       clean run counts nothing unexpected.
 
-What each type needs first (from the worker's description, untimed): conversion.submit
-and delivery.receipt a PIN issued (pin.request); pin.first_access the PIN issued, its
-initial PIN read from the two halves in notify.*; pin.verify also activated
-(pin.first_access), its PIN read from the reply; phone_pin.verify a PIN issued and a
-phone PIN (phone_pin.request), read from its reply. Those secrets stay in memory only.
+What each type needs first (from the worker's description, untimed): conversion.submit,
+delivery.receipt and phone_pin.request a PIN issued (pin.request); pin.first_access the
+PIN issued, its initial PIN read from the two halves in notify.*; pin.verify also
+activated (pin.first_access), its PIN read from the reply; phone_pin.verify a PIN issued
+and a phone PIN (phone_pin.request), read from its reply. Those secrets stay in memory
+only.
 With full speed, pin.verify and phone_pin.verify commands (which carry the secret, as
 the portal's and the contact center's do) wait in the worker's queue until the
 workers start.";

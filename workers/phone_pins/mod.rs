@@ -32,7 +32,8 @@ pub const WORKER: Registration = Registration {
     description: Description {
         name: "phone_pins",
         bindings: &[
-            Binding::rpc("phone_pin.request", &["reply", "phone_pin.issued"]),
+            Binding::rpc("phone_pin.request", &["reply", "phone_pin.issued"])
+                .after(&["pin.request"]),
             Binding::rpc("phone_pin.verify", &["reply"])
                 .after(&["pin.request", "phone_pin.request"]),
         ],

@@ -1,11 +1,11 @@
 //! What a benchmark sends before it measures. A command whose binding names others it
 //! needs handled first gets them, in the order named, for the same applicants: a
-//! conversion needs an ordinary PIN (`pin.request`); a `pin.verify` needs the PIN
-//! issued and activated (`pin.request`, then `pin.first_access` with the initial PIN
-//! its two halves carried); a `phone_pin.verify` needs a live credential and a phone
-//! PIN (`pin.request`, then `phone_pin.request`); a `delivery.receipt` needs a
-//! notification to report on. Acting as the delivery gateway, the portal and the
-//! contact center, the benchmark reads what it needs from what pinflow sends (the
+//! conversion or a phone PIN needs a PIN issued (`pin.request`); a `pin.verify` needs
+//! the PIN issued and activated (`pin.request`, then `pin.first_access` with the
+//! initial PIN its two halves carried); a `phone_pin.verify` needs a live credential
+//! and a phone PIN (`pin.request`, then `phone_pin.request`); a `delivery.receipt`
+//! needs a notification to report on. Acting as the delivery gateway, the portal and
+//! the contact center, the benchmark reads what it needs from what pinflow sends (the
 //! halves from the `notify.*` queues, the PIN from the first-access reply, the phone
 //! PIN from its reply) into memory that is wiped when dropped, and never writes, logs
 //! or prints it. None of it is timed.
