@@ -185,6 +185,7 @@ async fn the_bench_counts_every_output_and_leaves_nothing_behind() {
     for message_type in [
         "pin.request",
         "pin.verify",
+        "phone_pin.request",
         "phone_pin.verify",
         "delivery.receipt",
     ] {
