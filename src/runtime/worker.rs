@@ -109,6 +109,19 @@ pub fn alone<K: Eq + Hash>(keys: &[K]) -> Vec<bool> {
     keys.iter().map(|key| named[key] == 1).collect()
 }
 
+/// The places of the batch's commands that one statement serves together: those
+/// `wanted` whose key no other command of the batch names (see `alone`), when there
+/// are two or more (for one, a batch statement saves nothing: empty, and the handler
+/// does the work alone).
+pub fn together<K: Eq + Hash>(keys: &[K], wanted: impl Fn(usize) -> bool) -> Vec<usize> {
+    let alone = alone(keys);
+    let picked: Vec<usize> = (0..keys.len()).filter(|&i| alone[i] && wanted(i)).collect();
+    if picked.len() < 2 {
+        return Vec::new();
+    }
+    picked
+}
+
 /// The usual body of a `Worker::prepare_batch` whose commands need a row each, read
 /// for the whole batch in one statement (`found`, by key): each command is prepared
 /// side by side under its delivery's span, by `prepare`, with a copy of the row its
@@ -212,6 +225,15 @@ mod tests {
     fn a_key_named_twice_is_alone_nowhere() {
         assert_eq!(alone(&["a", "b", "a", "c"]), [false, true, false, true]);
         assert!(alone::<u8>(&[]).is_empty());
+    }
+
+    #[test]
+    fn together_takes_the_wanted_keys_named_once_and_never_one_alone() {
+        let keys = ["a", "b", "a", "c", "d"];
+        assert_eq!(together(&keys, |_| true), [1, 3, 4]);
+        assert_eq!(together(&keys, |i| i != 3), [1, 4]);
+        assert!(together(&keys, |i| i == 1).is_empty());
+        assert!(together(&keys, |i| i == 0 || i == 2).is_empty());
     }
 
     /// Prepares a command (a key, or none) alone as "alone <key>".

@@ -23,7 +23,7 @@ use crate::contract::events::{
 use crate::contract::outgoing::derived_id;
 use crate::domain::credential::Kind;
 use crate::error::HandlerError;
-use crate::runtime::{Handling, Message, alone};
+use crate::runtime::{Handling, Message, together};
 use crate::store::credentials;
 
 /// An `application.submit` filed with its batch's (see `stage`).
@@ -52,16 +52,17 @@ pub async fn stage(
             Command::Converted(event) | Command::Revoked(event) => event.tax_code.as_str(),
         });
     }
-    let alone = alone(&codes);
-    let apps: Vec<(usize, &Application, &Message<'_>)> = batch
-        .iter()
-        .enumerate()
-        .filter_map(|(i, item)| match item.prepared {
-            Command::Application(app) if alone[i] => Some((i, app, item.message)),
+    let picked = together(&codes, |i| {
+        matches!(batch[i].prepared, Command::Application(_))
+    });
+    let apps: Vec<(usize, &Application, &Message<'_>)> = picked
+        .into_iter()
+        .filter_map(|i| match batch[i].prepared {
+            Command::Application(app) => Some((i, app, batch[i].message)),
             _ => None,
         })
         .collect();
-    if apps.len() < 2 {
+    if apps.is_empty() {
         return Ok(staged);
     }
     let held: Vec<&str> = apps

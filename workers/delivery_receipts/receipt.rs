@@ -17,7 +17,7 @@ use crate::contract::outgoing::derived_id;
 use crate::contract::{Carries, NotifyChannel, Outgoing};
 use crate::domain::TaxCode;
 use crate::error::HandlerError;
-use crate::runtime::{Handling, Message, alone};
+use crate::runtime::{Handling, Message, together};
 use crate::store::notifications::{self, Notification, Received};
 
 /// The ledger's name for a receipt's status.
@@ -43,9 +43,8 @@ pub async fn stage(
 ) -> Result<Vec<Option<Staged>>, HandlerError> {
     let mut staged: Vec<Option<Staged>> = batch.iter().map(|_| None).collect();
     let ids: Vec<Uuid> = batch.iter().map(|i| i.prepared.notification_id).collect();
-    let alone = alone(&ids);
-    let picked: Vec<usize> = (0..batch.len()).filter(|&i| alone[i]).collect();
-    if picked.len() < 2 {
+    let picked = together(&ids, |_| true);
+    if picked.is_empty() {
         return Ok(staged);
     }
     let words: Vec<notifications::Word<'_>> = picked

@@ -19,7 +19,7 @@ use crate::domain::PinHasher;
 use crate::domain::checked::Checked;
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description};
-use crate::runtime::{Handling, Message, Registration, Worker, alone, prepare_each};
+use crate::runtime::{Handling, Message, Registration, Worker, prepare_each, together};
 use crate::store::credentials::{self, Saved, Stored};
 pub use command::{Command, FirstAccess, PinRequest, Verify};
 
@@ -208,22 +208,16 @@ impl Issuance {
         conn: &mut PgConnection,
     ) -> Result<Vec<Option<Staged<'a>>>, HandlerError> {
         let codes: Vec<&str> = batch.iter().map(|i| i.prepared.tax_code()).collect();
-        let alone = alone(&codes);
-        let issued = request::stage(self, batch, &alone, conn).await?;
+        let issued = request::stage(self, batch, &codes, conn).await?;
         let mut staged: Vec<Option<Staged<'a>>> =
             issued.into_iter().map(|s| s.map(Staged::Issued)).collect();
-        let locking: Vec<usize> = (0..batch.len())
-            .filter(|&i| alone[i] && !matches!(batch[i].prepared, Prepared::Request(..)))
-            .collect();
-        if locking.len() >= 2 {
-            let codes: Vec<&str> = locking
-                .iter()
-                .map(|&i| batch[i].prepared.tax_code())
-                .collect();
-            let mut latest = credentials::latest_for_update_all(conn, &codes).await?;
-            for i in locking {
-                staged[i] = Some(Staged::Latest(latest.remove(batch[i].prepared.tax_code())));
-            }
+        let locking = together(&codes, |i| {
+            !matches!(batch[i].prepared, Prepared::Request(..))
+        });
+        let locked: Vec<&str> = locking.iter().map(|&i| codes[i]).collect();
+        let mut latest = credentials::latest_for_update_all(conn, &locked).await?;
+        for i in locking {
+            staged[i] = Some(Staged::Latest(latest.remove(codes[i])));
         }
         Ok(staged)
     }

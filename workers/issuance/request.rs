@@ -18,7 +18,7 @@ use crate::contract::{Carries, Notice, NotifyChannel, Outgoing};
 use crate::domain::credential::Kind;
 use crate::domain::{InitialPin, PinHasher};
 use crate::error::HandlerError;
-use crate::runtime::{Handling, Message};
+use crate::runtime::{Handling, Message, together};
 use crate::store::credentials::{self, InsertError, NewCredential};
 
 /// A freshly generated initial PIN and its hash, made before the transaction.
@@ -46,31 +46,39 @@ pub struct Staged<'a> {
 }
 
 /// Inserts, in one statement, the credential of each eligible `pin.request` of the
-/// batch that is `alone` (its tax code named by no other command of the batch), and
-/// says per command what became of it (`None` for the others, which `handle` inserts
-/// itself). Those are the requests whose outcome cannot depend on the batch's order.
-/// Fewer than two: nothing to gain, nothing done.
+/// batch whose tax code (of `codes`, one per command) no other command of the batch
+/// names, and says per command what became of it (`None` for the others, which
+/// `handle` inserts itself). Those are the requests whose outcome cannot depend on the
+/// batch's order. Fewer than two: nothing to gain, nothing done (see `together`).
 pub async fn stage<'a>(
     worker: &Issuance,
     batch: &'a [Handling<'a, Prepared>],
-    alone: &[bool],
+    codes: &[&str],
     conn: &mut PgConnection,
 ) -> Result<Vec<Option<Staged<'a>>>, HandlerError> {
     let mut staged: Vec<Option<Staged<'a>>> = batch.iter().map(|_| None).collect();
+    let eligible = |i: usize| match batch[i].prepared {
+        Prepared::Request(request, Some(_)) => request.is_eligible(),
+        _ => false,
+    };
+    let mut places = Vec::new();
     let mut news = Vec::new();
-    for (i, item) in batch.iter().enumerate() {
-        if let Prepared::Request(request, Some(pin)) = item.prepared
-            && request.is_eligible()
-            && alone[i]
-        {
-            let new = new_credential(worker, request, pin, item.message, Uuid::new_v4());
-            news.push((i, new));
+    for i in together(codes, eligible) {
+        if let Prepared::Request(request, Some(pin)) = batch[i].prepared {
+            places.push(i);
+            let message = batch[i].message;
+            news.push(new_credential(
+                worker,
+                request,
+                pin,
+                message,
+                Uuid::new_v4(),
+            ));
         }
     }
-    if news.len() < 2 {
+    if news.is_empty() {
         return Ok(staged);
     }
-    let (places, news): (Vec<usize>, Vec<NewCredential<'a>>) = news.into_iter().unzip();
     let inserted: HashSet<Uuid> = credentials::insert_all(conn, &news)
         .await?
         .into_iter()

@@ -15,7 +15,7 @@ use crate::contract::Outgoing;
 use crate::contract::events::{ConversionReviewRequested, ReviewChannel};
 use crate::domain::credential::Credential;
 use crate::error::HandlerError;
-use crate::runtime::{Handling, Message, alone};
+use crate::runtime::{Handling, Message, together};
 use crate::store::credentials::{self, Stored};
 use crate::workers::conversion::outcome;
 use crate::workers::conversion::record::{self, Conversion, NewConversion, Status};
@@ -40,18 +40,16 @@ pub async fn stage(
     conn: &mut PgConnection,
 ) -> Result<Vec<Option<Staged>>, HandlerError> {
     let codes: Vec<&str> = batch.iter().map(|i| i.prepared.tax_code.as_str()).collect();
-    let alone = alone(&codes);
     let mut staged: Vec<Option<Staged>> = batch.iter().map(|_| None).collect();
-    let locking: Vec<&str> = (0..batch.len())
-        .filter(|&i| alone[i])
-        .map(|i| codes[i])
-        .collect();
-    if locking.len() < 2 {
+    let picked = together(&codes, |_| true);
+    if picked.is_empty() {
         return Ok(staged);
     }
+    let locking: Vec<&str> = picked.iter().map(|&i| codes[i]).collect();
     let mut latest = credentials::latest_for_update_all(conn, &locking).await?;
     let mut waiting_ones: Vec<(usize, Conversion)> = Vec::new();
-    for (i, item) in batch.iter().enumerate().filter(|&(i, _)| alone[i]) {
+    for i in picked {
+        let item = &batch[i];
         let latest = latest.remove(codes[i]);
         let credential = latest.as_ref().map(|stored| &stored.credential);
         let (_, failures) = assess(worker, item.prepared, credential, item.message);
