@@ -403,3 +403,101 @@ async fn verifies_handled_in_batches_answer_as_each_would_alone() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn requests_handled_in_batches_answer_as_each_would_alone() {
+    let (mut app, connections, rules) = common::observer_with(&[]).await;
+    app.workers = vec!["phone_pins".into()];
+    let [fresh, longer, replaced, twice, nobody, revoked, expired] =
+        [530, 531, 532, 533, 534, 535, 536].map(tax_code);
+    let fresh_id = seed_credential(&app, &fresh, Seed::default()).await;
+    seed_credential(&app, &longer, Seed::default()).await;
+    let hash = common::cheap_hasher().hash("AB23CD45").unwrap();
+    let week = Utc::now() + Duration::days(7);
+    seed_phone_pin(&app, &replaced, Some(&hash), week, 2).await;
+    sqlx::query("update phone_pin_credentials set locked_at = now() where tax_code = $1")
+        .bind(&replaced)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    seed_credential(&app, &twice, Seed::default()).await;
+    let gone = Seed {
+        status: "revoked",
+        ..Seed::default()
+    };
+    seed_credential(&app, &revoked, gone).await;
+    let lapsed = Seed {
+        status: "issued",
+        window: Duration::days(-1),
+        ..Seed::default()
+    };
+    seed_credential(&app, &expired, lapsed).await;
+    let request = |code: &str, validity: &str| {
+        command(
+            "phone_pin.request",
+            json!({ "tax_code": code, "authenticated_with": "cie", "validity": validity }),
+        )
+    };
+    let requests = [
+        request(&fresh, "P1D"),
+        request(&longer, "P3M"),
+        request(&replaced, "P7D"),
+        request(&twice, "P1D"),
+        request(&twice, "P1M"),
+        request(&nobody, "P1D"),
+        request(&revoked, "P1D"),
+        request(&expired, "P1D"),
+    ];
+    let (app, answers) = common::answered_together(app, connections, rules, &requests).await;
+    assert_eq!(
+        common::statuses(&answers),
+        ["ok", "ok", "ok", "ok", "ok", "not_found", "revoked", "expired"]
+    );
+    let stored = |column: &str, code: &str| {
+        format!("select {column} from phone_pin_credentials where tax_code = '{code}'")
+    };
+    let row: (String, String, String, DateTime<Utc>) = sqlx::query_as(&stored(
+        "credential_id::text, validity, authenticated_with, valid_until",
+        &fresh,
+    ))
+    .fetch_one(&app.pool)
+    .await
+    .expect("the fresh phone PIN's row");
+    let until = valid_until(&answers[0]);
+    assert_eq!(row, (fresh_id, "P1D".into(), "cie".into(), until));
+    let validity: String = sqlx::query_scalar(&stored("validity", &longer))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(validity, "P3M");
+    assert_eq!(
+        app.count(&stored("failed_attempts::bigint", &replaced))
+            .await,
+        0,
+        "a new phone PIN starts a fresh count"
+    );
+    let unlocked = stored("count(*)", &replaced) + " and locked_at is null";
+    assert_eq!(app.count(&unlocked).await, 1, "and is not locked");
+    for (code, answer) in [(&fresh, 0), (&longer, 1), (&replaced, 2), (&twice, 4)] {
+        let pin = phone_pin(&answers[answer]);
+        assert_eq!(app.verify_phone_pin(code, &pin).await["status"], "ok");
+    }
+    let replaced_one = phone_pin(&answers[3]);
+    assert_eq!(
+        app.verify_phone_pin(&twice, &replaced_one).await["status"],
+        "invalid",
+        "the second request for the same tax code replaced the first's"
+    );
+    assert_eq!(
+        app.count("select count(*) from phone_pin_credentials")
+            .await,
+        4
+    );
+    assert_eq!(app.events_so_far("phone_pin.issued").await.len(), 5);
+    assert_eq!(
+        app.count("select count(*) from audit_log where action = 'phone_pin.issued'")
+            .await,
+        5
+    );
+    app.stop().await;
+}

@@ -35,13 +35,7 @@ pub struct Verify {
 
 /// The period a chosen validity stands for.
 pub fn period(validity: PhonePinValidity) -> Period {
-    let text = match validity {
-        PhonePinValidity::OneDay => "P1D",
-        PhonePinValidity::SevenDays => "P7D",
-        PhonePinValidity::OneMonth => "P1M",
-        PhonePinValidity::ThreeMonths => "P3M",
-    };
-    Period::parse(text).expect("the contract's validities are periods")
+    Period::parse(validity.as_str()).expect("the contract's validities are periods")
 }
 
 impl Command {

@@ -24,7 +24,8 @@ use crate::domain::checked::Checked;
 use crate::domain::{PhonePin, PinHasher};
 use crate::error::HandlerError;
 use crate::manifest::{Binding, Description, JobSpec};
-use crate::runtime::{Handling, Message, Registration, Worker, alone, prepare_each};
+use crate::runtime::{Handling, Message, Registration, Worker, prepare_each, together};
+use crate::store::credentials;
 pub use command::{Command, Request, Verify};
 
 /// The phone-PIN worker as the registry lists it.
@@ -100,44 +101,71 @@ impl PhonePins {
         })
     }
 
-    /// The phone PINs of the batch's `phone_pin.verify` whose tax code no other command
-    /// of the batch names, locked in one statement when there are two or more.
-    async fn lock(
+    /// The batch's rows locked in one statement each for the commands whose tax code no
+    /// other command of the batch names (whose outcome cannot depend on the batch's
+    /// order), in the order of their tax codes: the phone PINs of the `phone_pin.verify`
+    /// and the latest credentials of the `phone_pin.request` (fewer than two of a kind:
+    /// left to the handlers).
+    async fn stage(
         &self,
         batch: &[Handling<'_, Prepared>],
         conn: &mut PgConnection,
-    ) -> Result<Vec<Option<verify::Locked>>, HandlerError> {
+    ) -> Result<Vec<Option<Staged>>, HandlerError> {
         let codes: Vec<&str> = batch.iter().map(|i| i.prepared.tax_code()).collect();
-        let alone = alone(&codes);
-        let mut locked: Vec<Option<verify::Locked>> = batch.iter().map(|_| None).collect();
-        let locking: Vec<usize> = (0..batch.len())
-            .filter(|&i| alone[i] && matches!(batch[i].prepared, Prepared::Verify(..)))
-            .collect();
-        if locking.len() >= 2 {
-            let codes: Vec<&str> = locking.iter().map(|&i| codes[i]).collect();
-            let mut found = store::for_update_all(conn, &codes).await?;
-            for i in locking {
-                let stored = found.remove(batch[i].prepared.tax_code());
-                locked[i] = Some(verify::Locked(stored));
-            }
+        let of_kind = |verify: bool| {
+            let picked = together(&codes, |i| {
+                matches!(batch[i].prepared, Prepared::Verify(..)) == verify
+            });
+            let codes: Vec<&str> = picked.iter().map(|&i| codes[i]).collect();
+            (picked, codes)
+        };
+        let mut staged: Vec<Option<Staged>> = batch.iter().map(|_| None).collect();
+        let (verifies, verified) = of_kind(true);
+        let mut found = store::for_update_all(conn, &verified).await?;
+        for i in verifies {
+            staged[i] = Some(Staged::PhonePin(verify::Locked(found.remove(codes[i]))));
         }
-        Ok(locked)
+        let (requests, requested) = of_kind(false);
+        let mut latest = credentials::latest_for_update_all(conn, &requested).await?;
+        for i in requests {
+            staged[i] = Some(Staged::Credential(latest.remove(codes[i])));
+        }
+        Ok(staged)
     }
 
-    async fn handle_locked(
+    async fn handle_staged<'a>(
         &self,
-        prepared: &Prepared,
-        locked: Option<verify::Locked>,
+        prepared: &'a Prepared,
+        staged: Option<Staged>,
         message: &Message<'_>,
         conn: &mut PgConnection,
+        later: &mut Vec<store::Replacement<'a>>,
     ) -> Result<Vec<Outgoing>, HandlerError> {
-        match prepared {
-            Prepared::Request(request, pin) => request::handle(request, pin, message, conn).await,
-            Prepared::Verify(verify, checked) => {
+        match (prepared, staged) {
+            (Prepared::Request(request, pin), staged) => {
+                let batched = match staged {
+                    Some(Staged::Credential(latest)) => Some(request::Batched { latest, later }),
+                    _ => None,
+                };
+                request::handle(request, pin, batched, message, conn).await
+            }
+            (Prepared::Verify(verify, checked), staged) => {
+                let locked = match staged {
+                    Some(Staged::PhonePin(locked)) => Some(locked),
+                    _ => None,
+                };
                 verify::handle(self, verify, checked.as_ref(), locked, message, conn).await
             }
         }
     }
+}
+
+/// What a command's batch did for it before its handler ran (see `PhonePins::stage`).
+enum Staged {
+    /// A `phone_pin.request`'s latest credential, locked with the batch's.
+    Credential(Option<credentials::Stored>),
+    /// A `phone_pin.verify`'s phone PIN, locked with the batch's.
+    PhonePin(verify::Locked),
 }
 
 impl Command {
@@ -204,23 +232,26 @@ impl Worker for PhonePins {
         message: &'a Message<'a>,
         conn: &'a mut PgConnection,
     ) -> Result<Vec<Outgoing>, HandlerError> {
-        self.handle_locked(prepared, None, message, conn).await
+        self.handle_staged(prepared, None, message, conn, &mut Vec::new())
+            .await
     }
 
-    /// A batch's `phone_pin.verify` whose tax code no other command of the batch
-    /// names lock their phone PINs in one statement, in the order of their tax codes
-    /// (fewer than two: left to the handlers); then every command is handled in order.
+    /// The batch's rows locked in one statement per kind of command (see
+    /// `PhonePins::stage`); then every command is handled in order, and the new phone
+    /// PINs of the requests the batch locked for are stored in one statement.
     async fn handle_batch<'a>(
         &'a self,
         batch: &'a [Handling<'a, Prepared>],
         conn: &'a mut PgConnection,
     ) -> Result<Vec<Vec<Outgoing>>, HandlerError> {
-        let locked = self.lock(batch, conn).await?;
+        let staged = self.stage(batch, conn).await?;
+        let mut later = Vec::new();
         let mut all = Vec::with_capacity(batch.len());
-        for (item, locked) in batch.iter().zip(locked) {
-            let handled = self.handle_locked(item.prepared, locked, item.message, conn);
+        for (item, staged) in batch.iter().zip(staged) {
+            let handled = self.handle_staged(item.prepared, staged, item.message, conn, &mut later);
             all.push(handled.instrument(item.span.clone()).await?);
         }
+        store::replace_all(conn, &later).await?;
         Ok(all)
     }
 }

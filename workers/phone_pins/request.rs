@@ -18,15 +18,31 @@ use crate::error::HandlerError;
 use crate::runtime::Message;
 use crate::store::credentials;
 
-/// Handles one `phone_pin.request`.
-pub async fn handle(
-    request: &Request,
-    new: &NewPhonePin,
+/// What a request's batch did for it (see `PhonePins::stage`): its tax code's latest
+/// credential, locked, and where its new phone PIN goes to be stored with the batch's
+/// others.
+pub struct Batched<'b, 'a> {
+    /// The tax code's latest credential, locked.
+    pub latest: Option<credentials::Stored>,
+    /// The phone PINs the batch stores once its handlers ran.
+    pub later: &'b mut Vec<store::Replacement<'a>>,
+}
+
+/// Handles one `phone_pin.request`, under its credential's row lock (taken here unless
+/// the batch took it).
+pub async fn handle<'a>(
+    request: &'a Request,
+    new: &'a NewPhonePin,
+    batched: Option<Batched<'_, 'a>>,
     message: &Message<'_>,
     conn: &mut PgConnection,
 ) -> Result<Vec<Outgoing>, HandlerError> {
     let tax_code = request.tax_code.as_str();
-    let Some(stored) = credentials::latest_for_update(conn, tax_code).await? else {
+    let (latest, later) = match batched {
+        Some(Batched { latest, later }) => (latest, Some(later)),
+        None => (credentials::latest_for_update(conn, tax_code).await?, None),
+    };
+    let Some(stored) = latest else {
         return Ok(vec![answer(
             message,
             &PhonePinRequestReply::NotFound,
@@ -46,21 +62,21 @@ pub async fn handle(
         .add_to(message.now)
         .trunc_subsecs(3);
     // Their wire names, as the table and the audit trail keep them.
-    let validity = json!(request.validity);
-    let authenticated_with = json!(request.authenticated_with);
-    store::replace(
-        conn,
-        &store::Replacement {
-            tax_code,
-            credential_id: credential.id,
-            pin_hash: &new.hash,
-            validity: validity.as_str().unwrap_or_default(),
-            authenticated_with: authenticated_with.as_str().unwrap_or_default(),
-            issued_at: message.now,
-            valid_until,
-        },
-    )
-    .await?;
+    let validity = request.validity.as_str();
+    let authenticated_with = request.authenticated_with.as_str();
+    let replacement = store::Replacement {
+        tax_code,
+        credential_id: credential.id,
+        pin_hash: &new.hash,
+        validity,
+        authenticated_with,
+        issued_at: message.now,
+        valid_until,
+    };
+    match later {
+        Some(later) => later.push(replacement),
+        None => store::replace_all(conn, &[replacement]).await?,
+    }
     let issued = PhonePinIssued {
         tax_code: request.tax_code.clone(),
         credential_id: credential.id,

@@ -39,25 +39,41 @@ pub struct Stored {
     pub state: PhonePinState,
 }
 
-/// Stores a new phone PIN in place of the tax code's last one: a fresh count, no lock.
-pub async fn replace(conn: &mut PgConnection, new: &Replacement<'_>) -> Result<(), sqlx::Error> {
+/// Stores new phone PINs in place of their tax codes' last ones, in one statement and
+/// in the order of their tax codes (the order a batch's verifies lock them in): a fresh
+/// count, no lock. No tax code may come twice.
+pub async fn replace_all<'a>(
+    conn: &mut PgConnection,
+    news: &[Replacement<'a>],
+) -> Result<(), sqlx::Error> {
+    if news.is_empty() {
+        return Ok(());
+    }
+    let column = |field: fn(&Replacement<'a>) -> &'a str| -> Vec<&'a str> {
+        news.iter().map(field).collect()
+    };
+    let credential_ids: Vec<Uuid> = news.iter().map(|new| new.credential_id).collect();
+    let issued_at: Vec<DateTime<Utc>> = news.iter().map(|new| new.issued_at).collect();
+    let valid_until: Vec<DateTime<Utc>> = news.iter().map(|new| new.valid_until).collect();
     sqlx::query(
         "insert into phone_pin_credentials (tax_code, credential_id, pin_hash, validity,
              authenticated_with, issued_at, valid_until)
-         values ($1, $2, $3, $4, $5, $6, $7)
+         select * from unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+             $6::timestamptz[], $7::timestamptz[]) as new
+         order by 1
          on conflict (tax_code) do update set credential_id = excluded.credential_id,
              pin_hash = excluded.pin_hash, validity = excluded.validity,
              authenticated_with = excluded.authenticated_with,
              issued_at = excluded.issued_at, valid_until = excluded.valid_until,
              failed_attempts = 0, locked_at = null, tidied_at = null",
     )
-    .bind(new.tax_code)
-    .bind(new.credential_id)
-    .bind(new.pin_hash)
-    .bind(new.validity)
-    .bind(new.authenticated_with)
-    .bind(new.issued_at)
-    .bind(new.valid_until)
+    .bind(column(|new| new.tax_code))
+    .bind(credential_ids)
+    .bind(column(|new| new.pin_hash))
+    .bind(column(|new| new.validity))
+    .bind(column(|new| new.authenticated_with))
+    .bind(issued_at)
+    .bind(valid_until)
     .execute(conn)
     .await?;
     Ok(())

@@ -99,6 +99,17 @@ pub enum StrongAuth {
     Cns,
 }
 
+impl StrongAuth {
+    /// The name on the wire and in the database (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StrongAuth::Spid => "spid",
+            StrongAuth::Cie => "cie",
+            StrongAuth::Cns => "cns",
+        }
+    }
+}
+
 /// How long a phone PIN lasts: the ISO 8601 durations the contract allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PhonePinValidity {
@@ -114,6 +125,18 @@ pub enum PhonePinValidity {
     /// `P3M`.
     #[serde(rename = "P3M")]
     ThreeMonths,
+}
+
+impl PhonePinValidity {
+    /// The name on the wire and in the database (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhonePinValidity::OneDay => "P1D",
+            PhonePinValidity::SevenDays => "P7D",
+            PhonePinValidity::OneMonth => "P1M",
+            PhonePinValidity::ThreeMonths => "P3M",
+        }
+    }
 }
 
 /// `phone_pin.request` (RPC): a temporary PIN for the contact center.
@@ -146,4 +169,25 @@ pub struct PhonePinVerify {
 
 impl CommandData for PhonePinVerify {
     const TYPE: CommandType = CommandType::PhonePinVerify;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_names_in_the_database_are_the_wire_names() {
+        for auth in [StrongAuth::Spid, StrongAuth::Cie, StrongAuth::Cns] {
+            assert_eq!(serde_json::to_value(auth).unwrap(), auth.as_str());
+        }
+        let validities = [
+            PhonePinValidity::OneDay,
+            PhonePinValidity::SevenDays,
+            PhonePinValidity::OneMonth,
+            PhonePinValidity::ThreeMonths,
+        ];
+        for validity in validities {
+            assert_eq!(serde_json::to_value(validity).unwrap(), validity.as_str());
+        }
+    }
 }
