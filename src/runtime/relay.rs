@@ -264,8 +264,8 @@ impl Round {
         let started = std::time::Instant::now();
         let mut confirms = Vec::with_capacity(rows.len());
         for row in &mut rows {
-            // What is left of the row after this is what `finish` needs; the body's
-            // text becomes the message's bytes, not copied.
+            // What is left of the row after this is what `finish` needs; the body
+            // is serialized once, not copied first.
             let body = std::mem::take(&mut row.body);
             let outcome = match build(deps, row, body) {
                 Ok((exchange, body, properties)) => Ok(publish::start(
@@ -409,12 +409,11 @@ async fn defer(
 }
 
 /// The exchange, body and properties for a row whose body (the CloudEvent without its
-/// secret, as JSON text) is `body`: published as it is, or, when the row has a sealed
-/// secret, with it unsealed and put in.
+/// secret) is `body`, with its secret unsealed.
 fn build(
     deps: &Deps,
     row: &Pending,
-    body: String,
+    body: serde_json::Value,
 ) -> Result<(String, Vec<u8>, BasicProperties), String> {
     let exchange = match row.destination {
         Destination::Event => deps.names.events(),
@@ -422,7 +421,7 @@ fn build(
         Destination::Reply => String::new(),
     };
     let body = match &row.sealed {
-        None => body.into_bytes(),
+        None => serde_json::to_vec(&body),
         Some(sealed) => {
             let key = deps.keys.find(&sealed.key_id).ok_or_else(|| {
                 format!(
@@ -439,12 +438,10 @@ fn build(
                 .map_err(|_| "sealed secret does not open: altered or moved".to_owned())?;
             let clear =
                 std::str::from_utf8(&clear).map_err(|_| "sealed secret is not text".to_owned())?;
-            let body = serde_json::from_str(&body)
-                .map_err(|e| format!("body is not JSON: {e}"))?;
             serde_json::to_vec(&with_secret(body, &sealed.field, clear))
-                .map_err(|e| format!("body does not serialize: {e}"))?
         }
-    };
+    }
+    .map_err(|e| format!("body does not serialize: {e}"))?;
     let trace = row
         .traceparent
         .as_deref()

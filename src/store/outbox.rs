@@ -4,6 +4,7 @@
 //! the database with the row once the relay has its confirm.
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::{PgConnection, Row as _};
 
 use super::notifications;
@@ -29,9 +30,8 @@ pub struct Pending {
     pub traceparent: Option<String>,
     /// The caller's `tracestate`, passed on unchanged.
     pub tracestate: Option<String>,
-    /// The CloudEvent without its secret, as the JSON text it is published as (the
-    /// relay takes it when it publishes).
-    pub body: String,
+    /// The CloudEvent without its secret (the relay takes it when it publishes).
+    pub body: Value,
     /// Where the secret goes, and its sealed value and key id.
     pub sealed: Option<Sealed>,
     /// Publications tried so far.
@@ -112,7 +112,7 @@ pub async fn insert_caused(
             correlation_id.push(message.correlation_id.as_deref());
             traceparent.push(parent.clone());
             tracestate.push(group.trace.state.as_deref());
-            body.push(message.body.to_string());
+            body.push(&message.body);
             let sealed = message.secret.as_ref().map(|secret| {
                 (
                     secret.field,
@@ -132,9 +132,9 @@ pub async fn insert_caused(
         "insert into outbox (destination, routing_key, message_id, message_type,
              correlation_id, traceparent, tracestate, body, secret_field, sealed_secret,
              key_id, caused_by)
-         select d, r, i, t, c, p, ts, b::json, f, s, k, y
+         select d, r, i, t, c, p, ts, b, f, s, k, y
          from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-             $6::text[], $7::text[], $8::text[], $9::text[], $10::bytea[], $11::text[],
+             $6::text[], $7::text[], $8::jsonb[], $9::text[], $10::bytea[], $11::text[],
              $12::text[])
          with ordinality as m(d, r, i, t, c, p, ts, b, f, s, k, y, n)
          order by n",
@@ -170,8 +170,8 @@ pub async fn due(
 ) -> Result<Vec<Pending>, sqlx::Error> {
     let rows = sqlx::query(
         "select id, destination, routing_key, message_id, message_type, correlation_id,
-                traceparent, tracestate, body::text as body, secret_field, sealed_secret, key_id,
-                attempts, caused_by
+                traceparent, tracestate, body, secret_field, sealed_secret, key_id, attempts,
+                caused_by
          from outbox where next_attempt_at <= $1 order by id limit $2 for update skip locked",
     )
     .bind(now)
