@@ -451,7 +451,16 @@ async fn requests_handled_in_batches_answer_as_each_would_alone() {
     let (app, answers) = common::answered_together(app, connections, rules, &requests).await;
     assert_eq!(
         common::statuses(&answers),
-        ["ok", "ok", "ok", "ok", "ok", "not_found", "revoked", "expired"]
+        [
+            "ok",
+            "ok",
+            "ok",
+            "ok",
+            "ok",
+            "not_found",
+            "revoked",
+            "expired"
+        ]
     );
     let stored = |column: &str, code: &str| {
         format!("select {column} from phone_pin_credentials where tax_code = '{code}'")

@@ -18,4 +18,4 @@ pub mod worker;
 pub use deps::{Deps, JobTrigger};
 pub use job::{Batch, Job};
 pub use registry::{Registration, Starter, descriptions};
-pub use worker::{Handling, Message, Worker, alone, prepare_each, together};
+pub use worker::{Handling, Message, Worker, prepare_each, together};

@@ -112,21 +112,20 @@ impl PhonePins {
         conn: &mut PgConnection,
     ) -> Result<Vec<Option<Staged>>, HandlerError> {
         let codes: Vec<&str> = batch.iter().map(|i| i.prepared.tax_code()).collect();
-        let of_kind = |verify: bool| {
-            let picked = together(&codes, |i| {
-                matches!(batch[i].prepared, Prepared::Verify(..)) == verify
-            });
-            let codes: Vec<&str> = picked.iter().map(|&i| codes[i]).collect();
-            (picked, codes)
-        };
+        let codes_at =
+            |places: &[usize]| -> Vec<&str> { places.iter().map(|&i| codes[i]).collect() };
         let mut staged: Vec<Option<Staged>> = batch.iter().map(|_| None).collect();
-        let (verifies, verified) = of_kind(true);
-        let mut found = store::for_update_all(conn, &verified).await?;
+        let verifies = together(&codes, |i| {
+            matches!(batch[i].prepared, Prepared::Verify(..))
+        });
+        let mut found = store::for_update_all(conn, &codes_at(&verifies)).await?;
         for i in verifies {
             staged[i] = Some(Staged::PhonePin(verify::Locked(found.remove(codes[i]))));
         }
-        let (requests, requested) = of_kind(false);
-        let mut latest = credentials::latest_for_update_all(conn, &requested).await?;
+        let requests = together(&codes, |i| {
+            matches!(batch[i].prepared, Prepared::Request(..))
+        });
+        let mut latest = credentials::latest_for_update_all(conn, &codes_at(&requests)).await?;
         for i in requests {
             staged[i] = Some(Staged::Credential(latest.remove(codes[i])));
         }
@@ -141,15 +140,15 @@ impl PhonePins {
         conn: &mut PgConnection,
         later: &mut Vec<store::Replacement<'a>>,
     ) -> Result<Vec<Outgoing>, HandlerError> {
-        match (prepared, staged) {
-            (Prepared::Request(request, pin), staged) => {
+        match prepared {
+            Prepared::Request(request, pin) => {
                 let batched = match staged {
                     Some(Staged::Credential(latest)) => Some(request::Batched { latest, later }),
                     _ => None,
                 };
                 request::handle(request, pin, batched, message, conn).await
             }
-            (Prepared::Verify(verify, checked), staged) => {
+            Prepared::Verify(verify, checked) => {
                 let locked = match staged {
                     Some(Staged::PhonePin(locked)) => Some(locked),
                     _ => None,
