@@ -109,13 +109,16 @@ pub fn alone<K: Eq + Hash>(keys: &[K]) -> Vec<bool> {
     keys.iter().map(|key| named[key] == 1).collect()
 }
 
-/// The places of the batch's commands that one statement serves together: those
-/// `wanted` whose key no other command of the batch names (see `alone`), when there
-/// are two or more (for one, a batch statement saves nothing: empty, and the handler
-/// does the work alone).
-pub fn together<K: Eq + Hash>(keys: &[K], wanted: impl Fn(usize) -> bool) -> Vec<usize> {
+/// The batch's commands that one statement serves together, each as its place and what
+/// `pick` took from it: the commands `pick` takes something from (`Some`) whose key no
+/// other command of the batch names (see `alone`), when there are two or more (for
+/// one, a batch statement saves nothing: empty, and the handler does the work alone).
+pub fn together<K: Eq + Hash, T>(keys: &[K], pick: impl Fn(usize) -> Option<T>) -> Vec<(usize, T)> {
     let alone = alone(keys);
-    let picked: Vec<usize> = (0..keys.len()).filter(|&i| alone[i] && wanted(i)).collect();
+    let picked: Vec<(usize, T)> = (0..keys.len())
+        .filter(|&i| alone[i])
+        .filter_map(|i| pick(i).map(|taken| (i, taken)))
+        .collect();
     if picked.len() < 2 {
         return Vec::new();
     }
@@ -230,10 +233,12 @@ mod tests {
     #[test]
     fn together_takes_the_wanted_keys_named_once_and_never_one_alone() {
         let keys = ["a", "b", "a", "c", "d"];
-        assert_eq!(together(&keys, |_| true), [1, 3, 4]);
-        assert_eq!(together(&keys, |i| i != 3), [1, 4]);
-        assert!(together(&keys, |i| i == 1).is_empty());
-        assert!(together(&keys, |i| i == 0 || i == 2).is_empty());
+        let every = |i: usize| Some(keys[i]);
+        assert_eq!(together(&keys, every), [(1, "b"), (3, "c"), (4, "d")]);
+        let not_c = |i: usize| (i != 3).then_some(keys[i]);
+        assert_eq!(together(&keys, not_c), [(1, "b"), (4, "d")]);
+        assert!(together(&keys, |i| (i == 1).then_some(())).is_empty());
+        assert!(together(&keys, |i| (i == 0 || i == 2).then_some(())).is_empty());
     }
 
     /// Prepares a command (a key, or none) alone as "alone <key>".

@@ -52,15 +52,13 @@ pub async fn stage(
             Command::Converted(event) | Command::Revoked(event) => event.tax_code.as_str(),
         });
     }
-    let picked = together(&codes, |i| {
-        matches!(batch[i].prepared, Command::Application(_))
-    });
-    let apps: Vec<(usize, &Application, &Message<'_>)> = picked
-        .into_iter()
-        .filter_map(|i| match batch[i].prepared {
-            Command::Application(app) => Some((i, app, batch[i].message)),
+    let apps: Vec<(usize, &Application, &Message<'_>)> =
+        together(&codes, |i| match batch[i].prepared {
+            Command::Application(app) => Some(app),
             _ => None,
         })
+        .into_iter()
+        .map(|(i, app)| (i, app, batch[i].message))
         .collect();
     if apps.is_empty() {
         return Ok(staged);

@@ -43,14 +43,14 @@ pub async fn stage(
 ) -> Result<Vec<Option<Staged>>, HandlerError> {
     let mut staged: Vec<Option<Staged>> = batch.iter().map(|_| None).collect();
     let ids: Vec<Uuid> = batch.iter().map(|i| i.prepared.notification_id).collect();
-    let picked = together(&ids, |_| true);
+    let picked = together(&ids, |i| Some(batch[i].prepared));
     if picked.is_empty() {
         return Ok(staged);
     }
     let words: Vec<notifications::Word<'_>> = picked
         .iter()
-        .map(|&i| {
-            let (receipt, message) = (batch[i].prepared, batch[i].message);
+        .map(|&(i, receipt)| {
+            let message = batch[i].message;
             notifications::Word {
                 notification_id: receipt.notification_id.to_string(),
                 state: state(receipt.status),
@@ -60,7 +60,7 @@ pub async fn stage(
         })
         .collect();
     let mut found = notifications::receive_all(conn, &words).await?;
-    for (i, word) in picked.into_iter().zip(words) {
+    for ((i, _), word) in picked.into_iter().zip(words) {
         staged[i] = Some(found.remove(&word.notification_id));
     }
     Ok(staged)

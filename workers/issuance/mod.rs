@@ -212,12 +212,12 @@ impl Issuance {
         let mut staged: Vec<Option<Staged<'a>>> =
             issued.into_iter().map(|s| s.map(Staged::Issued)).collect();
         let locking = together(&codes, |i| {
-            !matches!(batch[i].prepared, Prepared::Request(..))
+            (!matches!(batch[i].prepared, Prepared::Request(..))).then_some(codes[i])
         });
-        let locked: Vec<&str> = locking.iter().map(|&i| codes[i]).collect();
+        let locked: Vec<&str> = locking.iter().map(|&(_, code)| code).collect();
         let mut latest = credentials::latest_for_update_all(conn, &locked).await?;
-        for i in locking {
-            staged[i] = Some(Staged::Latest(latest.remove(codes[i])));
+        for (i, code) in locking {
+            staged[i] = Some(Staged::Latest(latest.remove(code)));
         }
         Ok(staged)
     }

@@ -58,24 +58,16 @@ pub async fn stage<'a>(
 ) -> Result<Vec<Option<Staged<'a>>>, HandlerError> {
     let mut staged: Vec<Option<Staged<'a>>> = batch.iter().map(|_| None).collect();
     let eligible = |i: usize| match batch[i].prepared {
-        Prepared::Request(request, Some(_)) => request.is_eligible(),
-        _ => false,
+        Prepared::Request(request, Some(pin)) if request.is_eligible() => Some((request, pin)),
+        _ => None,
     };
-    let mut places = Vec::new();
-    let mut news = Vec::new();
-    for i in together(codes, eligible) {
-        if let Prepared::Request(request, Some(pin)) = batch[i].prepared {
-            places.push(i);
-            let message = batch[i].message;
-            news.push(new_credential(
-                worker,
-                request,
-                pin,
-                message,
-                Uuid::new_v4(),
-            ));
-        }
-    }
+    let (places, news): (Vec<usize>, Vec<NewCredential<'a>>) = together(codes, eligible)
+        .into_iter()
+        .map(|(i, (request, pin))| {
+            let new = new_credential(worker, request, pin, batch[i].message, Uuid::new_v4());
+            (i, new)
+        })
+        .unzip();
     if news.is_empty() {
         return Ok(staged);
     }

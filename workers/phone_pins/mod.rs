@@ -111,23 +111,24 @@ impl PhonePins {
         batch: &[Handling<'_, Prepared>],
         conn: &mut PgConnection,
     ) -> Result<Vec<Option<Staged>>, HandlerError> {
+        fn of_codes<'c>(picked: &[(usize, &'c str)]) -> Vec<&'c str> {
+            picked.iter().map(|&(_, code)| code).collect()
+        }
         let codes: Vec<&str> = batch.iter().map(|i| i.prepared.tax_code()).collect();
-        let codes_at =
-            |places: &[usize]| -> Vec<&str> { places.iter().map(|&i| codes[i]).collect() };
         let mut staged: Vec<Option<Staged>> = batch.iter().map(|_| None).collect();
         let verifies = together(&codes, |i| {
-            matches!(batch[i].prepared, Prepared::Verify(..))
+            matches!(batch[i].prepared, Prepared::Verify(..)).then_some(codes[i])
         });
-        let mut found = store::for_update_all(conn, &codes_at(&verifies)).await?;
-        for i in verifies {
-            staged[i] = Some(Staged::PhonePin(verify::Locked(found.remove(codes[i]))));
+        let mut found = store::for_update_all(conn, &of_codes(&verifies)).await?;
+        for (i, code) in verifies {
+            staged[i] = Some(Staged::PhonePin(verify::Locked(found.remove(code))));
         }
         let requests = together(&codes, |i| {
-            matches!(batch[i].prepared, Prepared::Request(..))
+            matches!(batch[i].prepared, Prepared::Request(..)).then_some(codes[i])
         });
-        let mut latest = credentials::latest_for_update_all(conn, &codes_at(&requests)).await?;
-        for i in requests {
-            staged[i] = Some(Staged::Credential(latest.remove(codes[i])));
+        let mut latest = credentials::latest_for_update_all(conn, &of_codes(&requests)).await?;
+        for (i, code) in requests {
+            staged[i] = Some(Staged::Credential(latest.remove(code)));
         }
         Ok(staged)
     }

@@ -41,16 +41,16 @@ pub async fn stage(
 ) -> Result<Vec<Option<Staged>>, HandlerError> {
     let codes: Vec<&str> = batch.iter().map(|i| i.prepared.tax_code.as_str()).collect();
     let mut staged: Vec<Option<Staged>> = batch.iter().map(|_| None).collect();
-    let picked = together(&codes, |_| true);
+    let picked = together(&codes, |i| Some(codes[i]));
     if picked.is_empty() {
         return Ok(staged);
     }
-    let locking: Vec<&str> = picked.iter().map(|&i| codes[i]).collect();
+    let locking: Vec<&str> = picked.iter().map(|&(_, code)| code).collect();
     let mut latest = credentials::latest_for_update_all(conn, &locking).await?;
     let mut waiting_ones: Vec<(usize, Conversion)> = Vec::new();
-    for i in picked {
+    for (i, code) in picked {
         let item = &batch[i];
-        let latest = latest.remove(codes[i]);
+        let latest = latest.remove(code);
         let credential = latest.as_ref().map(|stored| &stored.credential);
         let (_, failures) = assess(worker, item.prepared, credential, item.message);
         if let Some(credential) = credential.filter(|_| failures.is_empty()) {
