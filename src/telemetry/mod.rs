@@ -2,7 +2,9 @@
 //! `PINFLOW_LOG`; lines carry ids, types and reasons, never bodies or secrets, and in
 //! JSON the trace and span ids of the message being handled. Traces: one span per
 //! delivery (`spans`), exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is
-//! set (the standard `OTEL_*` variables apply), kept in the process otherwise.
+//! set (the standard `OTEL_*` variables apply). Without an exporter no OpenTelemetry
+//! layer is installed (its span bookkeeping would go nowhere); the trace ids still
+//! reach the logs and the `traceparent`s (see `spans`).
 //! Metrics: `metrics`. Knows nothing of the broker or the database.
 
 mod json;
@@ -54,36 +56,40 @@ pub enum TelemetryError {
 
 /// What `init` set up; `shutdown` exports the spans still buffered.
 pub struct Telemetry {
-    provider: SdkTracerProvider,
+    /// The exporting tracer provider, when there is one.
+    provider: Option<SdkTracerProvider>,
 }
 
 impl Telemetry {
     /// Flushes and stops the trace exporter. Call outside the async runtime.
     pub fn shutdown(self) {
-        let _ = self.provider.shutdown();
+        if let Some(provider) = self.provider {
+            let _ = provider.shutdown();
+        }
     }
 }
 
-/// The tracer provider: with a batch OTLP/HTTP exporter when
-/// `OTEL_EXPORTER_OTLP_ENDPOINT` (or its traces-only variant) is set, otherwise with
-/// none (spans get ids for the logs and the `traceparent`s, and go nowhere).
-fn tracer_provider() -> Result<SdkTracerProvider, TelemetryError> {
+/// The tracer provider with a batch OTLP/HTTP exporter when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` (or its traces-only variant) is set; `None` otherwise.
+fn tracer_provider() -> Result<Option<SdkTracerProvider>, TelemetryError> {
     let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        return Ok(None);
+    }
     let mut resource = opentelemetry_sdk::Resource::builder();
     if !set("OTEL_SERVICE_NAME") {
         resource = resource.with_service_name("pinflow");
     }
-    let mut provider = SdkTracerProvider::builder().with_resource(resource.build());
-    if set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-        use opentelemetry_otlp::WithExportConfig as _;
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .build()
-            .map_err(TelemetryError::Exporter)?;
-        provider = provider.with_batch_exporter(exporter);
-    }
-    Ok(provider.build())
+    use opentelemetry_otlp::WithExportConfig as _;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .build()
+        .map_err(TelemetryError::Exporter)?;
+    let provider = SdkTracerProvider::builder()
+        .with_resource(resource.build())
+        .with_batch_exporter(exporter);
+    Ok(Some(provider.build()))
 }
 
 /// Set once the command's work is done: lapin's I/O thread may still report the
@@ -95,8 +101,9 @@ pub fn finished() {
     FINISHED.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Installs the global subscriber: the log lines and the OpenTelemetry layer (for
-/// pinflow's own spans only). Call before the async runtime starts.
+/// Installs the global subscriber: the log lines and, when spans are exported, the
+/// OpenTelemetry layer (for pinflow's own spans only). Call before the async runtime
+/// starts.
 pub fn init(logging: &Logging) -> Result<Telemetry, TelemetryError> {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -133,9 +140,11 @@ pub fn init(logging: &Logging) -> Result<Telemetry, TelemetryError> {
     let ours = tracing_subscriber::filter::filter_fn(|meta| {
         meta.is_span() && meta.target().starts_with("pinflow")
     });
-    let spans = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("pinflow"))
-        .with_filter(ours);
+    let spans = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("pinflow"))
+            .with_filter(ours)
+    });
     tracing_subscriber::registry()
         .with(spans)
         .with(span_fields)

@@ -2,8 +2,8 @@
 //! trace context with OpenTelemetry's own propagator. Its ids go into every line
 //! logged while the message is handled and into the `traceparent` of every message it
 //! causes, so one request can be followed from the portal to the gateway. Without the
-//! OpenTelemetry layer (an embedding that installed no subscriber), the trace still
-//! continues: same trace id, a new span id.
+//! OpenTelemetry layer (no exporter configured, or an embedding that installed no
+//! subscriber), the trace still continues: same trace id, a new span id.
 
 use std::collections::HashMap;
 
