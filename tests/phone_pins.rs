@@ -510,3 +510,71 @@ async fn requests_handled_in_batches_answer_as_each_would_alone() {
     );
     app.stop().await;
 }
+
+/// Two batches that name the same tax codes, one verifying where the other requests,
+/// must not each hold a row the other waits for. So a batch takes its requests'
+/// credentials before any phone PIN: while another transaction holds one of those
+/// credentials, the batch waits holding no phone PIN, and the phone PINs it will verify
+/// can still be locked by others.
+#[tokio::test]
+async fn a_batch_locks_its_credentials_before_any_phone_pin() {
+    let (mut app, connections, rules) = common::observer_with(&[]).await;
+    app.workers = vec!["phone_pins".into()];
+    let [first, second, held, other] = [537, 538, 539, 540].map(tax_code);
+    let pin = "AB23CD45";
+    let hash = common::cheap_hasher().hash(pin).unwrap();
+    let week = Utc::now() + Duration::days(7);
+    for code in [&first, &second, &held, &other] {
+        seed_phone_pin(&app, code, Some(&hash), week, 0).await;
+    }
+    let verify = |code: &str| {
+        command(
+            "phone_pin.verify",
+            json!({ "tax_code": code, "phone_pin": pin, "operator_id": "op-17" }),
+        )
+    };
+    let request = |code: &str| {
+        command(
+            "phone_pin.request",
+            json!({ "tax_code": code, "authenticated_with": "cie", "validity": "P1D" }),
+        )
+    };
+    let mut holder = app.pool.begin().await.unwrap();
+    sqlx::query("select id from credentials where tax_code = $1 for update")
+        .bind(&held)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let asked = app
+        .send_rpcs(&[
+            verify(&first),
+            verify(&second),
+            request(&held),
+            request(&other),
+        ])
+        .await;
+    let app = common::start_app(app, connections, rules).await;
+    let waiting = "select count(*) from pg_stat_activity
+                   where datname = current_database() and wait_event_type = 'Lock'";
+    app.wait_for_count(waiting, 1).await;
+    let mut other_batch = app.pool.begin().await.unwrap();
+    let locked: Result<Vec<(String,)>, sqlx::Error> = sqlx::query_as(
+        "select tax_code from phone_pin_credentials where tax_code = any($1)
+         order by tax_code for update nowait",
+    )
+    .bind([&first, &second])
+    .fetch_all(&mut *other_batch)
+    .await;
+    let locked = locked.expect("the waiting batch holds none of the phone PINs it verifies");
+    assert_eq!(locked.len(), 2);
+    other_batch.rollback().await.unwrap();
+    holder.rollback().await.unwrap();
+    let answers = asked.answers().await;
+    assert_eq!(common::statuses(&answers), ["ok", "ok", "ok", "ok"]);
+    assert_eq!(
+        app.count("select count(*) from audit_log where action = 'phone_pin.issued'")
+            .await,
+        2
+    );
+    app.stop().await;
+}

@@ -11,6 +11,7 @@ mod store;
 mod tidy;
 mod verify;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::{PgConnection, PgPool};
@@ -101,32 +102,49 @@ impl PhonePins {
         })
     }
 
-    /// The batch's rows locked in one statement each for the commands whose tax code no
-    /// other command of the batch names (whose outcome cannot depend on the batch's
-    /// order), in the order of their tax codes: the phone PINs of the `phone_pin.verify`
-    /// and the latest credentials of the `phone_pin.request` (fewer than two of a kind:
-    /// left to the handlers).
+    /// Locks the batch's rows before any handler runs, in the one order every
+    /// transaction of this worker keeps: first the latest credentials of its
+    /// `phone_pin.request`s, then the phone PINs of its tax codes, each in tax-code
+    /// order (a lone command's handler keeps it too: a request locks its credential
+    /// before it writes its phone PIN, a verify locks only its phone PIN). So two
+    /// batches that name the same tax codes, one verifying where the other requests,
+    /// wait for each other in that order instead of each holding a row the other
+    /// needs (which PostgreSQL would end as a deadlock). A new phone PIN has no row to
+    /// lock; its credential's lock keeps two requests from writing it at once.
+    ///
+    /// The commands whose tax code no other command of the batch names (two or more of
+    /// a kind, see `together`) get what was locked for them; the others lock again in
+    /// their handlers, rows their transaction already holds. When every command is
+    /// such a request, the phone PINs are left to the one statement that writes them
+    /// after the handlers (`store::replace_all`, in tax-code order too).
     async fn stage(
         &self,
         batch: &[Handling<'_, Prepared>],
         conn: &mut PgConnection,
     ) -> Result<Vec<Option<Staged>>, HandlerError> {
-        fn of_codes<'c>(picked: &[(usize, &'c str)]) -> Vec<&'c str> {
-            picked.iter().map(|&(_, code)| code).collect()
+        let mut staged: Vec<Option<Staged>> = batch.iter().map(|_| None).collect();
+        if batch.len() < 2 {
+            return Ok(staged);
         }
         let codes: Vec<&str> = batch.iter().map(|i| i.prepared.tax_code()).collect();
-        let mut staged: Vec<Option<Staged>> = batch.iter().map(|_| None).collect();
+        let is_request = |i: usize| matches!(batch[i].prepared, Prepared::Request(..));
+        let requested: Vec<&str> = (0..batch.len())
+            .filter(|&i| is_request(i))
+            .map(|i| codes[i])
+            .collect();
+        let mut latest = credentials::latest_for_update_all(conn, &requested).await?;
+        let requests = together(&codes, |i| is_request(i).then_some(codes[i]));
+        let mut found = if requests.len() == batch.len() {
+            HashMap::new()
+        } else {
+            store::for_update_all(conn, &codes).await?
+        };
         let verifies = together(&codes, |i| {
             matches!(batch[i].prepared, Prepared::Verify(..)).then_some(codes[i])
         });
-        let mut found = store::for_update_all(conn, &of_codes(&verifies)).await?;
         for (i, code) in verifies {
             staged[i] = Some(Staged::PhonePin(verify::Locked(found.remove(code))));
         }
-        let requests = together(&codes, |i| {
-            matches!(batch[i].prepared, Prepared::Request(..)).then_some(codes[i])
-        });
-        let mut latest = credentials::latest_for_update_all(conn, &of_codes(&requests)).await?;
         for (i, code) in requests {
             staged[i] = Some(Staged::Credential(latest.remove(code)));
         }
