@@ -677,6 +677,13 @@ Figures (the --json keys in brackets):
       command. At full speed all commands were queued before the workers started, so
       it includes the queueing (latency.includes_queueing); use --rate for the latency
       at a given load.
+  broker alone at the same rate [broker_pattern_latency.*_ms, p99_to_broker_p99]:
+      with --rate, after pinflow's phase, the broker alone runs the pattern at the same
+      rate (each command published when due, then consumed, its outputs published
+      with confirms, acknowledged, batched like the consumer) and its latency is
+      measured the same way: the floor the broker and the machine set for this
+      pattern at this load; then pinflow's p99 ÷ the broker's. None for a type that
+      causes nothing.
   outputs counted [outputs, expected_outputs, unexpected_outputs]: by routing key; a
       clean run counts every expected output and nothing unexpected.
   cpu per 1,000 commands [cpu_seconds_per_1000, cpu_seconds]: user+system CPU of what

@@ -5,6 +5,7 @@
 //! message in a queue that is not a `notify.*` one, and no queue, exchange or
 //! database of its namespace at all. With `--alongside`, another type published at a
 //! rate completes wholly alone and beside a burst, and each of its figures is there.
+//! With `--rate`, the broker alone is timed at the same rate, every command of it.
 //! Never asserts a speed.
 
 mod common;
@@ -46,6 +47,7 @@ async fn measure(
     message_type: &str,
     runtime: &Runtime,
     rules: &Rules,
+    rate: Option<f64>,
     alongside: Option<AlongsideSetup<'_>>,
 ) -> Report {
     let services = common::services().await;
@@ -60,7 +62,7 @@ async fn measure(
         registry: REGISTRY,
         message_type,
         messages: COMMANDS,
-        rate: None,
+        rate,
         processes: 0,
         alongside,
     };
@@ -84,6 +86,8 @@ async fn measure(
         "pinflow_rate",
         "ratio_to_pattern_ceiling",
         "latency",
+        "broker_pattern_latency",
+        "p99_to_broker_p99",
         "completion",
         "completed",
         "expected_outputs",
@@ -189,7 +193,7 @@ async fn the_bench_counts_every_output_and_leaves_nothing_behind() {
         "phone_pin.verify",
         "delivery.receipt",
     ] {
-        let report = measure(message_type, &runtime, &rules, None).await;
+        let report = measure(message_type, &runtime, &rules, None, None).await;
         let completion = if message_type == "delivery.receipt" {
             "inbox"
         } else {
@@ -218,8 +222,38 @@ async fn the_bench_counts_every_output_and_leaves_nothing_behind() {
         assert_eq!(latency.samples, COMMANDS as usize);
         assert!(latency.p50_ms <= latency.p99_ms && latency.p99_ms <= latency.max_ms);
         assert!(latency.includes_queueing, "full speed queues first");
+        assert!(
+            report.broker_pattern_latency.is_none(),
+            "timed at a rate only"
+        );
         assert_clean(&report, &runtime).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_set_rate_the_broker_alone_is_timed_at_the_same_rate() {
+    let (runtime, rules) = cheap_hashing();
+    let report = measure("pin.verify", &runtime, &rules, Some(100.0), None).await;
+    assert_eq!(report.mode, "rate");
+    assert_eq!(report.completed, COMMANDS);
+    assert!(!report.latency.includes_queueing, "published at a rate");
+    let broker = report
+        .broker_pattern_latency
+        .as_ref()
+        .expect("the broker alone, timed at the same rate");
+    assert_eq!(broker.samples, COMMANDS as usize, "every command timed");
+    assert!(!broker.includes_queueing);
+    assert!(broker.p50_ms > 0.0, "a real round trip takes time");
+    assert!(broker.p50_ms <= broker.p99_ms && broker.p99_ms <= broker.max_ms);
+    let ratio = report.p99_to_broker_p99.expect("a ratio");
+    assert!((ratio - report.latency.p99_ms / broker.p99_ms).abs() < 1e-9);
+    assert_clean(&report, &runtime).await;
+    // A type that causes nothing has no outputs to time.
+    let report = measure("delivery.receipt", &runtime, &rules, Some(100.0), None).await;
+    assert_eq!(report.completed, COMMANDS);
+    assert!(report.broker_pattern_latency.is_none());
+    assert!(report.p99_to_broker_p99.is_none());
+    assert_clean(&report, &runtime).await;
 }
 
 const ALONGSIDE: u32 = 15;
@@ -232,7 +266,7 @@ async fn alongside_a_burst_another_type_is_timed_alone_and_during_it() {
         rate: 50.0,
         messages: Some(ALONGSIDE),
     };
-    let report = measure("pin.request", &runtime, &rules, Some(asked)).await;
+    let report = measure("pin.request", &runtime, &rules, None, Some(asked)).await;
     assert_eq!(report.mode, "alongside");
     assert_eq!(report.completed, COMMANDS, "the whole burst completed");
     assert!(report.unexpected_outputs.is_empty(), "{report}");

@@ -1,7 +1,9 @@
 //! The broker's side of the benchmark: publishing with a window of confirms, and the
 //! broker alone running a command's message pattern (consume, publish what it causes
-//! with confirms, acknowledge), batched like the consumer loop.
+//! with confirms, acknowledge), batched like the consumer loop: at full speed (its
+//! ceiling) and at a set rate (its latency).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -12,6 +14,7 @@ use lapin::options::{
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 
+use super::report::Latency;
 use crate::broker;
 use crate::broker::publish::{self, set_str};
 use crate::config::Runtime;
@@ -45,7 +48,8 @@ pub(super) fn traced(
     }
 }
 
-/// Publishes bodies with confirms, keeping `window` confirms outstanding.
+/// Publishes bodies with confirms, keeping `window` confirms outstanding, at most
+/// `rate` a second when given. Returns when each was published.
 pub(super) async fn publish_all(
     channel: &Channel,
     exchange: &str,
@@ -53,11 +57,19 @@ pub(super) async fn publish_all(
     bodies: &[(String, Vec<u8>)],
     (message_type, reply_to): (&str, Option<&str>),
     limit: Duration,
-) -> anyhow::Result<()> {
+    rate: Option<f64>,
+) -> anyhow::Result<Vec<Instant>> {
     let window = 256;
     let mut pending = std::collections::VecDeque::new();
-    for (id, body) in bodies {
+    let mut published = Vec::with_capacity(bodies.len());
+    let start = Instant::now();
+    for (i, (id, body)) in bodies.iter().enumerate() {
+        if let Some(rate) = rate {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
         let props = properties(id, message_type, reply_to);
+        published.push(Instant::now());
         pending.push_back(publish::start(channel, exchange, key, body, props, true).await?);
         if pending.len() >= window
             && let Some(confirm) = pending.pop_front()
@@ -68,7 +80,7 @@ pub(super) async fn publish_all(
     for confirm in pending {
         publish::confirmed(confirm, limit).await?;
     }
-    Ok(())
+    Ok(published)
 }
 
 pub(super) async fn declare(channel: &Channel, queue: &str, quorum: bool) -> anyhow::Result<u32> {
@@ -157,7 +169,16 @@ async fn measure(
     }
     let started = Instant::now();
     let kind = ("bench", None);
-    publish_all(channel, "", &queue, bodies, kind, runtime.confirm_timeout).await?;
+    publish_all(
+        channel,
+        "",
+        &queue,
+        bodies,
+        kind,
+        runtime.confirm_timeout,
+        None,
+    )
+    .await?;
     let publish_rate = bodies.len() as f64 / started.elapsed().as_secs_f64();
     let taker = connection.create_channel().await?;
     let mut outputs_in = consume(&taker, &sink, true).await?;
@@ -180,36 +201,16 @@ async fn measure(
         .basic_qos(runtime.prefetch, BasicQosOptions::default())
         .await?;
     let mut consumer = consume(channel, &queue, false).await?;
-    // Batched like the consumer loop: up to a batch of deliveries, their outputs
-    // published with confirms, then one `multiple` ack.
     let started = Instant::now();
-    let mut handled = 0;
-    while handled < bodies.len() {
-        let first = consumer.next().await.context("consumer closed")??;
-        let mut batch = vec![first];
-        while batch.len() < usize::from(runtime.batch_size) {
-            match futures_util::FutureExt::now_or_never(consumer.next()) {
-                Some(Some(delivery)) => batch.push(delivery?),
-                _ => break,
-            }
-        }
-        let mut confirms = Vec::with_capacity(batch.len() * outputs);
-        for delivery in &batch {
-            for _ in 0..outputs {
-                let props = properties("out", "bench", None);
-                confirms
-                    .push(publish::start(channel, "", &sink, &delivery.data, props, true).await?);
-            }
-        }
-        for confirm in confirms {
-            publish::confirmed(confirm, runtime.confirm_timeout).await?;
-        }
-        let last = batch.last().map_or(0, |d| d.delivery_tag);
-        channel
-            .basic_ack(last, BasicAckOptions { multiple: true })
-            .await?;
-        handled += batch.len();
-    }
+    serve(
+        channel,
+        &mut consumer,
+        &sink,
+        bodies.len(),
+        outputs,
+        runtime,
+    )
+    .await?;
     let (seen, last) = tokio::time::timeout(runtime.confirm_timeout, taken)
         .await
         .context("the ceiling's outputs stopped arriving")??;
@@ -234,6 +235,162 @@ async fn measure(
         tracing::debug!(error = %e, "cancelling the ceiling's consumer");
     }
     Ok((publish_rate, pattern_rate))
+}
+
+/// The broker alone running the pattern at `rate` commands a second, as pinflow's
+/// phase at a set rate runs: each command published when due (with confirms), then
+/// taken, its outputs published and the batch acknowledged as in `serve`, while a
+/// consumer takes every output. Each command's latency runs from its publication until
+/// its last output arrived, as pinflow's does. A pattern that causes nothing has no
+/// such latency (`None`). On a connection of its own and the ceiling's queues (see
+/// `pattern_ceiling`), left empty.
+pub(super) async fn pattern_latency(
+    amqp_url: &str,
+    tag: &str,
+    bodies: &[(String, Vec<u8>)],
+    outputs: usize,
+    runtime: &Runtime,
+    rate: f64,
+) -> anyhow::Result<Option<Latency>> {
+    if outputs == 0 {
+        return Ok(None);
+    }
+    let connection = broker::connect(amqp_url).await?;
+    let measured = latency_at(&connection, tag, bodies, outputs, runtime, rate).await;
+    let _ = connection.close(200, "done".into()).await;
+    measured.map(Some)
+}
+
+async fn latency_at(
+    connection: &Connection,
+    tag: &str,
+    bodies: &[(String, Vec<u8>)],
+    outputs: usize,
+    runtime: &Runtime,
+    rate: f64,
+) -> anyhow::Result<Latency> {
+    let (queue, sink) = (format!("{tag}.ceiling"), format!("{tag}.ceiling.sink"));
+    let publisher = connection.create_channel().await?;
+    publisher.confirm_select(Default::default()).await?;
+    for name in [&queue, &sink] {
+        let held = declare(&publisher, name, true).await?;
+        anyhow::ensure!(held == 0, "{name} holds {held} messages before the run");
+    }
+    let index: HashMap<String, usize> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (id.clone(), i))
+        .collect();
+    let taker = connection.create_channel().await?;
+    let mut outputs_in = consume(&taker, &sink, true).await?;
+    let n = bodies.len();
+    let arrived = tokio::spawn(async move {
+        let mut left = vec![outputs; n];
+        let mut done: Vec<Option<Instant>> = vec![None; n];
+        let mut complete = 0;
+        while complete < n {
+            let Some(Ok(output)) = outputs_in.next().await else {
+                break;
+            };
+            let id = output.properties.message_id().as_ref();
+            let Some(&i) = id.and_then(|id| index.get(id.as_str())) else {
+                continue;
+            };
+            if left[i] > 0 {
+                left[i] -= 1;
+                if left[i] == 0 {
+                    done[i] = Some(Instant::now());
+                    complete += 1;
+                }
+            }
+        }
+        done
+    });
+    let server = connection.create_channel().await?;
+    server.confirm_select(Default::default()).await?;
+    server
+        .basic_qos(runtime.prefetch, BasicQosOptions::default())
+        .await?;
+    let mut consumer = consume(&server, &queue, false).await?;
+    let kind = ("bench", None);
+    let limit = runtime.confirm_timeout;
+    let (published, served) = tokio::join!(
+        publish_all(&publisher, "", &queue, bodies, kind, limit, Some(rate)),
+        serve(&server, &mut consumer, &sink, n, outputs, runtime),
+    );
+    let published = published?;
+    served?;
+    let done = tokio::time::timeout(limit, arrived)
+        .await
+        .context("the pattern's outputs stopped arriving")??;
+    let samples: Vec<Duration> = done
+        .iter()
+        .zip(&published)
+        .filter_map(|(done, sent)| done.map(|d| d.saturating_duration_since(*sent)))
+        .collect();
+    anyhow::ensure!(
+        samples.len() == n,
+        "the pattern completed {} of {n} commands",
+        samples.len()
+    );
+    // See `measure`: a consumer that fails to cancel loses nothing here.
+    if let Err(e) = server
+        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+        .await
+    {
+        tracing::debug!(error = %e, "cancelling the pattern's consumer");
+    }
+    for channel in [&server, &taker, &publisher] {
+        let _ = channel.close(200, "done".into()).await;
+    }
+    Ok(Latency::of(samples, false))
+}
+
+/// The broker alone doing what a worker does, for `n` commands from `consumer`:
+/// batched like the consumer loop (up to a batch of deliveries, their outputs published
+/// to `sink` with confirms, each under its command's message id, then one `multiple`
+/// ack).
+async fn serve(
+    channel: &Channel,
+    consumer: &mut lapin::Consumer,
+    sink: &str,
+    n: usize,
+    outputs: usize,
+    runtime: &Runtime,
+) -> anyhow::Result<()> {
+    let mut handled = 0;
+    while handled < n {
+        let first = consumer.next().await.context("consumer closed")??;
+        let mut batch = vec![first];
+        while batch.len() < usize::from(runtime.batch_size) {
+            match futures_util::FutureExt::now_or_never(consumer.next()) {
+                Some(Some(delivery)) => batch.push(delivery?),
+                _ => break,
+            }
+        }
+        let mut confirms = Vec::with_capacity(batch.len() * outputs);
+        for delivery in &batch {
+            let id = delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map_or("out", |id| id.as_str());
+            for _ in 0..outputs {
+                let props = properties(id, "bench", None);
+                confirms
+                    .push(publish::start(channel, "", sink, &delivery.data, props, true).await?);
+            }
+        }
+        for confirm in confirms {
+            publish::confirmed(confirm, runtime.confirm_timeout).await?;
+        }
+        let last = batch.last().map_or(0, |d| d.delivery_tag);
+        channel
+            .basic_ack(last, BasicAckOptions { multiple: true })
+            .await?;
+        handled += batch.len();
+    }
+    Ok(())
 }
 
 /// Starts consuming `queue` as the benchmark (`no_ack`: deliveries count as

@@ -34,7 +34,7 @@ mod tracking;
 
 use alongside::Sides;
 pub use alongside::{Alongside, AlongsideSetup};
-use ceiling::pattern_ceiling;
+use ceiling::{pattern_ceiling, pattern_latency};
 use commands::{Commands, Group};
 pub use commands::{MAX_APPLICANTS, command, tax_code};
 use gateway::{Gateway, Phase, Traces};
@@ -483,6 +483,14 @@ async fn measure(
     let (_, pattern_after) = pattern_ceiling(&ours.amqp_url, tag, &bodies, outputs, runtime)
         .await
         .context("the broker's ceiling after pinflow's phase")?;
+    // With --rate, the broker alone at the same rate: the latency the pattern itself
+    // has on this machine.
+    let broker_pattern_latency = match (rate, &sides) {
+        (Some(rate), None) => pattern_latency(&ours.amqp_url, tag, &bodies, outputs, runtime, rate)
+            .await
+            .context("the broker's latency for the pattern")?,
+        _ => None,
+    };
     // Closed here, not dropped: the connection closes next (see `remove_namespace`).
     let _ = channel.close(200, "done".into()).await;
     let broker_pattern_rate = (pattern_before + pattern_after) / 2.0;
@@ -508,7 +516,11 @@ async fn measure(
         broker_pattern_rate_after: pattern_after,
         pinflow_rate,
         ratio_to_pattern_ceiling: pinflow_rate / broker_pattern_rate,
+        p99_to_broker_p99: broker_pattern_latency
+            .as_ref()
+            .map(|broker| latency.p99_ms / broker.p99_ms.max(1e-9)),
         latency,
+        broker_pattern_latency,
         completion: if no_outputs { "inbox" } else { "outputs" }.to_owned(),
         completed: tracker.completed,
         expected_outputs: u64::from(messages) * binding.causes.len() as u64,

@@ -83,6 +83,11 @@ pub struct Report {
     pub ratio_to_pattern_ceiling: f64,
     /// End-to-end latency.
     pub latency: Latency,
+    /// With --rate: the broker alone running the pattern at the same rate, the same
+    /// latency measured the same way (none for a type that causes nothing).
+    pub broker_pattern_latency: Option<Latency>,
+    /// pinflow's p99 ÷ the broker's alone at the same rate.
+    pub p99_to_broker_p99: Option<f64>,
     /// How completion was seen: `outputs` (every message a command causes arrived)
     /// or `inbox` (a type that causes nothing: its inbox row was committed).
     pub completion: String,
@@ -277,6 +282,17 @@ impl std::fmt::Display for Report {
                 self.latency.p50_ms, self.latency.p99_ms, self.latency.max_ms
             ),
         )?;
+        if let (Some(broker), Some(ratio)) = (&self.broker_pattern_latency, self.p99_to_broker_p99)
+        {
+            line(
+                f,
+                "broker alone at the same rate:",
+                format!(
+                    "{:.1} / {:.1} / {:.1} ms (pinflow's p99 ÷ the broker's: {ratio:.2})",
+                    broker.p50_ms, broker.p99_ms, broker.max_ms
+                ),
+            )?;
+        }
         if let Some(alongside) = &self.alongside {
             writeln!(f, "{alongside}")?;
         }

@@ -231,7 +231,16 @@ async fn broker_ceiling(
     declare(channel, &queue, true).await?;
     let started = Instant::now();
     let kind = ("bench", None);
-    publish_all(channel, "", &queue, &bodies, kind, runtime.confirm_timeout).await?;
+    publish_all(
+        channel,
+        "",
+        &queue,
+        &bodies,
+        kind,
+        runtime.confirm_timeout,
+        None,
+    )
+    .await?;
     let rate = f64::from(messages) / started.elapsed().as_secs_f64();
     channel
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
