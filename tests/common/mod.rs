@@ -627,13 +627,18 @@ impl TestApp {
                 .expect("pinflow task")
                 .expect("pinflow stopped cleanly");
         }
-        let _ = broker::topology::delete(
-            &self.channel,
-            &self.names,
-            &self.runtime,
-            &descriptions(&self.registry),
-        )
-        .await;
+        // A `pinflow` process a test starts declares the retry queues of the default
+        // retry settings, the test's in-process pinflow those of its own: both go.
+        let defaults = Settings::parse_from(["test"]).runtime;
+        for runtime in [&defaults, &self.runtime] {
+            let _ = broker::topology::delete(
+                &self.channel,
+                &self.names,
+                runtime,
+                &descriptions(&self.registry),
+            )
+            .await;
+        }
         let _ = self.connection.close(200, "done".into()).await;
         self.pool.close().await;
         drop_database(&self.database_name).await;
