@@ -82,6 +82,13 @@ pub struct Runtime {
     #[arg(long, env = "PINFLOW_RELAY_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub relay_batch: u32,
 
+    /// Whether a worker publishes what a batch caused as soon as the batch commits
+    /// (the relay then publishes only what is left: rows the broker refused or
+    /// returned, and those of a process that stopped before their confirms). `false`
+    /// leaves every row to the relay.
+    #[arg(long, env = "PINFLOW_PUBLISH_AT_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub publish_at_commit: bool,
+
     /// How long a stop may take to finish in-flight work before giving up.
     #[arg(long, env = "PINFLOW_SHUTDOWN_TIMEOUT", default_value = "PT30S", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,

@@ -59,6 +59,9 @@ fn children_env(level: &str) -> Vec<(&'static str, String)> {
         ("PINFLOW_RETRY_MIN_DELAY", "PT1S".into()),
         ("PINFLOW_RETRY_MAX_DELAY", "PT2S".into()),
         ("PINFLOW_RETRY_MAX_ATTEMPTS", "10".into()),
+        // What a killed process published at commit goes to the relay when its hold
+        // (twice this) ends.
+        ("PINFLOW_CONFIRM_TIMEOUT", "PT2S".into()),
     ]
 }
 
@@ -420,6 +423,7 @@ async fn one_relay_leads_the_others_poke_it_and_the_next_takes_over_when_it_stop
     // another process's relay, makes them publish.
     let mut env = children_env("info");
     env.push(("PINFLOW_RELAY_INTERVAL", "PT1H".into()));
+    env.push(("PINFLOW_PUBLISH_AT_COMMIT", "false".into()));
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // The leader runs a worker that gets nothing here, so it has no wake-up of its own.
     let leader = start_with(
@@ -485,18 +489,30 @@ async fn one_relay_leads_the_others_poke_it_and_the_next_takes_over_when_it_stop
 
 #[tokio::test]
 async fn a_relay_crash_after_publishing_repeats_messages_with_the_same_ids() {
+    crash_after_publishing("relay-crash", "relay-after-publish", false).await;
+}
+
+#[tokio::test]
+async fn a_crash_after_publishing_at_commit_repeats_messages_with_the_same_ids() {
+    crash_after_publishing("at-commit-crash", "at-commit-after-publish", true).await;
+}
+
+/// The process crashes at `failpoint`, after the broker confirmed the halves and
+/// before their rows are deleted; the next process's relay publishes them again.
+async fn crash_after_publishing(scenario: &'static str, failpoint: &str, at_commit: bool) {
     let _serial = SERIAL.lock().await;
     let (app, connections, _) = observer_with(&[]).await;
     let key = key();
     app.publish(&request(0)).await;
     let mut env = children_env("info");
-    env.push(("PINFLOW_FAILPOINTS", "relay-after-publish".into()));
+    env.push(("PINFLOW_FAILPOINTS", failpoint.to_owned()));
+    env.push(("PINFLOW_PUBLISH_AT_COMMIT", at_commit.to_string()));
     let crashing = run(&connections, &key, &env);
     let (status, _) = crashing.wait_exit().await;
     assert_eq!(
         status.code(),
         Some(86),
-        "the relay crashed after the broker's confirm"
+        "crashed after the broker's confirm"
     );
     let pinflow = run(&connections, &key, &children_env("info"));
     settle(&app, 1, PATIENCE).await;
@@ -523,7 +539,7 @@ async fn a_relay_crash_after_publishing_repeats_messages_with_the_same_ids() {
     let credentials = app.count("select count(*) from credentials").await as usize;
     let (sms_ids, post_ids) = (distinct(&sms), distinct(&post));
     Counts {
-        scenario: "relay-crash",
+        scenario,
         sent: 1,
         processed: credentials,
         lost: usize::from(sms_ids == 0 || post_ids == 0),

@@ -18,6 +18,7 @@ use crate::broker::{self, Names};
 use crate::clock::Clock;
 use crate::config::{Connections, Rules, Runtime};
 use crate::manifest::{self, Description};
+use crate::runtime::at_commit::AtCommit;
 use crate::runtime::health::Health;
 use crate::runtime::registry::Starter;
 use crate::runtime::{Deps, JobTrigger, Registration, descriptions};
@@ -137,6 +138,12 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
     if let Some(endpoints) = &endpoints {
         let _ = endpoints.pool.set(pool.clone());
     }
+    let (at_commit, settling) = if setup.runtime.publish_at_commit {
+        let (at_commit, batches) = AtCommit::on();
+        (at_commit, Some(batches))
+    } else {
+        (AtCommit::default(), None)
+    };
     let deps = Arc::new(Deps {
         pool: pool.clone(),
         names: Names::new(&setup.connections.namespace),
@@ -145,6 +152,7 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
         keys: Arc::new(setup.keys),
         clock: setup.clock,
         relay_wake: Arc::new(Notify::new()),
+        at_commit,
         workers: all.into(),
         jobs_now: setup.jobs_now.clone(),
         health,
@@ -156,6 +164,14 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
     .context("invalid Argon2 settings")?;
     let tracker = TaskTracker::new();
     let relay_cancel = CancellationToken::new();
+    let settle_cancel = CancellationToken::new();
+    let settler = settling.map(|batches| {
+        tokio::spawn(crate::runtime::at_commit::settle(
+            deps.clone(),
+            batches,
+            settle_cancel.clone(),
+        ))
+    });
     for registration in &chosen {
         let starter = Starter {
             description: registration.description,
@@ -182,10 +198,16 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
     shutdown.await;
     tracing::info!("stopping: finishing in-flight messages");
     cancel.cancel();
-    // The relay stops after the workers, so it flushes what they committed last.
+    // The settler stops after the workers, so it settles what they published last,
+    // and the relay after it, so it flushes what they committed last and what the
+    // settler handed back.
     let stop = async {
         while tracker.len() > 1 {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        settle_cancel.cancel();
+        if let Some(settler) = settler {
+            let _ = settler.await;
         }
         relay_cancel.cancel();
         tracker.wait().await;

@@ -7,6 +7,7 @@
 use sqlx::Connection as _;
 use tracing::{Instrument, Span};
 
+use super::at_commit::Committed;
 use super::deps::Deps;
 use super::worker::{Handling, Message, Worker};
 use crate::contract::Envelope;
@@ -70,17 +71,22 @@ impl Verdict {
 /// `apply_together`). When a handler refuses a message for good, the batch is applied
 /// again with a savepoint per message, so only that message is rolled back; when the
 /// transaction fails, each message is tried alone, so one bad message or a deadlock
-/// does not hold up the others.
+/// does not hold up the others. Returns what is to be published at once (see
+/// `at_commit`); the rest is the relay's.
 pub async fn apply_batch<W: Worker>(
     worker: &W,
     deps: &Deps,
     queue: &str,
     ready: &[Ready<W::Prepared>],
     verdicts: &mut [Verdict],
-) {
+) -> Committed {
     let all: Vec<&Ready<W::Prepared>> = ready.iter().collect();
+    let mut committed = Committed::for_relay();
     let applied = match apply_together(worker, deps, queue, &all).await {
-        Ok(Some(outcomes)) => Ok(outcomes),
+        Ok(Some((outcomes, together))) => {
+            committed = together;
+            Ok(outcomes)
+        }
         Ok(None) => apply(worker, deps, queue, &all).await,
         Err(e) => Err(e),
     };
@@ -96,18 +102,20 @@ pub async fn apply_batch<W: Worker>(
             }
         }
     }
+    committed
 }
 
 /// The common case in few round trips: one statement records every id of the batch
 /// in the inbox, the worker handles the new ones (see `Worker::handle_batch`), one
 /// statement writes what they audited, one everything they publish (and one the
 /// ledger), one commit. `None`, rolled back, when a handler refused a message for good.
+/// What the batch caused comes back to be published at once, when that is on.
 async fn apply_together<W: Worker>(
     worker: &W,
     deps: &Deps,
     queue: &str,
     items: &[&Ready<W::Prepared>],
-) -> Result<Option<Vec<(usize, Verdict)>>, HandlerError> {
+) -> Result<Option<(Vec<(usize, Verdict)>, Committed)>, HandlerError> {
     let mut tx = deps.pool.begin().await.map_err(HandlerError::Unavailable)?;
     let ids: Vec<&str> = items.iter().map(|i| i.head.envelope.id.as_str()).collect();
     let types: Vec<&str> = items
@@ -161,9 +169,19 @@ async fn apply_together<W: Worker>(
         })
         .collect();
     audit::record_all(&mut tx, &audited).await?;
-    outbox::insert_caused(&mut tx, &groups, &deps.keys).await?;
+    let held_until = deps.at_commit.held_until(&deps.runtime);
+    let ids = outbox::insert_held(&mut tx, &groups, &deps.keys, held_until).await?;
     tx.commit().await?;
-    Ok(Some(outcomes))
+    drop(groups);
+    if held_until.is_none() {
+        return Ok(Some((outcomes, Committed::for_relay())));
+    }
+    let mut committed = Committed::held();
+    let mut ids = ids.into_iter();
+    for (item, outgoing) in caused {
+        committed.extend(&mut ids, outgoing, &item.head.trace);
+    }
+    Ok(Some((outcomes, committed)))
 }
 
 /// What the handler sees of a delivery.

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, Span};
 
 use super::apply::{Head, Ready, Verdict, apply_batch};
+use super::at_commit;
 use super::deps::Deps;
 use super::supervise::Sessions;
 use super::worker::Worker;
@@ -181,9 +182,15 @@ impl<W: Worker> Consumer<'_, W> {
             }
         }
         if !ready.is_empty() {
-            apply_batch(self.worker, self.deps, self.queue, &ready, &mut verdicts).await;
-            self.deps.relay_wake.notify_one();
+            let committed =
+                apply_batch(self.worker, self.deps, self.queue, &ready, &mut verdicts).await;
             crate::failpoint::hit("after-commit");
+            if committed.for_the_relay() {
+                self.deps.relay_wake.notify_one();
+            }
+            if !committed.is_empty() {
+                at_commit::publish(self.deps, channel, committed).await;
+            }
         }
         let took = started.elapsed();
         for (index, (delivery, verdict)) in batch.iter().zip(&verdicts).enumerate() {

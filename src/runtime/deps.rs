@@ -27,6 +27,9 @@ pub struct Deps {
     pub clock: Arc<dyn Clock>,
     /// Wakes the relay after a commit, so it does not wait for its interval.
     pub relay_wake: Arc<Notify>,
+    /// Whether consumers publish what a batch caused as soon as it commits (see
+    /// `at_commit`); off leaves everything to the relay.
+    pub at_commit: super::at_commit::AtCommit,
     /// Every registered worker, run here or not: each (re)connection declares the
     /// whole topology, so no event is published before its subscribers' queues exist.
     pub workers: Arc<[Description]>,

@@ -4,6 +4,7 @@
 //! worker.
 
 mod apply;
+pub mod at_commit;
 pub mod consumer;
 pub mod deps;
 pub mod gauges;

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::deps::Deps;
 use super::supervise::Sessions;
 use crate::broker::publish::{self, Confirmed, PublishError, set_str};
-use crate::broker::topology;
+use crate::broker::{Names, topology};
 use crate::contract::outgoing::with_secret;
 use crate::contract::trace::TraceParent;
 use crate::contract::{CONTENT_TYPE, Destination};
@@ -415,11 +415,7 @@ fn build(
     row: &Pending,
     body: serde_json::Value,
 ) -> Result<(String, Vec<u8>, BasicProperties), String> {
-    let exchange = match row.destination {
-        Destination::Event => deps.names.events(),
-        Destination::Notification => deps.names.notifications(),
-        Destination::Reply => String::new(),
-    };
+    let exchange = exchange(&deps.names, &row.destination);
     let body = match &row.sealed {
         None => serde_json::to_vec(&body),
         Some(sealed) => {
@@ -447,20 +443,48 @@ fn build(
         .as_deref()
         .and_then(TraceParent::parse)
         .unwrap_or_else(TraceParent::start);
+    let properties = properties(
+        &row.message_id,
+        &row.message_type,
+        row.correlation_id.as_deref(),
+        &trace,
+        row.tracestate.as_deref(),
+    );
+    Ok((exchange, body, properties))
+}
+
+/// The exchange a message of `destination` goes to.
+pub(super) fn exchange(names: &Names, destination: &Destination) -> String {
+    match destination {
+        Destination::Event => names.events(),
+        Destination::Notification => names.notifications(),
+        Destination::Reply => String::new(),
+    }
+}
+
+/// The properties a message is published with: persistent, its ids and type, and the
+/// trace it continues.
+pub(super) fn properties(
+    message_id: &str,
+    message_type: &str,
+    correlation_id: Option<&str>,
+    trace: &TraceParent,
+    tracestate: Option<&str>,
+) -> BasicProperties {
     let mut headers = FieldTable::default();
     set_str(&mut headers, "traceparent", &trace.to_string());
-    if let Some(state) = &row.tracestate {
+    if let Some(state) = tracestate {
         set_str(&mut headers, "tracestate", state);
     }
-    let mut properties = BasicProperties::default()
+    let properties = BasicProperties::default()
         .with_content_type(ShortString::from(CONTENT_TYPE))
-        .with_message_id(ShortString::from(row.message_id.clone()))
-        .with_type(ShortString::from(row.message_type.clone()))
+        .with_message_id(ShortString::from(message_id.to_owned()))
+        .with_type(ShortString::from(message_type.to_owned()))
         .with_delivery_mode(2)
         .with_timestamp(Utc::now().timestamp().max(0) as u64)
         .with_headers(headers);
-    if let Some(correlation_id) = &row.correlation_id {
-        properties = properties.with_correlation_id(ShortString::from(correlation_id.clone()));
+    match correlation_id {
+        Some(id) => properties.with_correlation_id(ShortString::from(id.to_owned())),
+        None => properties,
     }
-    Ok((exchange, body, properties))
 }

@@ -85,10 +85,22 @@ pub async fn insert_caused(
     groups: &[Caused<'_>],
     keys: &KeyRing,
 ) -> Result<(), sqlx::Error> {
+    insert_held(conn, groups, keys, None).await.map(drop)
+}
+
+/// Writes what several messages caused, as `insert_caused` does, held from the relay
+/// until `held_until` when given (their process publishes them itself as soon as it
+/// commits; see `runtime::at_commit`). Returns the rows' ids in the messages' order.
+pub async fn insert_held(
+    conn: &mut PgConnection,
+    groups: &[Caused<'_>],
+    keys: &KeyRing,
+    held_until: Option<DateTime<Utc>>,
+) -> Result<Vec<i64>, sqlx::Error> {
     let key = keys.current();
     let count: usize = groups.iter().map(|g| g.messages.len()).sum();
     if count == 0 {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut destination = Vec::with_capacity(count);
     let mut routing_key = Vec::with_capacity(count);
@@ -128,16 +140,19 @@ pub async fn insert_caused(
             caused_by.push(group.caused_by);
         }
     }
-    sqlx::query(
+    // Ids are drawn in the order the rows go in, so sorting them gives the messages'
+    // order back.
+    let mut ids: Vec<i64> = sqlx::query_scalar(
         "insert into outbox (destination, routing_key, message_id, message_type,
              correlation_id, traceparent, tracestate, body, secret_field, sealed_secret,
-             key_id, caused_by)
-         select d, r, i, t, c, p, ts, b, f, s, k, y
+             key_id, caused_by, next_attempt_at)
+         select d, r, i, t, c, p, ts, b, f, s, k, y, coalesce($13, now())
          from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
              $6::text[], $7::text[], $8::jsonb[], $9::text[], $10::bytea[], $11::text[],
              $12::text[])
          with ordinality as m(d, r, i, t, c, p, ts, b, f, s, k, y, n)
-         order by n",
+         order by n
+         returning id",
     )
     .bind(destination)
     .bind(routing_key)
@@ -151,9 +166,12 @@ pub async fn insert_caused(
     .bind(sealed_secret)
     .bind(key_id)
     .bind(caused_by)
-    .execute(&mut *conn)
+    .bind(held_until)
+    .fetch_all(&mut *conn)
     .await?;
-    notifications::record(conn, groups.iter().flat_map(|g| g.messages)).await
+    ids.sort_unstable();
+    notifications::record(conn, groups.iter().flat_map(|g| g.messages)).await?;
+    Ok(ids)
 }
 
 /// What a sealed outbox secret is bound to: its message, its field and where it goes,
@@ -220,6 +238,32 @@ pub async fn delete(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Er
         .bind(ids)
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Settles rows their own process published (see `insert_held`), in one statement:
+/// deletes those the broker confirmed (`sent`, with `sent_ids` their message ids, whose
+/// notifications the ledger marks sent at `at`) and hands the others (`released`) to
+/// the relay at once.
+pub async fn settle(
+    conn: &mut PgConnection,
+    sent: &[i64],
+    sent_ids: &[String],
+    released: &[i64],
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "with gone as (delete from outbox where id = any($1)),
+              back as (update outbox set next_attempt_at = now() where id = any($3))
+         update notifications set state = 'sent', sent_at = $4, state_at = $4
+         where notification_id = any($2) and state = 'pending'",
+    )
+    .bind(sent)
+    .bind(sent_ids)
+    .bind(released)
+    .bind(at)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -158,6 +158,7 @@ pub fn deps(app: &TestApp) -> Arc<Deps> {
         )),
         clock: Arc::new(app.clock.clone()),
         relay_wake: Arc::new(Notify::new()),
+        at_commit: Default::default(),
         workers: pinflow::runtime::descriptions(&app.registry).into(),
         jobs_now: Default::default(),
         health: Default::default(),

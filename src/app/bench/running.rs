@@ -213,6 +213,10 @@ pub(super) fn settings_env(runtime: &Runtime, rules: &Rules) -> Vec<(&'static st
         ("PINFLOW_CONFIRM_TIMEOUT", d(runtime.confirm_timeout)),
         ("PINFLOW_RELAY_INTERVAL", d(runtime.relay_interval)),
         ("PINFLOW_RELAY_BATCH", runtime.relay_batch.to_string()),
+        (
+            "PINFLOW_PUBLISH_AT_COMMIT",
+            runtime.publish_at_commit.to_string(),
+        ),
         ("PINFLOW_SHUTDOWN_TIMEOUT", d(runtime.shutdown_timeout)),
         (
             "PINFLOW_DB_MAX_CONNECTIONS",

@@ -1,0 +1,302 @@
+//! Publishing at commit: a consumer publishes what its batch caused as soon as the
+//! batch commits, in order, on its own channel, instead of waking the relay to read
+//! the rows back. The rows are written held from the relay (for twice the confirm
+//! timeout; see `held_until`), and the settler deletes each once the broker confirms
+//! it, or hands it to the relay at once when the broker refuses or returns it or the
+//! channel goes, so returns and retries keep the relay's rules. A process that stops
+//! between the commit and the settling leaves its rows to the relay, which publishes
+//! them when the hold ends: at least once, with the same ids, as after a relay crash.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable as _};
+use chrono::{DateTime, Utc};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt as _, StreamExt as _};
+use lapin::{Channel, PublisherConfirm};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::deps::Deps;
+use super::relay::{exchange, properties};
+use crate::broker::publish::{self, Confirmed};
+use crate::config::Runtime;
+use crate::contract::Outgoing;
+use crate::contract::outgoing::with_secret;
+use crate::contract::trace::TraceContext;
+use crate::error::chain;
+use crate::store::outbox;
+use crate::telemetry::metrics;
+
+/// Batches whose confirms the settler may await at once before a consumer waits to
+/// hand it another.
+const IN_FLIGHT: usize = 256;
+
+/// A consumer's way to the settler; off (everything left to the relay) by default.
+#[derive(Clone, Default)]
+pub struct AtCommit(Option<mpsc::Sender<InFlight>>);
+
+impl AtCommit {
+    /// On, with the settler that is to take what the consumers publish (see `settle`).
+    pub fn on() -> (AtCommit, mpsc::Receiver<InFlight>) {
+        let (sender, receiver) = mpsc::channel(IN_FLIGHT);
+        (AtCommit(Some(sender)), receiver)
+    }
+
+    /// Until when a batch's rows are held from the relay; `None` when off.
+    pub fn held_until(&self, runtime: &Runtime) -> Option<DateTime<Utc>> {
+        self.0.as_ref()?;
+        Some(Utc::now() + chrono::Duration::from_std(runtime.confirm_timeout * 2).ok()?)
+    }
+}
+
+/// What a batch committed for publishing at once: its outbox rows, in order, and
+/// whether it left any row to the relay.
+pub struct Committed {
+    rows: Vec<Row>,
+    for_relay: bool,
+}
+
+struct Row {
+    id: i64,
+    message: Outgoing,
+    trace: TraceContext,
+}
+
+impl Committed {
+    /// Whatever the batch wrote is the relay's.
+    pub fn for_relay() -> Committed {
+        Committed {
+            rows: Vec::new(),
+            for_relay: true,
+        }
+    }
+
+    /// The batch's rows are held for its process to publish (added with `extend`).
+    pub fn held() -> Committed {
+        Committed {
+            rows: Vec::new(),
+            for_relay: false,
+        }
+    }
+
+    /// Whether the relay is to look for what the batch wrote.
+    pub fn for_the_relay(&self) -> bool {
+        self.for_relay
+    }
+
+    /// Adds the rows `ids` (in order) written for `messages`, with their trace.
+    pub fn extend(
+        &mut self,
+        ids: &mut impl Iterator<Item = i64>,
+        messages: Vec<Outgoing>,
+        trace: &TraceContext,
+    ) {
+        for message in messages {
+            let Some(id) = ids.next() else { return };
+            self.rows.push(Row {
+                id,
+                message,
+                trace: trace.clone(),
+            });
+        }
+    }
+
+    /// Whether there is nothing to publish.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// A published batch: per row, its id, its message id and where it went, and its
+/// confirm (or `None` when it could not be published).
+pub struct InFlight {
+    rows: Vec<(i64, String, &'static str, Option<PublisherConfirm>)>,
+    started: Instant,
+}
+
+/// Publishes a committed batch's rows in order on `channel` and hands their confirms
+/// to the settler. A row that cannot be published is handed to the relay by the
+/// settler; a broken channel then ends the consumer's session as usual.
+pub async fn publish(deps: &Deps, channel: &Channel, committed: Committed) {
+    let Some(settler) = &deps.at_commit.0 else {
+        return;
+    };
+    let started = Instant::now();
+    let mut rows = Vec::with_capacity(committed.rows.len());
+    for Row {
+        id,
+        mut message,
+        trace,
+    } in committed.rows
+    {
+        let kind = message.message_type().to_owned();
+        let properties = properties(
+            &message.message_id,
+            &kind,
+            message.correlation_id.as_deref(),
+            &trace.parent,
+            trace.state.as_deref(),
+        );
+        let body = match &message.secret {
+            None => serde_json::to_vec(&message.body),
+            Some(secret) => serde_json::to_vec(&with_secret(
+                std::mem::take(&mut message.body),
+                secret.field,
+                secret.value.as_str(),
+            )),
+        };
+        let confirm = match body {
+            Ok(body) => publish::start(
+                channel,
+                &exchange(&deps.names, &message.destination),
+                &message.routing_key,
+                &body,
+                properties,
+                true,
+            )
+            .await
+            .ok(),
+            Err(_) => None,
+        };
+        rows.push((
+            id,
+            message.message_id,
+            message.destination.as_str(),
+            confirm,
+        ));
+    }
+    // The settler only stops after the consumers, so it is there to take this.
+    let _ = settler.send(InFlight { rows, started }).await;
+}
+
+/// What became of a published batch.
+struct Outcome {
+    sent: Vec<i64>,
+    sent_ids: Vec<String>,
+    released: Vec<i64>,
+}
+
+/// Awaits a batch's confirms. A return names its message: it is paired by message id,
+/// not by the confirm lapin happened to attach it to.
+async fn confirmed(batch: InFlight, limit: Duration) -> Outcome {
+    let mut routed = Vec::with_capacity(batch.rows.len());
+    let mut returned = HashSet::new();
+    for (id, message_id, destination, confirm) in batch.rows {
+        let ok = match confirm {
+            None => false,
+            Some(confirm) => match publish::confirmed(confirm, limit).await {
+                Ok(Confirmed::Routed) => true,
+                Ok(Confirmed::Returned(message)) => {
+                    if let Some(id) = message.properties.message_id() {
+                        returned.insert(id.as_str().to_owned());
+                    }
+                    true
+                }
+                Err(_) => false,
+            },
+        };
+        routed.push((id, message_id, destination, ok));
+    }
+    let took = batch.started.elapsed();
+    let mut outcome = Outcome {
+        sent: Vec::with_capacity(routed.len()),
+        sent_ids: Vec::with_capacity(routed.len()),
+        released: Vec::new(),
+    };
+    let mut published = [("event", 0), ("notification", 0), ("reply", 0)];
+    for (id, message_id, destination, ok) in routed {
+        if ok && !returned.contains(&message_id) {
+            outcome.sent.push(id);
+            outcome.sent_ids.push(message_id);
+            if let Some((_, n)) = published.iter_mut().find(|(d, _)| *d == destination) {
+                *n += 1;
+            }
+        } else {
+            outcome.released.push(id);
+        }
+    }
+    metrics::relay_round(&published, 0, took);
+    outcome
+}
+
+/// Runs the settler until `cancel` fires and what was handed to it before is settled:
+/// awaits each batch's confirms, then deletes the confirmed rows and hands the others
+/// to the relay, for every batch confirmed meanwhile in one statement.
+pub async fn settle(
+    deps: Arc<Deps>,
+    mut batches: mpsc::Receiver<InFlight>,
+    cancel: CancellationToken,
+) {
+    let limit = deps.runtime.confirm_timeout;
+    let mut confirming = FuturesUnordered::new();
+    let mut closing = false;
+    let mut open = true;
+    while open || !confirming.is_empty() {
+        tokio::select! {
+            () = cancel.cancelled(), if !closing => {
+                // What was sent before still comes out of `recv`, then `None`.
+                closing = true;
+                batches.close();
+            }
+            batch = batches.recv(), if open => match batch {
+                Some(batch) => confirming.push(confirmed(batch, limit)),
+                None => open = false,
+            },
+            Some(first) = confirming.next() => {
+                let mut done = vec![first];
+                while let Some(Some(more)) = confirming.next().now_or_never() {
+                    done.push(more);
+                }
+                write(&deps, done).await;
+            }
+        }
+    }
+}
+
+/// Writes what became of the batches in one statement, trying again for as long as
+/// their rows are held; the relay is woken for any it is to take.
+async fn write(deps: &Deps, done: Vec<Outcome>) {
+    let mut all = Outcome {
+        sent: Vec::new(),
+        sent_ids: Vec::new(),
+        released: Vec::new(),
+    };
+    for mut outcome in done {
+        all.sent.append(&mut outcome.sent);
+        all.sent_ids.append(&mut outcome.sent_ids);
+        all.released.append(&mut outcome.released);
+    }
+    if !all.sent.is_empty() {
+        crate::failpoint::hit("at-commit-after-publish");
+    }
+    let statement = || async {
+        let mut conn = deps.pool.acquire().await?;
+        outbox::settle(
+            &mut conn,
+            &all.sent,
+            &all.sent_ids,
+            &all.released,
+            Utc::now(),
+        )
+        .await
+    };
+    let written = statement
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_delay(Duration::from_secs(1))
+                .without_max_times()
+                .with_total_delay(Some(deps.runtime.confirm_timeout)),
+        )
+        .sleep(tokio::time::sleep)
+        .await;
+    if let Err(e) = written {
+        tracing::warn!(error = %chain(&e), rows = all.sent.len() + all.released.len(), "published rows not settled; the relay takes them when their hold ends");
+    }
+    if !all.released.is_empty() {
+        deps.relay_wake.notify_one();
+    }
+}
