@@ -1,5 +1,7 @@
 //! Publishing with publisher confirms, `mandatory`, and a time limit on every wait.
 
+use std::future::Future as _;
+use std::task::Poll;
 use std::time::Duration;
 
 use lapin::message::BasicReturnMessage;
@@ -52,6 +54,63 @@ pub async fn start(
             properties,
         )
         .await?)
+}
+
+/// A message ready to publish.
+pub struct Outbound {
+    /// Where to.
+    pub exchange: String,
+    /// With which routing key.
+    pub routing_key: String,
+    /// The bytes.
+    pub body: Vec<u8>,
+    /// Its properties.
+    pub properties: BasicProperties,
+    /// Whether a message no queue takes comes back.
+    pub mandatory: bool,
+}
+
+/// Starts publications in their order with one wait for the connection's writer
+/// instead of one each: lapin queues a publication on the channel (and numbers it for
+/// its confirm) when its future is first polled, so each is polled once, in order,
+/// before any is awaited.
+pub async fn start_all(
+    channel: &Channel,
+    messages: Vec<Outbound>,
+) -> Vec<Result<PublisherConfirm, PublishError>> {
+    let (heads, properties): (Vec<_>, Vec<_>) = messages
+        .into_iter()
+        .map(|m| {
+            (
+                (m.exchange, m.routing_key, m.body, m.mandatory),
+                m.properties,
+            )
+        })
+        .unzip();
+    let mut started = Vec::with_capacity(heads.len());
+    for ((exchange, routing_key, body, mandatory), properties) in heads.iter().zip(properties) {
+        let mut publication = Box::pin(start(
+            channel,
+            exchange,
+            routing_key,
+            body,
+            properties,
+            *mandatory,
+        ));
+        let first = std::future::poll_fn(|cx| Poll::Ready(publication.as_mut().poll(cx))).await;
+        started.push(match first {
+            Poll::Ready(result) => Err(result),
+            Poll::Pending => Ok(publication),
+        });
+    }
+    let mut confirms = Vec::with_capacity(started.len());
+    for publication in started {
+        confirms.push(match publication {
+            Ok(pending) => pending.await,
+            Err(done) => done,
+        });
+    }
+    confirms
 }
 
 /// Waits for a publication's confirm, at most `limit`.

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::deps::Deps;
 use super::relay::{exchange, properties};
-use crate::broker::publish::{self, Confirmed};
+use crate::broker::publish::{self, Confirmed, Outbound};
 use crate::config::Runtime;
 use crate::contract::Outgoing;
 use crate::contract::outgoing::with_secret;
@@ -126,6 +126,7 @@ pub async fn publish(deps: &Deps, channel: &Channel, committed: Committed) {
     };
     let started = Instant::now();
     let mut rows = Vec::with_capacity(committed.rows.len());
+    let mut outbound = Vec::with_capacity(committed.rows.len());
     for Row {
         id,
         mut message,
@@ -148,26 +149,30 @@ pub async fn publish(deps: &Deps, channel: &Channel, committed: Committed) {
                 secret.value.as_str(),
             )),
         };
-        let confirm = match body {
-            Ok(body) => publish::start(
-                channel,
-                &exchange(&deps.names, &message.destination),
-                &message.routing_key,
-                &body,
+        // A body that does not serialize (none does) is the relay's to report.
+        let ready = body.is_ok();
+        if let Ok(body) = body {
+            outbound.push(Outbound {
+                exchange: exchange(&deps.names, &message.destination),
+                routing_key: message.routing_key,
+                body,
                 properties,
-                true,
-            )
-            .await
-            .ok(),
-            Err(_) => None,
-        };
-        rows.push((
-            id,
-            message.message_id,
-            message.destination.as_str(),
-            confirm,
-        ));
+                mandatory: true,
+            });
+        }
+        rows.push((id, message.message_id, message.destination.as_str(), ready));
     }
+    let mut confirms = publish::start_all(channel, outbound).await.into_iter();
+    let rows = rows
+        .into_iter()
+        .map(|(id, message_id, destination, ready)| {
+            let confirm = ready
+                .then(|| confirms.next())
+                .flatten()
+                .and_then(Result::ok);
+            (id, message_id, destination, confirm)
+        })
+        .collect();
     // The settler only stops after the consumers, so it is there to take this.
     let _ = settler.send(InFlight { rows, started }).await;
 }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::deps::Deps;
 use super::supervise::Sessions;
-use crate::broker::publish::{self, Confirmed, PublishError, set_str};
+use crate::broker::publish::{self, Confirmed, Outbound, PublishError, set_str};
 use crate::broker::{Names, topology};
 use crate::contract::outgoing::with_secret;
 use crate::contract::trace::TraceParent;
@@ -262,24 +262,29 @@ impl Round {
         let mut tx = deps.pool.begin().await?;
         let mut rows = outbox::due(&mut tx, Utc::now(), deps.runtime.relay_batch).await?;
         let started = std::time::Instant::now();
-        let mut confirms = Vec::with_capacity(rows.len());
+        let mut outbound = Vec::with_capacity(rows.len());
+        let mut built = Vec::with_capacity(rows.len());
         for row in &mut rows {
             // What is left of the row after this is what `finish` needs; the body
             // is serialized once, not copied first.
             let body = std::mem::take(&mut row.body);
-            let outcome = match build(deps, row, body) {
-                Ok((exchange, body, properties)) => Ok(publish::start(
-                    channel,
-                    &exchange,
-                    &row.routing_key,
-                    &body,
+            built.push(build(deps, row, body).map(|(exchange, body, properties)| {
+                outbound.push(Outbound {
+                    exchange,
+                    routing_key: row.routing_key.clone(),
+                    body,
                     properties,
-                    mandatory(&row.destination),
-                )
-                .await?),
+                    mandatory: mandatory(&row.destination),
+                });
+            }));
+        }
+        let mut publications = publish::start_all(channel, outbound).await.into_iter();
+        let mut confirms = Vec::with_capacity(rows.len());
+        for outcome in built {
+            confirms.push(match outcome {
+                Ok(()) => Ok(publications.next().ok_or(RelayError::Disconnected)??),
                 Err(reason) => Err(reason),
-            };
-            confirms.push(outcome);
+            });
         }
         Ok(Round {
             tx,
