@@ -98,6 +98,38 @@ pub(super) async fn declare(channel: &Channel, queue: &str, quorum: bool) -> any
         .message_count())
 }
 
+/// Declares the ceiling's command queue and its sink, and makes sure both are empty
+/// before a run. The phase before may still be settling its commands (a quorum queue
+/// applies acknowledgements through its log): they are given until `limit`, then
+/// purged. Outputs the phase before left in the sink (it stops counting at the number
+/// it expects) would be counted as this run's: they go at once. Either is logged.
+async fn empty_queues(
+    channel: &Channel,
+    queue: &str,
+    sink: &str,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let held = declare(channel, queue, true).await?;
+        if held == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(queue, held, "commands left in the ceiling's queue by the phase before; purged");
+            channel.queue_purge(queue.into(), Default::default()).await?;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let held = declare(channel, sink, true).await?;
+    if held > 0 {
+        tracing::warn!(held, "outputs left in the ceiling's sink by the phase before; purged");
+        channel.queue_purge(sink.into(), Default::default()).await?;
+    }
+    Ok(())
+}
+
 pub(super) async fn count(channel: &Channel, queue: &str) -> anyhow::Result<u32> {
     Ok(look(channel, queue).await?.message_count())
 }
@@ -150,23 +182,7 @@ async fn measure(
     runtime: &Runtime,
 ) -> anyhow::Result<(f64, f64)> {
     let (queue, sink) = (format!("{tag}.ceiling"), format!("{tag}.ceiling.sink"));
-    let held = declare(channel, &queue, true).await?;
-    anyhow::ensure!(
-        held == 0,
-        "{queue} holds {held} commands before the ceiling"
-    );
-    // Outputs the run before left behind (it stops counting at the number it expects)
-    // would be counted as this run's: they go first.
-    let held = declare(channel, &sink, true).await?;
-    if held > 0 {
-        tracing::warn!(
-            held,
-            "outputs left in the ceiling's sink from the run before; purged"
-        );
-        channel
-            .queue_purge(sink.as_str().into(), Default::default())
-            .await?;
-    }
+    empty_queues(channel, &queue, &sink, runtime.confirm_timeout).await?;
     let started = Instant::now();
     let kind = ("bench", None);
     publish_all(
@@ -272,10 +288,7 @@ async fn latency_at(
     let (queue, sink) = (format!("{tag}.ceiling"), format!("{tag}.ceiling.sink"));
     let publisher = connection.create_channel().await?;
     publisher.confirm_select(Default::default()).await?;
-    for name in [&queue, &sink] {
-        let held = declare(&publisher, name, true).await?;
-        anyhow::ensure!(held == 0, "{name} holds {held} messages before the run");
-    }
+    empty_queues(&publisher, &queue, &sink, runtime.confirm_timeout).await?;
     let index: HashMap<String, usize> = bodies
         .iter()
         .enumerate()
