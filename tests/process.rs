@@ -9,6 +9,7 @@ use common::issuance::{IssuanceApp, pin_request};
 use common::process::{key, start};
 use common::{TestApp, command, observer_with, tax_code};
 use serde_json::json;
+use sqlx::Connection as _;
 
 async fn cleanup(app: TestApp) {
     app.stop().await;
@@ -58,6 +59,98 @@ async fn a_crash_between_commit_and_ack_doubles_nothing() {
         status.success(),
         "SIGTERM stops pinflow cleanly: {status:?}"
     );
+    cleanup(app).await;
+}
+
+/// What a batch causes goes out as the batch commits, from the worker itself: while
+/// another relay leads (its lock is held here) and publishes nothing, a request's
+/// halves still arrive, its outbox rows go and the ledger marks its notifications
+/// sent. With publishing at commit off, a request's rows wait for the relay, and go
+/// out once the lock is free.
+#[tokio::test]
+async fn a_batch_publishes_at_commit_while_no_relay_publishes() {
+    let (app, connections, _) = observer_with(&[]).await;
+    let key = key();
+    let mut lock = app.pool.acquire().await.unwrap().detach();
+    let held: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+        .bind(pinflow::runtime::relay::RELAY_LOCK)
+        .fetch_one(&mut lock)
+        .await
+        .unwrap();
+    assert!(held, "the relay's lock is free before pinflow starts");
+    let rows_of = |request: &serde_json::Value| {
+        format!(
+            "select count(*) from outbox where caused_by = '{}'",
+            request["id"].as_str().unwrap()
+        )
+    };
+    let sent_to = |code: &str| {
+        format!("select count(*) from notifications where tax_code = '{code}' and state = 'sent'")
+    };
+    let credential_of = |code: String| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("select id::text from credentials where tax_code = $1")
+                .bind(code)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+
+    let (waiting, at_commit) = (tax_code(43), tax_code(44));
+    let off = start(
+        &connections,
+        &key,
+        &[("PINFLOW_PUBLISH_AT_COMMIT", "false")],
+    );
+    app.wait_for_consumer(&app.work_queue()).await;
+    let first = pin_request(&waiting, "online");
+    app.publish(&first).await;
+    app.wait_for_count(&rows_of(&first), 3).await;
+    let (status, _) = off.terminate().await;
+    assert!(status.success());
+
+    let on = start(&connections, &key, &[]);
+    app.wait_for_consumer(&app.work_queue()).await;
+    let second = pin_request(&at_commit, "online");
+    app.publish(&second).await;
+    let halves = [
+        app.take(&app.notify_queue("sms"), 1).await,
+        app.take(&app.notify_queue("post"), 1).await,
+    ];
+    let credential = credential_of(at_commit.clone()).await;
+    for half in &halves {
+        assert_eq!(
+            half[0].body["data"]["params"]["credential_id"],
+            credential.as_str()
+        );
+    }
+    app.wait_for_count(&rows_of(&second), 0).await;
+    app.wait_for_count(&sent_to(&at_commit), 2).await;
+    assert_eq!(
+        app.count(&rows_of(&first)).await,
+        3,
+        "the relay published nothing"
+    );
+    assert_eq!(app.count(&sent_to(&waiting)).await, 0);
+
+    lock.close().await.unwrap();
+    let late = [
+        app.take(&app.notify_queue("sms"), 1).await,
+        app.take(&app.notify_queue("post"), 1).await,
+    ];
+    let credential = credential_of(waiting.clone()).await;
+    for half in &late {
+        assert_eq!(
+            half[0].body["data"]["params"]["credential_id"],
+            credential.as_str()
+        );
+    }
+    app.wait_for_count(&rows_of(&first), 0).await;
+    app.wait_for_count(&sent_to(&waiting), 2).await;
+    let (status, _) = on.terminate().await;
+    assert!(status.success());
     cleanup(app).await;
 }
 

@@ -30,7 +30,7 @@ use crate::store::outbox::{self, Pending};
 use crate::telemetry::metrics;
 
 /// The advisory-lock key that makes one relay at a time publish for a database.
-const RELAY_LOCK: i64 = 0x7069_6e66_6c6f_7701;
+pub const RELAY_LOCK: i64 = 0x7069_6e66_6c6f_7701;
 
 /// The relay's right to publish for its database: a session-level advisory lock, held
 /// on a connection of its own (outside the pool) for as long as the relay lives, so

@@ -116,15 +116,24 @@ async fn empty_queues(
             break;
         }
         if Instant::now() >= deadline {
-            tracing::warn!(queue, held, "commands left in the ceiling's queue by the phase before; purged");
-            channel.queue_purge(queue.into(), Default::default()).await?;
+            tracing::warn!(
+                queue,
+                held,
+                "commands left in the ceiling's queue by the phase before; purged"
+            );
+            channel
+                .queue_purge(queue.into(), Default::default())
+                .await?;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let held = declare(channel, sink, true).await?;
     if held > 0 {
-        tracing::warn!(held, "outputs left in the ceiling's sink by the phase before; purged");
+        tracing::warn!(
+            held,
+            "outputs left in the ceiling's sink by the phase before; purged"
+        );
         channel.queue_purge(sink.into(), Default::default()).await?;
     }
     Ok(())
