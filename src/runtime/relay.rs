@@ -4,7 +4,10 @@
 //! back for later when the broker refuses or returns it. One relay per database
 //! publishes at a time (see `Leadership`), so messages of one transaction go out in
 //! their order even with several pinflow processes. A round's confirms are awaited
-//! while the next round is read and published (see `drain`).
+//! while the next round is read and published (see `drain`). With publishing at commit
+//! (see `at_commit`), the workers publish what they commit themselves, and the relay
+//! gets what they could not publish, the timed jobs' rows, and what a stopped process
+//! left.
 
 use std::sync::Arc;
 use std::time::Duration;
