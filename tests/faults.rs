@@ -59,9 +59,6 @@ fn children_env(level: &str) -> Vec<(&'static str, String)> {
         ("PINFLOW_RETRY_MIN_DELAY", "PT1S".into()),
         ("PINFLOW_RETRY_MAX_DELAY", "PT2S".into()),
         ("PINFLOW_RETRY_MAX_ATTEMPTS", "10".into()),
-        // What a killed process published at commit goes to the relay when its hold
-        // (twice this) ends.
-        ("PINFLOW_CONFIRM_TIMEOUT", "PT2S".into()),
     ]
 }
 

@@ -23,12 +23,7 @@ async fn a_crash_between_commit_and_ack_doubles_nothing() {
     let crashing = start(
         &connections,
         &key,
-        &[
-            ("PINFLOW_FAILPOINTS", "after-commit"),
-            // The rows it was to publish at commit go to the next process's relay when
-            // their hold (twice this) ends.
-            ("PINFLOW_CONFIRM_TIMEOUT", "PT2S"),
-        ],
+        &[("PINFLOW_FAILPOINTS", "after-commit")],
     );
     app.wait_for_consumer(&app.work_queue()).await;
     app.publish(&request).await;
@@ -113,6 +108,63 @@ async fn a_batch_publishes_at_commit_while_no_relay_publishes() {
     published(&app, &first, &waiting).await;
     let (status, _) = on.terminate().await;
     assert!(status.success());
+    cleanup(app).await;
+}
+
+/// Rows held at commit are the relay's when their process is gone: `due` leaves a row
+/// alone while the lock it names is held and its hold lasts, and takes it as soon as
+/// that lock is released, or once the hold has ended.
+#[tokio::test]
+async fn held_rows_are_due_when_their_process_lets_go_or_their_hold_ends() {
+    use pinflow::store::outbox::{HOLDERS, due};
+    let (app, _, _) = observer_with(&[]).await;
+    let mut holder = app.pool.acquire().await.unwrap().detach();
+    let (alive, gone) = (4242, 4243);
+    for key in [alive, gone] {
+        let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1, $2)")
+            .bind(HOLDERS)
+            .bind(key)
+            .fetch_one(&mut holder)
+            .await
+            .unwrap();
+        assert!(locked);
+    }
+    let insert = |id: &str, held_by: i32, hold: &str| {
+        format!(
+            "insert into outbox (destination, routing_key, message_id, message_type, body,
+                 next_attempt_at, held_by)
+             values ('event', 'pin.issued', '{id}', 'pin.issued', '{{}}', now() + interval '{hold}', {held_by})"
+        )
+    };
+    for sql in [
+        insert("held", alive, "1 hour"),
+        insert("let-go", gone, "1 hour"),
+        insert("ended", alive, "-1 second"),
+    ] {
+        sqlx::query(&sql).execute(&app.pool).await.unwrap();
+    }
+    let due_ids = || async {
+        let mut tx = app.pool.begin().await.unwrap();
+        let rows = due(&mut tx, chrono::Utc::now(), 10).await.unwrap();
+        let mut ids: Vec<String> = rows.into_iter().map(|r| r.message_id).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(due_ids().await, ["ended"]);
+    let unlocked: bool = sqlx::query_scalar("select pg_advisory_unlock($1, $2)")
+        .bind(HOLDERS)
+        .bind(gone)
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    assert!(unlocked);
+    assert_eq!(due_ids().await, ["ended", "let-go"]);
+    // A closed connection's locks go when its backend exits, a moment later.
+    holder.close().await.unwrap();
+    common::account::eventually("the closed connection's lock is gone", || async {
+        due_ids().await == ["ended", "held", "let-go"]
+    })
+    .await;
     cleanup(app).await;
 }
 

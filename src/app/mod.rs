@@ -18,7 +18,7 @@ use crate::broker::{self, Names};
 use crate::clock::Clock;
 use crate::config::{Connections, Rules, Runtime};
 use crate::manifest::{self, Description};
-use crate::runtime::at_commit::AtCommit;
+use crate::runtime::at_commit::{AtCommit, Holder};
 use crate::runtime::health::Health;
 use crate::runtime::registry::Starter;
 use crate::runtime::{Deps, JobTrigger, Registration, descriptions};
@@ -138,11 +138,22 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
     if let Some(endpoints) = &endpoints {
         let _ = endpoints.pool.set(pool.clone());
     }
-    let (at_commit, settling) = if setup.runtime.publish_at_commit {
-        let (at_commit, batches) = AtCommit::on();
-        (at_commit, Some(batches))
-    } else {
-        (AtCommit::default(), None)
+    let holder = match setup.runtime.publish_at_commit {
+        false => None,
+        true => match Holder::take(&pool).await {
+            Ok(holder) => Some(holder),
+            Err(e) => {
+                tracing::warn!(error = %crate::error::chain(&e), "cannot take this process's lock; everything is left to the relay");
+                None
+            }
+        },
+    };
+    let (at_commit, settling) = match &holder {
+        Some(holder) => {
+            let (at_commit, batches) = AtCommit::on(holder);
+            (at_commit, Some(batches))
+        }
+        None => (AtCommit::default(), None),
     };
     let deps = Arc::new(Deps {
         pool: pool.clone(),
@@ -172,6 +183,10 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
             settle_cancel.clone(),
         ))
     });
+    // Held until the settler is done: the relays leave this process's held rows
+    // alone while it holds the lock.
+    let holding =
+        holder.map(|holder| tokio::spawn(holder.keep(pool.clone(), settle_cancel.child_token())));
     for registration in &chosen {
         let starter = Starter {
             description: registration.description,
@@ -208,6 +223,9 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
         settle_cancel.cancel();
         if let Some(settler) = settler {
             let _ = settler.await;
+        }
+        if let Some(holding) = holding {
+            let _ = holding.await;
         }
         relay_cancel.cancel();
         tracker.wait().await;

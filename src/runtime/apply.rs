@@ -169,11 +169,11 @@ async fn apply_together<W: Worker>(
         })
         .collect();
     audit::record_all(&mut tx, &audited).await?;
-    let held_until = deps.at_commit.held_until(&deps.runtime);
-    let ids = outbox::insert_held(&mut tx, &groups, &deps.keys, held_until).await?;
+    let hold = deps.at_commit.hold(&deps.runtime);
+    let ids = outbox::insert_held(&mut tx, &groups, &deps.keys, hold.as_ref()).await?;
     tx.commit().await?;
     drop(groups);
-    if held_until.is_none() {
+    if hold.is_none() {
         return Ok(Some((outcomes, Committed::for_relay())));
     }
     let mut committed = Committed::held();

@@ -1,21 +1,25 @@
 //! Publishing at commit: a consumer publishes what its batch caused as soon as the
 //! batch commits, in order, on its own channel, instead of waking the relay to read
-//! the rows back. The rows are written held from the relay (for twice the confirm
-//! timeout; see `held_until`), and the settler deletes each once the broker confirms
+//! the rows back. The rows are written held from the relay (for at most twice the
+//! confirm timeout; see `AtCommit::hold`), and the settler deletes each once the broker confirms
 //! it, or hands it to the relay at once when the broker refuses or returns it or the
-//! channel goes, so returns and retries keep the relay's rules. A process that stops
-//! between the commit and the settling leaves its rows to the relay, which publishes
-//! them when the hold ends: at least once, with the same ids, as after a relay crash.
+//! channel goes, so returns and retries keep the relay's rules. The rows name the
+//! process, by an advisory lock it holds while it lives (see `Holder`): one that stops
+//! between the commit and the settling leaves its rows to the relay, which takes them
+//! as soon as that lock is gone (and in any case when the hold ends), and publishes
+//! them again: at least once, with the same ids, as after a relay crash.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable as _};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt as _, StreamExt as _};
 use lapin::{Channel, PublisherConfirm};
+use rand::Rng as _;
+use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +31,7 @@ use crate::contract::Outgoing;
 use crate::contract::outgoing::with_secret;
 use crate::contract::trace::TraceContext;
 use crate::error::chain;
-use crate::store::outbox;
+use crate::store::outbox::{self, Hold};
 use crate::telemetry::metrics;
 
 /// Batches whose confirms the settler may await at once before a consumer waits to
@@ -36,20 +40,107 @@ const IN_FLIGHT: usize = 256;
 
 /// A consumer's way to the settler; off (everything left to the relay) by default.
 #[derive(Clone, Default)]
-pub struct AtCommit(Option<mpsc::Sender<InFlight>>);
+pub struct AtCommit(Option<On>);
+
+#[derive(Clone)]
+struct On {
+    settler: mpsc::Sender<InFlight>,
+    holder: i32,
+}
 
 impl AtCommit {
-    /// On, with the settler that is to take what the consumers publish (see `settle`).
-    pub fn on() -> (AtCommit, mpsc::Receiver<InFlight>) {
-        let (sender, receiver) = mpsc::channel(IN_FLIGHT);
-        (AtCommit(Some(sender)), receiver)
+    /// On for the process that holds `holder`'s lock, with the settler that is to
+    /// take what the consumers publish (see `settle`).
+    pub fn on(holder: &Holder) -> (AtCommit, mpsc::Receiver<InFlight>) {
+        let (settler, receiver) = mpsc::channel(IN_FLIGHT);
+        let on = On {
+            settler,
+            holder: holder.key,
+        };
+        (AtCommit(Some(on)), receiver)
     }
 
-    /// Until when a batch's rows are held from the relay; `None` when off.
-    pub fn held_until(&self, runtime: &Runtime) -> Option<DateTime<Utc>> {
-        self.0.as_ref()?;
-        Some(Utc::now() + chrono::Duration::from_std(runtime.confirm_timeout * 2).ok()?)
+    /// How a batch's rows are held from the relay: by this process, for at most twice
+    /// the confirm timeout; `None` when off.
+    pub fn hold(&self, runtime: &Runtime) -> Option<Hold> {
+        let on = self.0.as_ref()?;
+        let until = Utc::now() + chrono::Duration::from_std(runtime.confirm_timeout * 2).ok()?;
+        Some(Hold {
+            by: on.holder,
+            until,
+        })
     }
+}
+
+/// The advisory lock (`outbox::HOLDERS`, key) this process holds while it lives, on a
+/// connection of its own, so the relays know its held rows are in hand.
+pub struct Holder {
+    key: i32,
+    conn: Option<PgConnection>,
+}
+
+impl Holder {
+    /// Takes a lock no other process holds.
+    pub async fn take(pool: &PgPool) -> Result<Holder, sqlx::Error> {
+        let mut conn = pool.acquire().await?.detach();
+        loop {
+            let key = rand::thread_rng().gen_range(1..i32::MAX);
+            if lock(&mut conn, key).await? {
+                return Ok(Holder {
+                    key,
+                    conn: Some(conn),
+                });
+            }
+        }
+    }
+
+    /// Keeps the lock until `cancel` fires: checks its connection every second, and
+    /// takes the lock again on a new one when it is lost (the relays may meanwhile
+    /// have taken this process's held rows: they go out twice, with the same ids).
+    pub async fn keep(mut self, pool: PgPool, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let held = match self.conn.as_mut() {
+                Some(conn) => conn.ping().await.is_ok(),
+                None => false,
+            };
+            if held {
+                continue;
+            }
+            self.conn = None;
+            let again = async {
+                let mut conn = pool.acquire().await?.detach();
+                let locked = lock(&mut conn, self.key).await?;
+                Ok::<_, sqlx::Error>(locked.then_some(conn))
+            };
+            match again.await {
+                Ok(Some(conn)) => {
+                    tracing::info!("publishing at commit: this process's lock taken again");
+                    self.conn = Some(conn);
+                }
+                Ok(None) => {
+                    tracing::warn!("publishing at commit: this process's lock is held elsewhere")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %chain(&e), "publishing at commit: this process's lock is lost; trying again")
+                }
+            }
+        }
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+async fn lock(conn: &mut PgConnection, key: i32) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select pg_try_advisory_lock($1, $2)")
+        .bind(outbox::HOLDERS)
+        .bind(key)
+        .fetch_one(conn)
+        .await
 }
 
 /// What a batch committed for publishing at once: its outbox rows, in order, and
@@ -121,7 +212,7 @@ pub struct InFlight {
 /// to the settler. A row that cannot be published is handed to the relay by the
 /// settler; a broken channel then ends the consumer's session as usual.
 pub async fn publish(deps: &Deps, channel: &Channel, committed: Committed) {
-    let Some(settler) = &deps.at_commit.0 else {
+    let Some(On { settler, .. }) = &deps.at_commit.0 else {
         return;
     };
     let started = Instant::now();

@@ -88,14 +88,25 @@ pub async fn insert_caused(
     insert_held(conn, groups, keys, None).await.map(drop)
 }
 
+/// Rows a process publishes itself as soon as it commits (see `runtime::at_commit`),
+/// held from the relay while that process lives, and at most until a deadline.
+pub struct Hold {
+    /// The key of the advisory lock (`HOLDERS`, key) the process holds while it lives.
+    pub by: i32,
+    /// When the relay takes the rows even so.
+    pub until: DateTime<Utc>,
+}
+
+/// The first key of the advisory locks held by processes that publish at commit.
+pub const HOLDERS: i32 = 0x7066_6877;
+
 /// Writes what several messages caused, as `insert_caused` does, held from the relay
-/// until `held_until` when given (their process publishes them itself as soon as it
-/// commits; see `runtime::at_commit`). Returns the rows' ids in the messages' order.
+/// by `hold` when given. Returns the rows' ids in the messages' order.
 pub async fn insert_held(
     conn: &mut PgConnection,
     groups: &[Caused<'_>],
     keys: &KeyRing,
-    held_until: Option<DateTime<Utc>>,
+    hold: Option<&Hold>,
 ) -> Result<Vec<i64>, sqlx::Error> {
     let key = keys.current();
     let count: usize = groups.iter().map(|g| g.messages.len()).sum();
@@ -145,8 +156,8 @@ pub async fn insert_held(
     let mut ids: Vec<i64> = sqlx::query_scalar(
         "insert into outbox (destination, routing_key, message_id, message_type,
              correlation_id, traceparent, tracestate, body, secret_field, sealed_secret,
-             key_id, caused_by, next_attempt_at)
-         select d, r, i, t, c, p, ts, b, f, s, k, y, coalesce($13, now())
+             key_id, caused_by, next_attempt_at, held_by)
+         select d, r, i, t, c, p, ts, b, f, s, k, y, coalesce($13, now()), $14
          from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
              $6::text[], $7::text[], $8::jsonb[], $9::text[], $10::bytea[], $11::text[],
              $12::text[])
@@ -166,7 +177,8 @@ pub async fn insert_held(
     .bind(sealed_secret)
     .bind(key_id)
     .bind(caused_by)
-    .bind(held_until)
+    .bind(hold.map(|h| h.until))
+    .bind(hold.map(|h| i64::from(h.by)))
     .fetch_all(&mut *conn)
     .await?;
     ids.sort_unstable();
@@ -180,7 +192,9 @@ pub fn aad(message_id: &str, field: &str, routing_key: &str) -> Vec<u8> {
     format!("outbox\u{1f}{message_id}\u{1f}{field}\u{1f}{routing_key}").into_bytes()
 }
 
-/// The oldest due rows, locked for this transaction.
+/// The oldest due rows, locked for this transaction: those whose time has come, and
+/// those held by a process that no longer holds its lock (it stopped or lost the
+/// database before settling them).
 pub async fn due(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
@@ -190,10 +204,18 @@ pub async fn due(
         "select id, destination, routing_key, message_id, message_type, correlation_id,
                 traceparent, tracestate, body, secret_field, sealed_secret, key_id, attempts,
                 caused_by
-         from outbox where next_attempt_at <= $1 order by id limit $2 for update skip locked",
+         from outbox
+         where next_attempt_at <= $1
+            or (held_by is not null and held_by not in (
+                select objid::bigint from pg_locks
+                where locktype = 'advisory' and granted and objsubid = 2
+                  and classid::bigint = $3
+                  and database = (select oid from pg_database where datname = current_database())))
+         order by id limit $2 for update skip locked",
     )
     .bind(now)
     .bind(i64::from(limit))
+    .bind(i64::from(HOLDERS))
     .fetch_all(conn)
     .await?;
     rows.into_iter()
@@ -254,7 +276,8 @@ pub async fn settle(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "with gone as (delete from outbox where id = any($1)),
-              back as (update outbox set next_attempt_at = now() where id = any($3))
+              back as (update outbox set next_attempt_at = now(), held_by = null
+                       where id = any($3))
          update notifications set state = 'sent', sent_at = $4, state_at = $4
          where notification_id = any($2) and state = 'pending'",
     )
@@ -275,7 +298,8 @@ pub async fn defer(
     error: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "update outbox set attempts = attempts + 1, next_attempt_at = $2, last_error = $3
+        "update outbox set attempts = attempts + 1, next_attempt_at = $2, last_error = $3,
+             held_by = null
          where id = $1",
     )
     .bind(id)
