@@ -185,8 +185,8 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
     });
     // Held until the settler is done: the relays leave this process's held rows
     // alone while it holds the lock.
-    let holding =
-        holder.map(|holder| tokio::spawn(holder.keep(pool.clone(), settle_cancel.child_token())));
+    let hold_cancel = CancellationToken::new();
+    let holding = holder.map(|holder| tokio::spawn(holder.keep(pool.clone(), hold_cancel.clone())));
     for registration in &chosen {
         let starter = Starter {
             description: registration.description,
@@ -224,6 +224,7 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
         if let Some(settler) = settler {
             let _ = settler.await;
         }
+        hold_cancel.cancel();
         if let Some(holding) = holding {
             let _ = holding.await;
         }
