@@ -120,14 +120,16 @@ async fn held_rows_are_due_when_their_process_lets_go_or_their_hold_ends() {
     let (app, _, _) = observer_with(&[]).await;
     let mut holder = app.pool.acquire().await.unwrap().detach();
     let (alive, gone) = (4242, 4243);
-    for key in [alive, gone] {
-        let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1, $2)")
+    let mut advisory = async |function: &str, key: i32| -> bool {
+        sqlx::query_scalar(&format!("select {function}($1, $2)"))
             .bind(HOLDERS)
             .bind(key)
             .fetch_one(&mut holder)
             .await
-            .unwrap();
-        assert!(locked);
+            .unwrap()
+    };
+    for key in [alive, gone] {
+        assert!(advisory("pg_try_advisory_lock", key).await);
     }
     let insert = |id: &str, held_by: i32, hold: &str| {
         format!(
@@ -151,13 +153,7 @@ async fn held_rows_are_due_when_their_process_lets_go_or_their_hold_ends() {
         ids
     };
     assert_eq!(due_ids().await, ["ended"]);
-    let unlocked: bool = sqlx::query_scalar("select pg_advisory_unlock($1, $2)")
-        .bind(HOLDERS)
-        .bind(gone)
-        .fetch_one(&mut holder)
-        .await
-        .unwrap();
-    assert!(unlocked);
+    assert!(advisory("pg_advisory_unlock", gone).await);
     assert_eq!(due_ids().await, ["ended", "let-go"]);
     // A closed connection's locks go when its backend exits, a moment later.
     holder.close().await.unwrap();
