@@ -1,5 +1,6 @@
 //! Publishing with publisher confirms, `mandatory`, and a time limit on every wait.
 
+use std::collections::HashSet;
 use std::future::Future as _;
 use std::task::Poll;
 use std::time::Duration;
@@ -111,6 +112,40 @@ pub async fn start_all(
         });
     }
     confirms
+}
+
+/// What the broker said of a batch of publications (see `confirmed_all`).
+pub struct BatchConfirms {
+    /// Per publication, in order: acknowledged (routed, or returned: see `returned`),
+    /// or why not.
+    pub each: Vec<Result<(), PublishError>>,
+    /// The message ids the broker returned (`mandatory`, no queue took them). A
+    /// return names its message, and lapin may attach it to another publication's
+    /// confirm, so returns are paired by message id.
+    pub returned: HashSet<String>,
+}
+
+/// Awaits a batch's confirms in order, all within `limit` of the call: once it has
+/// passed, what has not come is a timeout.
+pub async fn confirmed_all(confirms: Vec<PublisherConfirm>, limit: Duration) -> BatchConfirms {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut each = Vec::with_capacity(confirms.len());
+    let mut returned = HashSet::new();
+    for confirm in confirms {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        each.push(match confirmed(confirm, left).await {
+            Ok(Confirmed::Routed) => Ok(()),
+            Ok(Confirmed::Returned(message)) => {
+                if let Some(id) = message.properties.message_id() {
+                    returned.insert(id.as_str().to_owned());
+                }
+                Ok(())
+            }
+            Err(PublishError::Timeout(_)) => Err(PublishError::Timeout(limit)),
+            Err(e) => Err(e),
+        });
+    }
+    BatchConfirms { each, returned }
 }
 
 /// Waits for a publication's confirm, at most `limit`.

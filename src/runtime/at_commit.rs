@@ -9,7 +9,6 @@
 //! as soon as that lock is gone (and in any case when the hold ends), and publishes
 //! them again: at least once, with the same ids, as after a relay crash.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::deps::Deps;
 use super::relay::{exchange, properties};
-use crate::broker::publish::{self, Confirmed, Outbound};
+use crate::broker::publish::{self, BatchConfirms, Outbound};
 use crate::config::Runtime;
 use crate::contract::Outgoing;
 use crate::contract::outgoing::with_secret;
@@ -201,10 +200,11 @@ impl Committed {
     }
 }
 
-/// A published batch: per row, its id, its message id and where it went, and its
-/// confirm (or `None` when it could not be published).
+/// A published batch: per row, its id, its message id, where it went and whether it
+/// was published; the confirms of those published, in order.
 pub struct InFlight {
-    rows: Vec<(i64, String, &'static str, Option<PublisherConfirm>)>,
+    rows: Vec<(i64, String, &'static str, bool)>,
+    confirms: Vec<PublisherConfirm>,
     started: Instant,
 }
 
@@ -253,19 +253,24 @@ pub async fn publish(deps: &Deps, channel: &Channel, committed: Committed) {
         }
         rows.push((id, message.message_id, message.destination.as_str(), ready));
     }
-    let mut confirms = publish::start_all(channel, outbound).await.into_iter();
-    let rows = rows
-        .into_iter()
-        .map(|(id, message_id, destination, ready)| {
-            let confirm = ready
-                .then(|| confirms.next())
-                .flatten()
-                .and_then(Result::ok);
-            (id, message_id, destination, confirm)
-        })
-        .collect();
+    let mut publications = publish::start_all(channel, outbound).await.into_iter();
+    let mut confirms = Vec::with_capacity(rows.len());
+    for (_, _, _, ready) in &mut rows {
+        // Only the rows ready were started, in order.
+        if *ready {
+            match publications.next() {
+                Some(Ok(confirm)) => confirms.push(confirm),
+                _ => *ready = false,
+            }
+        }
+    }
     // The settler only stops after the consumers, so it is there to take this.
-    let _ = settler.send(InFlight { rows, started }).await;
+    let in_flight = InFlight {
+        rows,
+        confirms,
+        started,
+    };
+    let _ = settler.send(in_flight).await;
 }
 
 /// What became of a published batch.
@@ -275,46 +280,29 @@ struct Outcome {
     released: Vec<i64>,
 }
 
-/// Awaits a batch's confirms. A return names its message: it is paired by message id,
-/// not by the confirm lapin happened to attach it to.
+/// Awaits a batch's confirms (all within `limit`): a row is sent when the broker
+/// acknowledged it and did not return it.
 async fn confirmed(batch: InFlight, limit: Duration) -> Outcome {
-    let mut routed = Vec::with_capacity(batch.rows.len());
-    let mut returned = HashSet::new();
-    for (id, message_id, destination, confirm) in batch.rows {
-        let ok = match confirm {
-            None => false,
-            Some(confirm) => match publish::confirmed(confirm, limit).await {
-                Ok(Confirmed::Routed) => true,
-                Ok(Confirmed::Returned(message)) => {
-                    if let Some(id) = message.properties.message_id() {
-                        returned.insert(id.as_str().to_owned());
-                    }
-                    true
-                }
-                Err(_) => false,
-            },
-        };
-        routed.push((id, message_id, destination, ok));
-    }
+    let BatchConfirms { each, returned } = publish::confirmed_all(batch.confirms, limit).await;
     let took = batch.started.elapsed();
+    let mut acks = each.into_iter();
     let mut outcome = Outcome {
-        sent: Vec::with_capacity(routed.len()),
-        sent_ids: Vec::with_capacity(routed.len()),
+        sent: Vec::with_capacity(batch.rows.len()),
+        sent_ids: Vec::with_capacity(batch.rows.len()),
         released: Vec::new(),
     };
-    let mut published = [("event", 0), ("notification", 0), ("reply", 0)];
-    for (id, message_id, destination, ok) in routed {
-        if ok && !returned.contains(&message_id) {
+    let mut published = Vec::with_capacity(batch.rows.len());
+    for (id, message_id, destination, ready) in batch.rows {
+        let acked = ready && matches!(acks.next(), Some(Ok(())));
+        if acked && !returned.contains(&message_id) {
             outcome.sent.push(id);
             outcome.sent_ids.push(message_id);
-            if let Some((_, n)) = published.iter_mut().find(|(d, _)| *d == destination) {
-                *n += 1;
-            }
+            published.push(destination);
         } else {
             outcome.released.push(id);
         }
     }
-    metrics::relay_round(&published, 0, took);
+    metrics::relay_round(published, 0, took);
     outcome
 }
 

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::deps::Deps;
 use super::supervise::Sessions;
-use crate::broker::publish::{self, Confirmed, Outbound, PublishError, set_str};
+use crate::broker::publish::{self, BatchConfirms, Outbound, PublishError, set_str};
 use crate::broker::{Names, topology};
 use crate::contract::outgoing::with_secret;
 use crate::contract::trace::TraceParent;
@@ -254,8 +254,10 @@ async fn drain_leading(
 struct Round {
     tx: Transaction<'static, Postgres>,
     rows: Vec<Pending>,
-    /// Per row, its confirm, or why it could not be published.
-    confirms: Vec<Result<PublisherConfirm, String>>,
+    /// Per row, whether it was published, or why it could not be.
+    built: Vec<Result<(), String>>,
+    /// The confirms of the rows published, in order.
+    confirms: Vec<PublisherConfirm>,
     started: std::time::Instant,
 }
 
@@ -281,17 +283,14 @@ impl Round {
                 });
             }));
         }
-        let mut publications = publish::start_all(channel, outbound).await.into_iter();
-        let mut confirms = Vec::with_capacity(rows.len());
-        for outcome in built {
-            confirms.push(match outcome {
-                Ok(()) => Ok(publications.next().ok_or(RelayError::Disconnected)??),
-                Err(reason) => Err(reason),
-            });
+        let mut confirms = Vec::with_capacity(outbound.len());
+        for publication in publish::start_all(channel, outbound).await {
+            confirms.push(publication?);
         }
         Ok(Round {
             tx,
             rows,
+            built,
             confirms,
             started,
         })
@@ -303,34 +302,30 @@ impl Round {
         let Round {
             mut tx,
             rows,
+            built,
             confirms,
             started,
         } = self;
-        // A return names its message: pair it by message id, not by the confirm lapin
-        // happened to attach it to.
+        let BatchConfirms { each, returned } =
+            publish::confirmed_all(confirms, confirm_timeout).await;
+        let mut acks = each.into_iter();
         let mut outcomes = Vec::with_capacity(rows.len());
-        let mut returned = std::collections::HashSet::new();
-        for confirm in confirms {
-            let outcome = match confirm {
-                Ok(confirm) => match publish::confirmed(confirm, confirm_timeout).await {
-                    Ok(Confirmed::Routed) => Ok(()),
-                    Ok(Confirmed::Returned(message)) => {
-                        if let Some(id) = message.properties.message_id() {
-                            returned.insert(id.as_str().to_owned());
-                        }
-                        Ok(())
-                    }
-                    Err(PublishError::Nacked) => Err("nacked by the broker".to_owned()),
-                    Err(e) => return Err(e.into()),
-                },
+        for built in built {
+            // Only the rows published have a confirm.
+            outcomes.push(match built {
                 Err(reason) => Err(reason),
-            };
-            outcomes.push(outcome);
+                Ok(()) => match acks.next() {
+                    Some(Ok(())) => Ok(()),
+                    Some(Err(PublishError::Nacked)) => Err("nacked by the broker".to_owned()),
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(RelayError::Disconnected),
+                },
+            });
         }
         let took = started.elapsed();
         let mut sent = Vec::with_capacity(rows.len());
         let mut sent_ids = Vec::new();
-        let mut published = [("event", 0), ("notification", 0), ("reply", 0)];
+        let mut published = Vec::with_capacity(rows.len());
         for (row, outcome) in rows.iter().zip(outcomes) {
             match outcome {
                 Ok(())
@@ -350,12 +345,7 @@ impl Round {
                 Ok(()) => {
                     sent.push(row.id);
                     sent_ids.push(row.message_id.clone());
-                    let counted = published
-                        .iter_mut()
-                        .find(|(name, _)| *name == row.destination.as_str());
-                    if let Some((_, n)) = counted {
-                        *n += 1;
-                    }
+                    published.push(row.destination.as_str());
                 }
                 Err(reason) => defer(&mut tx, row, &reason).await?,
             }
@@ -368,7 +358,7 @@ impl Round {
         tx.commit().await?;
         if !rows.is_empty() {
             let deferred = (rows.len() - sent.len()) as u64;
-            metrics::relay_round(&published, deferred, took);
+            metrics::relay_round(published, deferred, took);
         }
         Ok(rows.len())
     }

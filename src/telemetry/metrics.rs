@@ -179,11 +179,21 @@ pub fn finished(worker: &'static str, message_type: &str, outcome: Outcome, took
     }
 }
 
-/// A relay round: rows confirmed by destination, rows put back, and how long from the
-/// first publish to the last confirm.
-pub fn relay_round(published: &[(&'static str, u64)], deferred: u64, took: Duration) {
-    for (destination, n) in published {
-        counter!(RELAY_PUBLISHED, "destination" => *destination).increment(*n);
+/// A relay round (or a batch published at commit): the destination of each row
+/// confirmed, rows put back, and how long from the first publish to the last confirm.
+pub fn relay_round(
+    published: impl IntoIterator<Item = &'static str>,
+    deferred: u64,
+    took: Duration,
+) {
+    let mut counts = [("event", 0), ("notification", 0), ("reply", 0)];
+    for destination in published {
+        if let Some((_, n)) = counts.iter_mut().find(|(name, _)| *name == destination) {
+            *n += 1;
+        }
+    }
+    for (destination, n) in counts {
+        counter!(RELAY_PUBLISHED, "destination" => destination).increment(n);
     }
     counter!(RELAY_DEFERRED).increment(deferred);
     histogram!(RELAY_PUBLISH).record(took);
