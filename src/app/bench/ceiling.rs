@@ -16,7 +16,7 @@ use lapin::{BasicProperties, Channel, Connection};
 
 use super::report::Latency;
 use crate::broker;
-use crate::broker::publish::{self, set_str};
+use crate::broker::publish::{self, Outbound, set_str};
 use crate::config::Runtime;
 use crate::contract::CONTENT_TYPE;
 
@@ -390,7 +390,8 @@ async fn serve(
                 _ => break,
             }
         }
-        let mut confirms = Vec::with_capacity(batch.len() * outputs);
+        // Published as pinflow publishes a batch's outputs (see `publish::start_all`).
+        let mut outbound = Vec::with_capacity(batch.len() * outputs);
         for delivery in &batch {
             let id = delivery
                 .properties
@@ -398,13 +399,24 @@ async fn serve(
                 .as_ref()
                 .map_or("out", |id| id.as_str());
             for _ in 0..outputs {
-                let props = properties(id, "bench", None);
-                confirms
-                    .push(publish::start(channel, "", sink, &delivery.data, props, true).await?);
+                outbound.push(Outbound {
+                    exchange: String::new(),
+                    routing_key: sink.to_owned(),
+                    body: delivery.data.clone(),
+                    properties: properties(id, "bench", None),
+                    mandatory: true,
+                });
             }
         }
-        for confirm in confirms {
-            publish::confirmed(confirm, runtime.confirm_timeout).await?;
+        let mut confirms = Vec::with_capacity(outbound.len());
+        for started in publish::start_all(channel, outbound).await {
+            confirms.push(started?);
+        }
+        for confirmed in publish::confirmed_all(confirms, runtime.confirm_timeout)
+            .await
+            .each
+        {
+            confirmed?;
         }
         let last = batch.last().map_or(0, |d| d.delivery_tag);
         channel
