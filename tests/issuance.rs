@@ -333,12 +333,7 @@ async fn a_right_pin_queued_after_the_failures_that_lock_it_answers_locked() {
     issue(&app, &other).await;
     // The worker waits on another credential's row while the rest queue up behind it,
     // so the five failures and the right PIN are taken together.
-    let mut holder = app.pool.begin().await.unwrap();
-    sqlx::query("select id from credentials where tax_code = $1 for update")
-        .bind(&other)
-        .fetch_one(&mut *holder)
-        .await
-        .unwrap();
+    let holder = app.hold_credential(&other).await;
     let ask =
         |code: &str, pin: &str| command("pin.verify", json!({ "tax_code": code, "pin": pin }));
     let mut commands = vec![ask(&other, "WRONGPIN")];

@@ -539,12 +539,7 @@ async fn a_batch_locks_its_credentials_before_any_phone_pin() {
             json!({ "tax_code": code, "authenticated_with": "cie", "validity": "P1D" }),
         )
     };
-    let mut holder = app.pool.begin().await.unwrap();
-    sqlx::query("select id from credentials where tax_code = $1 for update")
-        .bind(&held)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    let holder = app.hold_credential(&held).await;
     let asked = app
         .send_rpcs(&[
             verify(&first),

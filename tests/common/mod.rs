@@ -505,6 +505,21 @@ impl TestApp {
         reply.body["data"].clone()
     }
 
+    /// Holds the credential of `tax_code` locked in a transaction of the test's own,
+    /// until the transaction ends, so a worker that needs it waits.
+    pub async fn hold_credential(
+        &self,
+        tax_code: &str,
+    ) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut holder = self.pool.begin().await.unwrap();
+        sqlx::query("select id from credentials where tax_code = $1 for update")
+            .bind(tax_code)
+            .fetch_one(&mut *holder)
+            .await
+            .unwrap();
+        holder
+    }
+
     /// A number from the database.
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql)
