@@ -95,6 +95,8 @@ async fn measure(
         "unexpected_outputs",
         "cpu_seconds",
         "cpu_seconds_per_1000",
+        "cpu_split",
+        "broker_alone_cpu_split",
         "peak_rss_kib",
         "peak_rss_total_kib",
         "usage_includes_bench_client",
@@ -139,6 +141,37 @@ async fn measure(
     ] {
         assert!(report["argon2"][field].as_f64().is_some(), "argon2.{field}");
     }
+    for split in ["cpu_split", "broker_alone_cpu_split"] {
+        let split = &report[split];
+        let seconds = split["seconds"].as_f64().expect("seconds");
+        let busy = split["busy_cores"].as_f64().expect("busy cores");
+        let cores = split["cores"].as_u64().expect("cores") as f64;
+        assert!(seconds > 0.0 && busy >= 0.0, "{message_type}: {split}");
+        // /proc counts in clock ticks (10 ms at most): a short phase may read a tick
+        // or two more than it lasted on each core.
+        assert!(
+            busy * seconds <= cores * (seconds + 0.02),
+            "{message_type}: {split}"
+        );
+        // The three parts add up to the machine's busy time.
+        let part = |name: &str| split[name].as_f64().unwrap_or(0.0);
+        let parts = ["broker_per_1000", "database_per_1000", "rest_per_1000"];
+        assert!(
+            parts.iter().all(|p| part(p) >= 0.0),
+            "{message_type}: {split}"
+        );
+        let sum: f64 = parts.iter().map(|p| part(p)).sum();
+        let busy_seconds = sum * f64::from(COMMANDS) / 1000.0;
+        assert!(
+            (busy_seconds - busy * seconds).abs() < 1e-6,
+            "{message_type}: the parts make the busy time: {split}"
+        );
+    }
+    let busy = report["cpu_split"]["busy_cores"].as_f64();
+    assert!(
+        busy > Some(0.0),
+        "{message_type}: pinflow's phase kept a core busy"
+    );
     runs.runs.into_iter().next().expect("one report")
 }
 

@@ -14,6 +14,7 @@ use lapin::options::{
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 
+use super::machine::{CpuSplit, Snapshot};
 use super::report::Latency;
 use crate::broker;
 use crate::broker::publish::{self, Outbound, set_str};
@@ -157,7 +158,8 @@ pub(super) async fn look(channel: &Channel, queue: &str) -> anyhow::Result<lapin
 /// The broker alone running the pattern: commands already queued; consume each,
 /// publish `outputs` messages with confirms, acknowledge; and, as the gateway does in
 /// pinflow's run, a consumer takes every output (`no_ack`). Commands per second, from
-/// the first command taken until the last output arrived. Its two queues are declared
+/// the first command taken until the last output arrived, and where the machine's CPU
+/// went meanwhile. Its two queues are declared
 /// where missing and left, empty, for the next run and the teardown.
 ///
 /// It runs on a connection of its own, closed afterwards: lapin has been seen, a few
@@ -170,7 +172,7 @@ pub(super) async fn pattern_ceiling(
     bodies: &[(String, Vec<u8>)],
     outputs: usize,
     runtime: &Runtime,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<Ceiling> {
     let connection = broker::connect(amqp_url).await?;
     let channel = connection.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
@@ -182,6 +184,16 @@ pub(super) async fn pattern_ceiling(
     measured
 }
 
+/// What a run of the broker alone found.
+pub(super) struct Ceiling {
+    /// Commands published with confirms a second, into the ceiling's queue.
+    pub publish_rate: f64,
+    /// Commands a second through the pattern.
+    pub pattern_rate: f64,
+    /// Where the CPU went while the pattern ran.
+    pub cpu: CpuSplit,
+}
+
 async fn measure(
     connection: &Connection,
     channel: &Channel,
@@ -189,7 +201,7 @@ async fn measure(
     bodies: &[(String, Vec<u8>)],
     outputs: usize,
     runtime: &Runtime,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<Ceiling> {
     let (queue, sink) = (format!("{tag}.ceiling"), format!("{tag}.ceiling.sink"));
     empty_queues(channel, &queue, &sink, runtime.confirm_timeout).await?;
     let started = Instant::now();
@@ -226,6 +238,7 @@ async fn measure(
         .basic_qos(runtime.prefetch, BasicQosOptions::default())
         .await?;
     let mut consumer = consume(channel, &queue, false).await?;
+    let machine = Snapshot::take();
     let started = Instant::now();
     serve(
         channel,
@@ -239,6 +252,7 @@ async fn measure(
     let (seen, last) = tokio::time::timeout(runtime.confirm_timeout, taken)
         .await
         .context("the ceiling's outputs stopped arriving")??;
+    let cpu = machine.split(bodies.len());
     anyhow::ensure!(
         seen == expected,
         "the ceiling's consumer took {seen} of {expected} outputs"
@@ -259,7 +273,11 @@ async fn measure(
     {
         tracing::debug!(error = %e, "cancelling the ceiling's consumer");
     }
-    Ok((publish_rate, pattern_rate))
+    Ok(Ceiling {
+        publish_rate,
+        pattern_rate,
+        cpu,
+    })
 }
 
 /// The broker alone running the pattern at `rate` commands a second, as pinflow's

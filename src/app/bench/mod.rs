@@ -26,6 +26,7 @@ mod ceiling;
 mod commands;
 mod gateway;
 mod hashing;
+mod machine;
 mod prelude;
 mod report;
 mod running;
@@ -39,6 +40,7 @@ use commands::{Commands, Group};
 pub use commands::{MAX_APPLICANTS, command, tax_code};
 use gateway::{Gateway, Phase, Traces};
 pub use hashing::HashCeiling;
+use machine::Snapshot;
 pub use report::{Latency, Report, Runs, Scaling};
 use running::{Running, Usage};
 use tracking::{Inbox, Outbound, Tracker, publish_commands, sent_for, wait};
@@ -339,10 +341,10 @@ async fn measure(
     // Phase 2: the broker alone running the pattern (again after pinflow's phase).
     let outputs = binding.causes.len();
     let bodies = ceiling_bodies(message_type, messages)?;
-    let (broker_publish_rate, pattern_before) =
-        pattern_ceiling(&ours.amqp_url, tag, &bodies, outputs, runtime)
-            .await
-            .context("the broker's ceiling before pinflow's phase")?;
+    let before = pattern_ceiling(&ours.amqp_url, tag, &bodies, outputs, runtime)
+        .await
+        .context("the broker's ceiling before pinflow's phase")?;
+    let (broker_publish_rate, pattern_before) = (before.publish_rate, before.pattern_rate);
     // Built again for the run after pinflow's phase, so they take no memory during it.
     drop(bodies);
     let channel = connection.create_channel().await?;
@@ -395,6 +397,7 @@ async fn measure(
         }
     };
     let mut burst = None;
+    let mut machine = Snapshot::take();
     let (started, mut running, published) = match (rate, &sides) {
         (_, Some(sides)) => {
             let types = [message_type, sides.message_type()];
@@ -412,6 +415,7 @@ async fn measure(
             let published =
                 publish_commands(outbound.clone(), commands.clone(), messages, None).await?;
             let published_for = publishing.elapsed();
+            machine = Snapshot::take();
             let started = Instant::now();
             let running = start_workers()?;
             (started, running, (published, published_for))
@@ -454,6 +458,7 @@ async fn measure(
         .await?;
     }
     let finished = tracker.last_done().unwrap_or(started);
+    let cpu_split = machine.split(messages as usize);
     let usage: Usage = match &burst {
         Some(burst) => Usage {
             cpu_seconds: burst.cpu_seconds,
@@ -480,7 +485,7 @@ async fn measure(
     pool.close().await;
     let argon2 = argon2.and_after(hashing::ceiling(rules, Duration::from_secs(3)).await?);
     let bodies = ceiling_bodies(message_type, messages)?;
-    let (_, pattern_after) = pattern_ceiling(&ours.amqp_url, tag, &bodies, outputs, runtime)
+    let after = pattern_ceiling(&ours.amqp_url, tag, &bodies, outputs, runtime)
         .await
         .context("the broker's ceiling after pinflow's phase")?;
     // With --rate, the broker alone at the same rate: the latency the pattern itself
@@ -493,6 +498,7 @@ async fn measure(
     };
     // Closed here, not dropped: the connection closes next (see `remove_namespace`).
     let _ = channel.close(200, "done".into()).await;
+    let pattern_after = after.pattern_rate;
     let broker_pattern_rate = (pattern_before + pattern_after) / 2.0;
     let pinflow_rate = f64::from(tracker.completed) / elapsed;
     let per_1000 = usage.cpu_seconds * 1000.0 / f64::from(messages);
@@ -528,6 +534,8 @@ async fn measure(
         unexpected_outputs: tracker.unexpected.clone(),
         cpu_seconds: usage.cpu_seconds,
         cpu_seconds_per_1000: per_1000,
+        cpu_split,
+        broker_alone_cpu_split: after.cpu,
         peak_rss_kib: usage.peak_rss_kib,
         peak_rss_total_kib: usage.peak_rss_total_kib,
         usage_includes_bench_client: processes == 0,

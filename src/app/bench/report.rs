@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::alongside::Alongside;
 use super::hashing::HashCeiling;
+use super::machine::CpuSplit;
 
 /// End-to-end latency of the measured commands, in milliseconds: from a command's
 /// publication until the last message it causes has arrived (for a type that causes
@@ -104,6 +105,15 @@ pub struct Report {
     pub cpu_seconds: f64,
     /// `cpu_seconds` per 1,000 commands.
     pub cpu_seconds_per_1000: f64,
+    /// The whole machine during the measured phase (from the workers' start at full
+    /// speed): CPU seconds per 1,000 commands of the broker's processes, of
+    /// PostgreSQL's and of the rest (pinflow, the benchmark's client, anything else),
+    /// and the cores kept busy. Read from `/proc`: a broker or database on another
+    /// machine or in a VM shows `null` and counts nowhere.
+    pub cpu_split: CpuSplit,
+    /// The same for the broker alone running the pattern, after pinflow's phase: the
+    /// broker's own cost of the pattern, and the client's (in `rest`).
+    pub broker_alone_cpu_split: CpuSplit,
     /// Peak resident memory (VmHWM) of one process that ran the workers, KiB.
     pub peak_rss_kib: u64,
     /// The peaks of all those processes added up, KiB.
@@ -330,6 +340,16 @@ impl std::fmt::Display for Report {
                 "{:.2} s ({:.1} s in all){whose}",
                 self.cpu_seconds_per_1000, self.cpu_seconds
             ),
+        )?;
+        line(
+            f,
+            "cpu / 1,000, broker / db / rest:",
+            self.cpu_split.to_string(),
+        )?;
+        line(
+            f,
+            "  the same, broker alone:",
+            self.broker_alone_cpu_split.to_string(),
         )?;
         let total = if self.processes > 1 {
             format!(", {} MiB all processes", self.peak_rss_total_kib / 1024)

@@ -273,7 +273,7 @@ fn iso_duration(d: Duration) -> String {
 
 /// Clock ticks per second of `/proc/<pid>/stat`: the kernel's `AT_CLKTCK`, from this
 /// process's auxiliary vector; `getconf CLK_TCK` if that cannot be read.
-fn clock_ticks() -> f64 {
+pub(super) fn clock_ticks() -> f64 {
     const AT_CLKTCK: u64 = 17;
     let from_auxv = std::fs::read("/proc/self/auxv").ok().and_then(|auxv| {
         auxv.chunks_exact(16).find_map(|pair| {
