@@ -11,7 +11,8 @@
 mod common;
 
 use clap::Parser;
-use lapin::options::QueueDeclareOptions;
+use lapin::ExchangeKind;
+use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use pinflow::app::bench::{self, AlongsideSetup, BenchSetup, Report};
 use pinflow::broker::names::NOTIFY_CHANNELS;
@@ -190,6 +191,7 @@ async fn assert_clean(report: &Report, runtime: &Runtime) {
     let names = Names::new(&report.namespace);
     let mut queues = bench::non_notify_queues(&report.namespace, runtime, &descriptions(REGISTRY));
     queues.extend(NOTIFY_CHANNELS.iter().map(|c| names.notify_queue(c)));
+    queues.extend(bench::bench_queues(&report.namespace));
     for queue in queues {
         let channel = connection.create_channel().await.expect("channel");
         let passive = QueueDeclareOptions {
@@ -201,6 +203,21 @@ async fn assert_clean(report: &Report, runtime: &Runtime) {
             .await;
         assert!(found.is_err(), "{queue} is still there after the run");
     }
+    let channel = connection.create_channel().await.expect("channel");
+    let exchange = bench::bench_exchange(&report.namespace);
+    let passive = ExchangeDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let found = channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Topic,
+            passive,
+            FieldTable::default(),
+        )
+        .await;
+    assert!(found.is_err(), "{exchange} is still there after the run");
     let _ = connection.close(200, "done".into()).await;
     let admin = pinflow::store::connect(&services.database_url, 1)
         .await

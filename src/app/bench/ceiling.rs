@@ -9,14 +9,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 
 use super::machine::{CpuSplit, Snapshot};
 use super::report::Latency;
 use crate::broker;
+use crate::broker::names::NOTIFY_CHANNELS;
 use crate::broker::publish::{self, Outbound, set_str};
 use crate::config::Runtime;
 use crate::contract::CONTENT_TYPE;
@@ -99,15 +101,131 @@ pub(super) async fn declare(channel: &Channel, queue: &str, quorum: bool) -> any
         .message_count())
 }
 
-/// Declares the ceiling's command queue and its sink, and makes sure both are empty
+/// Where the broker alone sends a command's outputs: where pinflow's run sends them,
+/// to the benchmark's gateway. A notification goes to a quorum queue of its channel's
+/// (as to `notify.*`), an event through a topic exchange to one classic queue (the
+/// gateway's subscriber), a reply by the default exchange to a classic queue (the
+/// caller's reply queue). A quorum queue keeps a replicated log and costs the broker
+/// more than a classic one, so the pattern keeps each output's kind of destination.
+pub(super) struct Sinks {
+    /// Per cause, in the description's order: the exchange and routing key.
+    routes: Vec<(String, String)>,
+    /// The queues, each once, and whether each is a quorum queue.
+    queues: Vec<(String, bool)>,
+    /// The topic exchange events go through.
+    exchange: String,
+}
+
+impl Sinks {
+    /// The sinks in namespace `tag` for a command that causes `causes`.
+    pub(super) fn of(tag: &str, causes: &[&str]) -> Sinks {
+        let exchange = format!("{tag}.ceiling.topic");
+        let (mut routes, mut queues) = (Vec::new(), Vec::new());
+        for cause in causes {
+            let (route, queue) = if cause.starts_with("notify.") {
+                let queue = format!("{tag}.ceiling.{cause}");
+                ((String::new(), queue.clone()), (queue, true))
+            } else if *cause == "reply" {
+                let queue = format!("{tag}.ceiling.replies");
+                ((String::new(), queue.clone()), (queue, false))
+            } else {
+                let queue = format!("{tag}.ceiling.events");
+                ((exchange.clone(), (*cause).to_owned()), (queue, false))
+            };
+            routes.push(route);
+            if !queues.contains(&queue) {
+                queues.push(queue);
+            }
+        }
+        Sinks {
+            routes,
+            queues,
+            exchange,
+        }
+    }
+
+    /// Outputs a command causes.
+    pub(super) fn outputs(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Every queue name the sinks may take in namespace `tag`, and the exchange's.
+    pub(super) fn names(tag: &str) -> (Vec<String>, String) {
+        let mut queues: Vec<String> = NOTIFY_CHANNELS
+            .iter()
+            .map(|c| format!("{tag}.ceiling.notify.{c}"))
+            .collect();
+        queues.push(format!("{tag}.ceiling.events"));
+        queues.push(format!("{tag}.ceiling.replies"));
+        (queues, format!("{tag}.ceiling.topic"))
+    }
+
+    /// Declares the queues (and the exchange with the events queue bound to it) where
+    /// missing, and empties them: outputs a run before left (it stops counting at the
+    /// number it expects) would be counted as this run's. Logged when it happens.
+    async fn declare_empty(&self, channel: &Channel) -> anyhow::Result<()> {
+        for (queue, quorum) in &self.queues {
+            let held = declare(channel, queue, *quorum).await?;
+            if held > 0 {
+                tracing::warn!(
+                    queue,
+                    held,
+                    "outputs left in the ceiling's sink by the phase before; purged"
+                );
+                channel
+                    .queue_purge(queue.as_str().into(), Default::default())
+                    .await?;
+            }
+            if queue.ends_with(".ceiling.events") {
+                let durable = ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                };
+                let exchange = self.exchange.as_str().into();
+                channel
+                    .exchange_declare(
+                        exchange,
+                        ExchangeKind::Topic,
+                        durable,
+                        FieldTable::default(),
+                    )
+                    .await?;
+                channel
+                    .queue_bind(
+                        queue.as_str().into(),
+                        self.exchange.as_str().into(),
+                        "#".into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Consumes every sink (`no_ack`) on `channel`, as one stream.
+    async fn consume(
+        &self,
+        channel: &Channel,
+    ) -> anyhow::Result<futures_util::stream::SelectAll<lapin::Consumer>> {
+        let mut all = futures_util::stream::SelectAll::new();
+        for (queue, _) in &self.queues {
+            all.push(consume(channel, queue, true).await?);
+        }
+        Ok(all)
+    }
+}
+
+/// Declares the ceiling's command queue and its sinks, and makes sure all are empty
 /// before a run. The phase before may still be settling its commands (a quorum queue
 /// applies acknowledgements through its log): they are given until `limit`, then
-/// purged. Outputs the phase before left in the sink (it stops counting at the number
-/// it expects) would be counted as this run's: they go at once. Either is logged.
+/// purged. Outputs left in a sink go at once (see `Sinks::declare_empty`). Either is
+/// logged.
 async fn empty_queues(
     channel: &Channel,
     queue: &str,
-    sink: &str,
+    sinks: &Sinks,
     limit: Duration,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
@@ -129,15 +247,7 @@ async fn empty_queues(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let held = declare(channel, sink, true).await?;
-    if held > 0 {
-        tracing::warn!(
-            held,
-            "outputs left in the ceiling's sink by the phase before; purged"
-        );
-        channel.queue_purge(sink.into(), Default::default()).await?;
-    }
-    Ok(())
+    sinks.declare_empty(channel).await
 }
 
 pub(super) async fn count(channel: &Channel, queue: &str) -> anyhow::Result<u32> {
@@ -156,11 +266,11 @@ pub(super) async fn look(channel: &Channel, queue: &str) -> anyhow::Result<lapin
 }
 
 /// The broker alone running the pattern: commands already queued; consume each,
-/// publish `outputs` messages with confirms, acknowledge; and, as the gateway does in
-/// pinflow's run, a consumer takes every output (`no_ack`). Commands per second, from
-/// the first command taken until the last output arrived, and where the machine's CPU
-/// went meanwhile. Its two queues are declared
-/// where missing and left, empty, for the next run and the teardown.
+/// publish what it causes (`causes`, to `Sinks`) with confirms, acknowledge; and, as
+/// the gateway does in pinflow's run, a consumer takes every output (`no_ack`).
+/// Commands per second, from the first command taken until the last output arrived,
+/// and where the machine's CPU went meanwhile. Its queues are declared where missing
+/// and left, empty, for the next run and the teardown.
 ///
 /// It runs on a connection of its own, closed afterwards: lapin has been seen, a few
 /// times in a hundred runs, to fail its connection when the ceiling's consumer is
@@ -170,13 +280,14 @@ pub(super) async fn pattern_ceiling(
     amqp_url: &str,
     tag: &str,
     bodies: &[(String, Vec<u8>)],
-    outputs: usize,
+    causes: &[&str],
     runtime: &Runtime,
 ) -> anyhow::Result<Ceiling> {
     let connection = broker::connect(amqp_url).await?;
     let channel = connection.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
-    let measured = measure(&connection, &channel, tag, bodies, outputs, runtime).await;
+    let sinks = Sinks::of(tag, causes);
+    let measured = measure(&connection, &channel, tag, bodies, &sinks, runtime).await;
     // Closed here, not dropped: a channel dropped just before its connection closes
     // would be closed a second time by lapin, which logs that as a connection error.
     let _ = channel.close(200, "done".into()).await;
@@ -199,11 +310,11 @@ async fn measure(
     channel: &Channel,
     tag: &str,
     bodies: &[(String, Vec<u8>)],
-    outputs: usize,
+    sinks: &Sinks,
     runtime: &Runtime,
 ) -> anyhow::Result<Ceiling> {
-    let (queue, sink) = (format!("{tag}.ceiling"), format!("{tag}.ceiling.sink"));
-    empty_queues(channel, &queue, &sink, runtime.confirm_timeout).await?;
+    let queue = format!("{tag}.ceiling");
+    empty_queues(channel, &queue, sinks, runtime.confirm_timeout).await?;
     let started = Instant::now();
     let kind = ("bench", None);
     publish_all(
@@ -218,8 +329,8 @@ async fn measure(
     .await?;
     let publish_rate = bodies.len() as f64 / started.elapsed().as_secs_f64();
     let taker = connection.create_channel().await?;
-    let mut outputs_in = consume(&taker, &sink, true).await?;
-    let expected = bodies.len() * outputs;
+    let mut outputs_in = sinks.consume(&taker).await?;
+    let expected = bodies.len() * sinks.outputs();
     let taken = tokio::spawn(async move {
         let mut seen = 0;
         let mut last = None;
@@ -240,15 +351,7 @@ async fn measure(
     let mut consumer = consume(channel, &queue, false).await?;
     let machine = Snapshot::take();
     let started = Instant::now();
-    serve(
-        channel,
-        &mut consumer,
-        &sink,
-        bodies.len(),
-        outputs,
-        runtime,
-    )
-    .await?;
+    serve(channel, &mut consumer, sinks, bodies.len(), runtime).await?;
     let (seen, last) = tokio::time::timeout(runtime.confirm_timeout, taken)
         .await
         .context("the ceiling's outputs stopped arriving")??;
@@ -291,15 +394,16 @@ pub(super) async fn pattern_latency(
     amqp_url: &str,
     tag: &str,
     bodies: &[(String, Vec<u8>)],
-    outputs: usize,
+    causes: &[&str],
     runtime: &Runtime,
     rate: f64,
 ) -> anyhow::Result<Option<Latency>> {
-    if outputs == 0 {
+    if causes.is_empty() {
         return Ok(None);
     }
     let connection = broker::connect(amqp_url).await?;
-    let measured = latency_at(&connection, tag, bodies, outputs, runtime, rate).await;
+    let sinks = Sinks::of(tag, causes);
+    let measured = latency_at(&connection, tag, bodies, &sinks, runtime, rate).await;
     let _ = connection.close(200, "done".into()).await;
     measured.map(Some)
 }
@@ -308,22 +412,22 @@ async fn latency_at(
     connection: &Connection,
     tag: &str,
     bodies: &[(String, Vec<u8>)],
-    outputs: usize,
+    sinks: &Sinks,
     runtime: &Runtime,
     rate: f64,
 ) -> anyhow::Result<Latency> {
-    let (queue, sink) = (format!("{tag}.ceiling"), format!("{tag}.ceiling.sink"));
+    let queue = format!("{tag}.ceiling");
     let publisher = connection.create_channel().await?;
     publisher.confirm_select(Default::default()).await?;
-    empty_queues(&publisher, &queue, &sink, runtime.confirm_timeout).await?;
+    empty_queues(&publisher, &queue, sinks, runtime.confirm_timeout).await?;
     let index: HashMap<String, usize> = bodies
         .iter()
         .enumerate()
         .map(|(i, (id, _))| (id.clone(), i))
         .collect();
     let taker = connection.create_channel().await?;
-    let mut outputs_in = consume(&taker, &sink, true).await?;
-    let n = bodies.len();
+    let mut outputs_in = sinks.consume(&taker).await?;
+    let (n, outputs) = (bodies.len(), sinks.outputs());
     let arrived = tokio::spawn(async move {
         let mut left = vec![outputs; n];
         let mut done: Vec<Option<Instant>> = vec![None; n];
@@ -356,7 +460,7 @@ async fn latency_at(
     let limit = runtime.confirm_timeout;
     let (published, served) = tokio::join!(
         publish_all(&publisher, "", &queue, bodies, kind, limit, Some(rate)),
-        serve(&server, &mut consumer, &sink, n, outputs, runtime),
+        serve(&server, &mut consumer, sinks, n, runtime),
     );
     let published = published?;
     served?;
@@ -388,14 +492,13 @@ async fn latency_at(
 
 /// The broker alone doing what a worker does, for `n` commands from `consumer`:
 /// batched like the consumer loop (up to a batch of deliveries, their outputs published
-/// to `sink` with confirms, each under its command's message id, then one `multiple`
+/// to `sinks` with confirms, each under its command's message id, then one `multiple`
 /// ack).
 async fn serve(
     channel: &Channel,
     consumer: &mut lapin::Consumer,
-    sink: &str,
+    sinks: &Sinks,
     n: usize,
-    outputs: usize,
     runtime: &Runtime,
 ) -> anyhow::Result<()> {
     let mut handled = 0;
@@ -409,17 +512,17 @@ async fn serve(
             }
         }
         // Published as pinflow publishes a batch's outputs (see `publish::start_all`).
-        let mut outbound = Vec::with_capacity(batch.len() * outputs);
+        let mut outbound = Vec::with_capacity(batch.len() * sinks.outputs());
         for delivery in &batch {
             let id = delivery
                 .properties
                 .message_id()
                 .as_ref()
                 .map_or("out", |id| id.as_str());
-            for _ in 0..outputs {
+            for (exchange, routing_key) in &sinks.routes {
                 outbound.push(Outbound {
-                    exchange: String::new(),
-                    routing_key: sink.to_owned(),
+                    exchange: exchange.clone(),
+                    routing_key: routing_key.clone(),
                     body: delivery.data.clone(),
                     properties: properties(id, "bench", None),
                     mandatory: true,
@@ -456,9 +559,9 @@ pub(super) async fn consume(
         no_ack,
         ..Default::default()
     };
-    let tag = "bench".into();
+    // Tagged by its queue: a channel may consume several (see `Sinks::consume`).
     Ok(channel
-        .basic_consume(queue.into(), tag, options, FieldTable::default())
+        .basic_consume(queue.into(), queue.into(), options, FieldTable::default())
         .await?)
 }
 

@@ -248,6 +248,12 @@ async fn remove_namespace(
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await?;
     }
+    channel
+        .exchange_delete(
+            bench_exchange(namespace).as_str().into(),
+            Default::default(),
+        )
+        .await?;
     broker::topology::delete(&channel, &Names::new(namespace), runtime, workers).await?;
     // Closed here, not on drop: a channel dropped just before its connection closes
     // would be closed a second time by lapin, which logs that as a connection error.
@@ -256,12 +262,20 @@ async fn remove_namespace(
     Ok(())
 }
 
-/// The benchmark's own queues in a namespace (the gateway's, the ceiling's).
-fn bench_queues(tag: &str) -> Vec<String> {
-    ["bench.events", "bench.replies", "ceiling", "ceiling.sink"]
+/// The benchmark's own queues in a namespace: the gateway's two, then the ceiling's
+/// command queue and sinks.
+pub fn bench_queues(tag: &str) -> Vec<String> {
+    let mut queues: Vec<String> = ["bench.events", "bench.replies", "ceiling"]
         .iter()
         .map(|q| format!("{tag}.{q}"))
-        .collect()
+        .collect();
+    queues.extend(ceiling::Sinks::names(tag).0);
+    queues
+}
+
+/// The benchmark's own exchange in a namespace (the ceiling's, for events).
+pub fn bench_exchange(tag: &str) -> String {
+    ceiling::Sinks::names(tag).1
 }
 
 /// Every queue of the namespace that is not a `notify.*` delivery queue: what must
@@ -339,9 +353,8 @@ async fn measure(
     let argon2 = hashing::ceiling(rules, Duration::from_secs(3)).await?;
 
     // Phase 2: the broker alone running the pattern (again after pinflow's phase).
-    let outputs = binding.causes.len();
     let bodies = ceiling_bodies(message_type, messages)?;
-    let before = pattern_ceiling(&ours.amqp_url, tag, &bodies, outputs, runtime)
+    let before = pattern_ceiling(&ours.amqp_url, tag, &bodies, binding.causes, runtime)
         .await
         .context("the broker's ceiling before pinflow's phase")?;
     let (broker_publish_rate, pattern_before) = (before.publish_rate, before.pattern_rate);
@@ -485,15 +498,17 @@ async fn measure(
     pool.close().await;
     let argon2 = argon2.and_after(hashing::ceiling(rules, Duration::from_secs(3)).await?);
     let bodies = ceiling_bodies(message_type, messages)?;
-    let after = pattern_ceiling(&ours.amqp_url, tag, &bodies, outputs, runtime)
+    let after = pattern_ceiling(&ours.amqp_url, tag, &bodies, binding.causes, runtime)
         .await
         .context("the broker's ceiling after pinflow's phase")?;
     // With --rate, the broker alone at the same rate: the latency the pattern itself
     // has on this machine.
     let broker_pattern_latency = match (rate, &sides) {
-        (Some(rate), None) => pattern_latency(&ours.amqp_url, tag, &bodies, outputs, runtime, rate)
-            .await
-            .context("the broker's latency for the pattern")?,
+        (Some(rate), None) => {
+            pattern_latency(&ours.amqp_url, tag, &bodies, binding.causes, runtime, rate)
+                .await
+                .context("the broker's latency for the pattern")?
+        }
         _ => None,
     };
     // Closed here, not dropped: the connection closes next (see `remove_namespace`).
