@@ -656,7 +656,10 @@ Figures (the --json keys in brackets):
       alone runs through the type's pattern: consume one, publish what it causes (from
       the worker's description) with confirms, acknowledge, batched like the consumer,
       while a consumer takes every output (no ack), as the gateway does in pinflow's
-      run; from the first command taken until the last output arrived. The mean of a
+      run; from the first command taken until the last output arrived. Each output
+      goes to the kind of destination it reaches in pinflow's run: a notification to a
+      quorum queue of its channel's, an event through a topic exchange to a classic
+      queue, a reply to a classic queue. The mean of a
       run before pinflow's phase and one after it [broker_pattern_rate_before,
       broker_pattern_rate_after]; far apart, the machine's load moved during the run.
   pinflow end to end [pinflow_rate]: commands a second from the start of the measured
