@@ -112,25 +112,32 @@ pub(super) struct Sinks {
     routes: Vec<(String, String)>,
     /// The queues, each once, and whether each is a quorum queue.
     queues: Vec<(String, bool)>,
-    /// The topic exchange events go through.
-    exchange: String,
+    /// When the command announces something: the topic exchange events go through
+    /// and the queue bound to it.
+    events: Option<(String, String)>,
+}
+
+/// The name of the ceiling's sink (or exchange) `name` in namespace `tag`.
+fn sink(tag: &str, name: &str) -> String {
+    format!("{tag}.ceiling.{name}")
 }
 
 impl Sinks {
     /// The sinks in namespace `tag` for a command that causes `causes`.
     pub(super) fn of(tag: &str, causes: &[&str]) -> Sinks {
-        let exchange = format!("{tag}.ceiling.topic");
-        let (mut routes, mut queues) = (Vec::new(), Vec::new());
+        let (mut routes, mut queues, mut events) = (Vec::new(), Vec::new(), None);
         for cause in causes {
             let (route, queue) = if cause.starts_with("notify.") {
-                let queue = format!("{tag}.ceiling.{cause}");
+                let queue = sink(tag, cause);
                 ((String::new(), queue.clone()), (queue, true))
             } else if *cause == "reply" {
-                let queue = format!("{tag}.ceiling.replies");
+                let queue = sink(tag, "replies");
                 ((String::new(), queue.clone()), (queue, false))
             } else {
-                let queue = format!("{tag}.ceiling.events");
-                ((exchange.clone(), (*cause).to_owned()), (queue, false))
+                let (exchange, queue) = events
+                    .get_or_insert_with(|| (sink(tag, "topic"), sink(tag, "events")))
+                    .clone();
+                ((exchange, (*cause).to_owned()), (queue, false))
             };
             routes.push(route);
             if !queues.contains(&queue) {
@@ -140,7 +147,7 @@ impl Sinks {
         Sinks {
             routes,
             queues,
-            exchange,
+            events,
         }
     }
 
@@ -153,11 +160,11 @@ impl Sinks {
     pub(super) fn names(tag: &str) -> (Vec<String>, String) {
         let mut queues: Vec<String> = NOTIFY_CHANNELS
             .iter()
-            .map(|c| format!("{tag}.ceiling.notify.{c}"))
+            .map(|c| sink(tag, &format!("notify.{c}")))
             .collect();
-        queues.push(format!("{tag}.ceiling.events"));
-        queues.push(format!("{tag}.ceiling.replies"));
-        (queues, format!("{tag}.ceiling.topic"))
+        queues.push(sink(tag, "events"));
+        queues.push(sink(tag, "replies"));
+        (queues, sink(tag, "topic"))
     }
 
     /// Declares the queues (and the exchange with the events queue bound to it) where
@@ -176,30 +183,29 @@ impl Sinks {
                     .queue_purge(queue.as_str().into(), Default::default())
                     .await?;
             }
-            if queue.ends_with(".ceiling.events") {
-                let durable = ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                };
-                let exchange = self.exchange.as_str().into();
-                channel
-                    .exchange_declare(
-                        exchange,
-                        ExchangeKind::Topic,
-                        durable,
-                        FieldTable::default(),
-                    )
-                    .await?;
-                channel
-                    .queue_bind(
-                        queue.as_str().into(),
-                        self.exchange.as_str().into(),
-                        "#".into(),
-                        QueueBindOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await?;
-            }
+        }
+        if let Some((exchange, queue)) = &self.events {
+            let durable = ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            channel
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    ExchangeKind::Topic,
+                    durable,
+                    FieldTable::default(),
+                )
+                .await?;
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    "#".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
         }
         Ok(())
     }
@@ -587,4 +593,56 @@ pub(super) async fn events_sink(
         )
         .await?;
     Ok(sink)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_output_goes_to_its_kind_of_destination_and_the_teardown_knows_every_sink() {
+        let sinks = Sinks::of("t", &["notify.sms", "notify.post", "pin.issued"]);
+        let routes: Vec<(&str, &str)> = sinks
+            .routes
+            .iter()
+            .map(|(e, k)| (e.as_str(), k.as_str()))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                ("", "t.ceiling.notify.sms"),
+                ("", "t.ceiling.notify.post"),
+                ("t.ceiling.topic", "pin.issued"),
+            ]
+        );
+        let queues = [
+            ("t.ceiling.notify.sms".to_owned(), true),
+            ("t.ceiling.notify.post".to_owned(), true),
+            ("t.ceiling.events".to_owned(), false),
+        ];
+        assert_eq!(sinks.queues, queues);
+
+        let rpc = Sinks::of("t", &["reply", "phone_pin.issued", "pin.activated"]);
+        assert_eq!(rpc.outputs(), 3);
+        assert_eq!(
+            rpc.routes[0],
+            (String::new(), "t.ceiling.replies".to_owned())
+        );
+        let queues = [
+            ("t.ceiling.replies".to_owned(), false),
+            ("t.ceiling.events".to_owned(), false),
+        ];
+        assert_eq!(rpc.queues, queues, "two events, one queue");
+        assert!(Sinks::of("t", &[]).events.is_none());
+
+        let (all, exchange) = Sinks::names("t");
+        for sinks in [&sinks, &rpc] {
+            for (queue, _) in &sinks.queues {
+                assert!(all.contains(queue), "{queue} is left out of the teardown");
+            }
+            if let Some((events, _)) = &sinks.events {
+                assert_eq!(events, &exchange);
+            }
+        }
+    }
 }
