@@ -694,17 +694,19 @@ Figures (the --json keys in brackets):
       the whole process, the benchmark's own publisher and consumers included
       [usage_includes_bench_client]; with --processes, the children's, start-up
       included.
-  cpu / 1,000, broker / db / rest [cpu_split.*]: where the whole machine's
-      CPU went in the measured phase (at full speed, from the workers' start), read
-      from /proc: the broker's processes (beam.smp) [broker_per_1000], PostgreSQL's
-      (postgres, exited backends included) [database_per_1000] and everything else
-      busy [rest_per_1000]: pinflow, the benchmark's client and the rest of the
-      machine; then the cores kept busy [busy_cores, of cores]. A broker or database
-      this machine cannot see (another machine, a VM) shows - (null) and counts
-      nowhere. The same, broker alone: its run after pinflow's phase
-      [broker_alone_cpu_split.*]: the broker's own cost of the pattern, the client in
-      rest. With every core busy, the rate is the cores ÷ the CPU per command, so the
-      two lines say which of the three pinflow's phase spends more of.
+  cpu / 1,000, broker / db / rest [cpu_split.*]: where the whole machine's CPU went
+      from the workers' start until the measured phase's end, read from /proc: the
+      broker's processes (beam.smp) [broker_per_1000], PostgreSQL's (postgres, exited
+      backends included) [database_per_1000] and everything else busy
+      [rest_per_1000]: pinflow, the benchmark's client and the rest of the machine;
+      then the cores kept busy [busy_cores, of cores]. With --alongside, TYPE's
+      commands alone and during the burst are included, divided by the burst's
+      commands. A broker or database this machine cannot see (another machine, a VM)
+      shows - (null) and counts nowhere. The same, broker alone
+      [broker_alone_cpu_split.*]: its run after pinflow's phase, the broker's own
+      cost of the pattern, the client in rest. With every core busy, the rate is the
+      cores ÷ the CPU per command, so the two lines say which of the three pinflow's
+      phase spends more of.
   peak RSS [peak_rss_kib, peak_rss_total_kib]: VmHWM of the process that ran the
       workers (in process: reset at the phase's start where the kernel allows; the
       whole process); with --processes, the largest child's and all children's.

@@ -105,8 +105,8 @@ pub struct Report {
     pub cpu_seconds: f64,
     /// `cpu_seconds` per 1,000 commands.
     pub cpu_seconds_per_1000: f64,
-    /// The whole machine during the measured phase (from the workers' start at full
-    /// speed): CPU seconds per 1,000 commands of the broker's processes, of
+    /// The whole machine from the workers' start until the measured phase's end (with
+    /// `--alongside`, the other type's commands included): CPU seconds per 1,000 commands of the broker's processes, of
     /// PostgreSQL's and of the rest (pinflow, the benchmark's client, anything else),
     /// and the cores kept busy. Read from `/proc`: a broker or database on another
     /// machine or in a VM shows `null` and counts nowhere.
