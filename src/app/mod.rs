@@ -79,8 +79,9 @@ pub struct Setup {
 }
 
 /// Declares the topology of every worker once (so publishers can start before the
-/// workers), used by `pinflow topology` and `pinflow publish`; `run` declares it at
-/// every (re)connection.
+/// workers), used by `pinflow topology` and `pinflow publish`; in `run` the relay
+/// declares it at every (re)connection, and each consumer session the shared part and
+/// its own worker's.
 pub async fn declare_topology(
     connections: &Connections,
     runtime: &Runtime,

@@ -99,7 +99,12 @@ impl<W: Worker> Consumer<'_, W> {
     ) -> Result<(), SessionError> {
         let deps = self.deps;
         let channel = connection.create_channel().await?;
-        topology::declare_all(&channel, &deps.names, &deps.runtime, &deps.workers).await?;
+        // What this session consumes from and publishes to: the shared part and its
+        // own worker's queues. The relay declares every worker's at each of its
+        // connections, so a process declares the whole topology once, not once per
+        // consumer session.
+        topology::declare_shared(&channel, &deps.names).await?;
+        topology::declare_worker(&channel, &deps.names, &deps.runtime, self.description).await?;
         channel
             .basic_qos(deps.runtime.prefetch, BasicQosOptions::default())
             .await?;

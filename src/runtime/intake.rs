@@ -51,7 +51,9 @@ async fn session(
     part: &super::health::Part,
 ) -> Result<(), IntakeError> {
     let channel = connection.create_channel().await?;
-    topology::declare_all(&channel, &deps.names, &deps.runtime, &deps.workers).await?;
+    // The intake queue is in the shared part; each worker's consumers declare its
+    // bindings, and the relay all of them.
+    topology::declare_shared(&channel, &deps.names).await?;
     channel.basic_qos(16, BasicQosOptions::default()).await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
