@@ -99,10 +99,11 @@ impl<W: Worker> Consumer<'_, W> {
     ) -> Result<(), SessionError> {
         let deps = self.deps;
         let channel = connection.create_channel().await?;
-        // What this session consumes from and publishes to: the shared part and its
+        // What this session needs: the shared exchanges it publishes through and its
         // own worker's queues. The relay declares every worker's at each of its
         // connections, so a process declares the whole topology once, not once per
-        // consumer session.
+        // consumer session; a publication no queue takes before then comes back and
+        // goes to the relay, which tries it again.
         topology::declare_shared(&channel, &deps.names).await?;
         topology::declare_worker(&channel, &deps.names, &deps.runtime, self.description).await?;
         channel

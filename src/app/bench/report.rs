@@ -106,10 +106,11 @@ pub struct Report {
     /// `cpu_seconds` per 1,000 commands.
     pub cpu_seconds_per_1000: f64,
     /// The whole machine from the workers' start until the measured phase's end (with
-    /// `--alongside`, the other type's commands included): CPU seconds per 1,000 commands of the broker's processes, of
-    /// PostgreSQL's and of the rest (pinflow, the benchmark's client, anything else),
-    /// and the cores kept busy. Read from `/proc`: a broker or database on another
-    /// machine or in a VM shows `null` and counts nowhere.
+    /// `--alongside`, the other type's commands included): CPU seconds per 1,000
+    /// commands of the broker's processes, of PostgreSQL's and of the rest (pinflow,
+    /// the benchmark's client, anything else), and the cores kept busy. Read from
+    /// `/proc`: a broker or database on another machine or in a VM shows `null` and
+    /// counts nowhere.
     pub cpu_split: CpuSplit,
     /// The same for the broker alone running the pattern, after pinflow's phase: the
     /// broker's own cost of the pattern, and the client's (in `rest`).
