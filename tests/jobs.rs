@@ -129,6 +129,7 @@ fn deps(app: &TestApp) -> Arc<Deps> {
         relay_wake: Arc::new(Notify::new()),
         at_commit: Default::default(),
         workers: pinflow::runtime::descriptions(&app.registry).into(),
+        declared: Default::default(),
         jobs_now: Default::default(),
         health: Default::default(),
     })

@@ -79,9 +79,9 @@ pub struct Setup {
 }
 
 /// Declares the topology of every worker once (so publishers can start before the
-/// workers), used by `pinflow topology` and `pinflow publish`; in `run` the relay
-/// declares it at every (re)connection, and each consumer session the shared part and
-/// its own worker's.
+/// workers), used by `pinflow topology` and `pinflow publish`; `run` declares it
+/// before its first sessions start and again at every reconnection (see
+/// `Deps::declare_topology`).
 pub async fn declare_topology(
     connections: &Connections,
     runtime: &Runtime,
@@ -166,6 +166,7 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
         relay_wake: Arc::new(Notify::new()),
         at_commit,
         workers: all.into(),
+        declared: Default::default(),
         jobs_now: setup.jobs_now.clone(),
         health,
     });

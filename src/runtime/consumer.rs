@@ -81,8 +81,12 @@ pub async fn run<W: Worker>(
         .collect();
     metrics::declare(name, &types);
     let mut sessions = Sessions::new(&deps, name, &part, &cancel);
+    let mut reconnected = false;
     while let Some(connection) = sessions.connect().await {
-        let result = consumer.session(&connection, &cancel, &part).await;
+        let result = consumer
+            .session(&connection, &cancel, &part, reconnected)
+            .await;
+        reconnected = true;
         if !sessions.ended(&connection, result).await {
             break;
         }
@@ -96,16 +100,11 @@ impl<W: Worker> Consumer<'_, W> {
         connection: &Connection,
         cancel: &CancellationToken,
         part: &super::health::Part,
+        reconnected: bool,
     ) -> Result<(), SessionError> {
         let deps = self.deps;
         let channel = connection.create_channel().await?;
-        // What this session needs: the shared exchanges it publishes through and its
-        // own worker's queues. The relay declares every worker's at each of its
-        // connections, so a process declares the whole topology once, not once per
-        // consumer session; a publication no queue takes before then comes back and
-        // goes to the relay, which tries it again.
-        topology::declare_shared(&channel, &deps.names).await?;
-        topology::declare_worker(&channel, &deps.names, &deps.runtime, self.description).await?;
+        deps.declare_topology(&channel, reconnected).await?;
         channel
             .basic_qos(deps.runtime.prefetch, BasicQosOptions::default())
             .await?;

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
+use lapin::Channel;
 use sqlx::PgPool;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, OnceCell, watch};
 
-use crate::broker::Names;
+use crate::broker::{Names, topology};
 use crate::clock::Clock;
 use crate::config;
 use crate::manifest::Description;
@@ -30,13 +31,36 @@ pub struct Deps {
     /// Whether consumers publish what a batch caused as soon as it commits (see
     /// `at_commit`); off leaves everything to the relay.
     pub at_commit: super::at_commit::AtCommit,
-    /// Every registered worker, run here or not: each (re)connection declares the
-    /// whole topology, so no event is published before its subscribers' queues exist.
+    /// Every registered worker, run here or not: the whole topology is declared
+    /// before any session starts, so no event is published before its subscribers'
+    /// queues exist (see `declare_topology`).
     pub workers: Arc<[Description]>,
+    /// Set once a session of this process has declared the whole topology.
+    pub declared: Arc<OnceCell<()>>,
     /// Starts a pass of every timed job at once (tests, operators).
     pub jobs_now: JobTrigger,
     /// Whether each consumer loop, the intake and the relay have their broker session.
     pub health: Arc<super::health::Health>,
+}
+
+impl Deps {
+    /// Declares the whole topology (every registered worker's, run here or not)
+    /// before a broker session starts. A process's first sessions declare it once
+    /// between them: the first to get there declares it and the others wait for it
+    /// (declaring it once per session made the broker do the same work 18 times at
+    /// every start). A session after a reconnection declares it again: the broker may
+    /// have come back without it.
+    pub async fn declare_topology(
+        &self,
+        channel: &Channel,
+        reconnected: bool,
+    ) -> Result<(), lapin::Error> {
+        let all = || topology::declare_all(channel, &self.names, &self.runtime, &self.workers);
+        if reconnected {
+            return all().await;
+        }
+        self.declared.get_or_try_init(all).await.map(|_| ())
+    }
 }
 
 /// Starts a pass of every running job at once, without waiting for its interval.

@@ -19,14 +19,16 @@ use super::deps::Deps;
 use super::supervise::Sessions;
 use crate::broker::dead_letter::{ERROR, FAILED_AT, ROUTING_KEY, capped, publish_sealed};
 use crate::broker::publish::set_str;
-use crate::broker::{Names, topology};
+use crate::broker::Names;
 
 /// Runs the intake until `cancel` fires, reconnecting whenever the broker goes away.
 pub async fn run(deps: Arc<Deps>, cancel: CancellationToken) {
     let part = deps.health.register("intake");
     let mut sessions = Sessions::new(&deps, "intake", &part, &cancel);
+    let mut reconnected = false;
     while let Some(connection) = sessions.connect().await {
-        let result = session(&deps, &connection, &cancel, &part).await;
+        let result = session(&deps, &connection, &cancel, &part, reconnected).await;
+        reconnected = true;
         if !sessions.ended(&connection, result).await {
             break;
         }
@@ -49,11 +51,10 @@ async fn session(
     connection: &Connection,
     cancel: &CancellationToken,
     part: &super::health::Part,
+    reconnected: bool,
 ) -> Result<(), IntakeError> {
     let channel = connection.create_channel().await?;
-    // The intake queue is in the shared part; each worker's consumers declare its
-    // bindings, and the relay all of them.
-    topology::declare_shared(&channel, &deps.names).await?;
+    deps.declare_topology(&channel, reconnected).await?;
     channel.basic_qos(16, BasicQosOptions::default()).await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::deps::Deps;
 use super::supervise::Sessions;
 use crate::broker::publish::{self, BatchConfirms, Outbound, PublishError, set_str};
-use crate::broker::{Names, topology};
+use crate::broker::Names;
 use crate::contract::outgoing::with_secret;
 use crate::contract::trace::TraceParent;
 use crate::contract::{CONTENT_TYPE, Destination};
@@ -112,8 +112,10 @@ pub enum RelayError {
 pub async fn run(deps: Arc<Deps>, cancel: CancellationToken) {
     let part = deps.health.register("relay");
     let mut sessions = Sessions::new(&deps, "relay", &part, &cancel);
+    let mut reconnected = false;
     while let Some(connection) = sessions.connect().await {
-        let result = session(&deps, &connection, &cancel, &part).await;
+        let result = session(&deps, &connection, &cancel, &part, reconnected).await;
+        reconnected = true;
         if !sessions.ended(&connection, result).await {
             break;
         }
@@ -126,9 +128,10 @@ async fn session(
     connection: &Connection,
     cancel: &CancellationToken,
     part: &super::health::Part,
+    reconnected: bool,
 ) -> Result<(), RelayError> {
     let channel = connection.create_channel().await?;
-    topology::declare_all(&channel, &deps.names, &deps.runtime, &deps.workers).await?;
+    deps.declare_topology(&channel, reconnected).await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
