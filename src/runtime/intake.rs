@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::deps::Deps;
 use super::supervise::Sessions;
+use crate::broker::Names;
 use crate::broker::dead_letter::{ERROR, FAILED_AT, ROUTING_KEY, capped, publish_sealed};
 use crate::broker::publish::set_str;
-use crate::broker::Names;
 
 /// Runs the intake until `cancel` fires, reconnecting whenever the broker goes away.
 pub async fn run(deps: Arc<Deps>, cancel: CancellationToken) {

@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::deps::Deps;
 use super::supervise::Sessions;
-use crate::broker::publish::{self, BatchConfirms, Outbound, PublishError, set_str};
 use crate::broker::Names;
+use crate::broker::publish::{self, BatchConfirms, Outbound, PublishError, set_str};
 use crate::contract::outgoing::with_secret;
 use crate::contract::trace::TraceParent;
 use crate::contract::{CONTENT_TYPE, Destination};
