@@ -328,3 +328,30 @@ async fn a_bad_setting_stops_start_up_naming_it() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("PINFLOW_OUTBOX_KEY"));
 }
+
+/// A process's sessions declare the whole topology once between them at start: the
+/// first declares it, a later first session does not touch its channel, and only a
+/// session after a reconnection declares it again.
+#[tokio::test]
+async fn the_topology_is_declared_once_at_start_and_again_after_a_reconnection() {
+    let app = common::spawn_app().await;
+    let deps = common::account::deps(&app);
+    let connection = pinflow::broker::connect(&app.amqp_url)
+        .await
+        .expect("broker");
+    let open = connection.create_channel().await.expect("channel");
+    deps.declare_topology(&open, false)
+        .await
+        .expect("the first session declares it");
+    let closed = connection.create_channel().await.expect("channel");
+    closed.close(200, "closed".into()).await.expect("close");
+    deps.declare_topology(&closed, false)
+        .await
+        .expect("declared already: the closed channel is not used");
+    assert!(
+        deps.declare_topology(&closed, true).await.is_err(),
+        "after a reconnection it is declared again, here on a closed channel"
+    );
+    let _ = connection.close(200, "done".into()).await;
+    app.stop().await;
+}
