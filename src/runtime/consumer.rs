@@ -81,12 +81,10 @@ pub async fn run<W: Worker>(
         .collect();
     metrics::declare(name, &types);
     let mut sessions = Sessions::new(&deps, name, &part, &cancel);
-    let mut reconnected = false;
     while let Some(connection) = sessions.connect().await {
         let result = consumer
-            .session(&connection, &cancel, &part, reconnected)
+            .session(&connection, &cancel, &part, sessions.reconnected())
             .await;
-        reconnected = true;
         if !sessions.ended(&connection, result).await {
             break;
         }

@@ -25,10 +25,9 @@ use crate::broker::publish::set_str;
 pub async fn run(deps: Arc<Deps>, cancel: CancellationToken) {
     let part = deps.health.register("intake");
     let mut sessions = Sessions::new(&deps, "intake", &part, &cancel);
-    let mut reconnected = false;
     while let Some(connection) = sessions.connect().await {
+        let reconnected = sessions.reconnected();
         let result = session(&deps, &connection, &cancel, &part, reconnected).await;
-        reconnected = true;
         if !sessions.ended(&connection, result).await {
             break;
         }

@@ -112,10 +112,9 @@ pub enum RelayError {
 pub async fn run(deps: Arc<Deps>, cancel: CancellationToken) {
     let part = deps.health.register("relay");
     let mut sessions = Sessions::new(&deps, "relay", &part, &cancel);
-    let mut reconnected = false;
     while let Some(connection) = sessions.connect().await {
+        let reconnected = sessions.reconnected();
         let result = session(&deps, &connection, &cancel, &part, reconnected).await;
-        reconnected = true;
         if !sessions.ended(&connection, result).await {
             break;
         }

@@ -31,6 +31,8 @@ pub struct Sessions<'a> {
     part: &'a Part,
     cancel: &'a CancellationToken,
     delays: Box<dyn Iterator<Item = Duration> + Send + 'a>,
+    /// Whether a session has failed and the next one follows a reconnection.
+    reconnected: bool,
 }
 
 impl<'a> Sessions<'a> {
@@ -48,7 +50,14 @@ impl<'a> Sessions<'a> {
             part,
             cancel,
             delays: Box::new(broker::reconnect_delays()),
+            reconnected: false,
         }
+    }
+
+    /// Whether the session about to run follows a failed one (what it needs
+    /// declaring may have gone with the broker: see `Deps::declare_topology`).
+    pub fn reconnected(&self) -> bool {
+        self.reconnected
     }
 
     /// A new connection for the next session, retrying with backoff; `None` once
@@ -75,6 +84,7 @@ impl<'a> Sessions<'a> {
             return false;
         };
         metrics::reconnects(self.label, 1);
+        self.reconnected = true;
         tracing::warn!(part = self.label, error = %chain(&e), "lost the broker session; reconnecting");
         tokio::select! {
             () = self.cancel.cancelled() => false,
