@@ -12,7 +12,7 @@ use common::{PATIENCE, TestApp, observer_with};
 use pinflow::contract::Outgoing;
 use pinflow::contract::outgoing::derived_id;
 use pinflow::error::HandlerError;
-use pinflow::runtime::{Batch, Deps, Job};
+use pinflow::runtime::{Batch, Job};
 use serde_json::json;
 use sqlx::{PgConnection, Row as _};
 use tokio::sync::Notify;
@@ -116,30 +116,11 @@ async fn due_rows(app: &TestApp, n: i64) {
     .unwrap();
 }
 
-fn deps(app: &TestApp) -> Arc<Deps> {
-    Arc::new(Deps {
-        pool: app.pool.clone(),
-        names: app.names.clone(),
-        amqp_url: app.amqp_url.clone(),
-        runtime: app.runtime.clone(),
-        keys: Arc::new(pinflow::seal::KeyRing::single(
-            pinflow::seal::OutboxKey::from_base64(&app.key).unwrap(),
-        )),
-        clock: Arc::new(app.clock.clone()),
-        relay_wake: Arc::new(Notify::new()),
-        at_commit: Default::default(),
-        workers: pinflow::runtime::descriptions(&app.registry).into(),
-        declared: Default::default(),
-        jobs_now: Default::default(),
-        health: Default::default(),
-    })
-}
-
 #[tokio::test]
 async fn two_runners_share_five_thousand_rows_and_handle_each_once() {
     let (app, _, _) = observer_with(&["--sweep-batch", "50"]).await;
     due_rows(&app, 5000).await;
-    let deps = deps(&app);
+    let deps = common::account::deps(&app);
     let (a, b) = (Reminders::new("r1"), Reminders::new("r2"));
     let (da, db) = (deps.clone(), deps.clone());
     let (ra, rb) = tokio::join!(
@@ -176,7 +157,7 @@ async fn two_runners_share_five_thousand_rows_and_handle_each_once() {
 async fn a_pass_killed_mid_batch_and_run_again_announces_nothing_twice() {
     let (app, _, _) = observer_with(&["--sweep-batch", "100"]).await;
     due_rows(&app, 300).await;
-    let deps = deps(&app);
+    let deps = common::account::deps(&app);
     let reached = Arc::new(Notify::new());
     let dying = Reminders {
         die_in_batch: Some((1, reached.clone())),
