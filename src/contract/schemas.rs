@@ -95,8 +95,13 @@ impl Schemas {
         let validator = self
             .get(message_type)
             .ok_or_else(|| format!("no schema for {message_type}"))?;
+        // Most messages are valid: `is_valid` stops at the first failure and collects
+        // nothing, where `iter_errors` walks the whole value gathering errors.
+        if validator.is_valid(value) {
+            return Ok(());
+        }
         match validator.iter_errors(value).next() {
-            None => Ok(()),
+            None => Err("/: does not match its schema".to_owned()),
             Some(error) => {
                 let at = error.instance_path().to_string();
                 let at = if at.is_empty() { "/".to_owned() } else { at };

@@ -6,20 +6,35 @@
 use std::fmt;
 
 use base64::Engine as _;
+use rand::RngCore;
 use rand::rngs::OsRng;
-use rand::{Rng, RngCore};
 use zeroize::Zeroizing;
 
 /// Digits and upper-case letters without 0/O, 1/I/L.
 pub const ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
 
+/// Random bytes at or above this are drawn again, so that every character of the
+/// alphabet is equally likely (256 is not a multiple of its length).
+const UNBIASED_BELOW: usize = 256 - 256 % ALPHABET.len();
+
+/// `len` characters of the alphabet, from one read of the OS random source for the
+/// usual PIN (a read draws 64 bytes; a byte at or above `UNBIASED_BELOW` is skipped,
+/// and another read is made in the rare case that leaves too few). One read instead
+/// of one per character: each read is a system call.
 fn random_text(len: usize) -> Zeroizing<String> {
-    let mut rng = OsRng;
-    Zeroizing::new(
-        (0..len)
-            .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
-            .collect(),
-    )
+    let mut text = Zeroizing::new(String::with_capacity(len));
+    let mut bytes = Zeroizing::new([0u8; 64]);
+    while text.len() < len {
+        OsRng.fill_bytes(&mut *bytes);
+        let usable = bytes
+            .iter()
+            .map(|&b| usize::from(b))
+            .filter(|&b| b < UNBIASED_BELOW);
+        for b in usable.take(len - text.len()) {
+            text.push(char::from(ALPHABET[b % ALPHABET.len()]));
+        }
+    }
+    text
 }
 
 macro_rules! secret_type {
@@ -131,6 +146,26 @@ mod tests {
         assert!(in_alphabet(pin.expose()));
         for look_alike in ["0", "O", "1", "I", "L"] {
             assert!(!std::str::from_utf8(ALPHABET).unwrap().contains(look_alike));
+        }
+    }
+
+    #[test]
+    fn every_character_of_the_alphabet_is_about_equally_likely() {
+        let mut counts = [0u32; ALPHABET.len()];
+        for _ in 0..2_000 {
+            for c in InitialPin::generate().expose().bytes() {
+                let at = ALPHABET.iter().position(|&a| a == c).unwrap();
+                counts[at] += 1;
+            }
+        }
+        // 32,000 characters, about 1,032 each: a standard deviation is about 32.
+        let expected = 32_000 / ALPHABET.len() as u32;
+        for (at, count) in counts.iter().enumerate() {
+            let c = char::from(ALPHABET[at]);
+            assert!(
+                count.abs_diff(expected) < expected / 5,
+                "{c} drawn {count} times, about {expected} expected"
+            );
         }
     }
 
