@@ -75,19 +75,22 @@ impl Envelope {
                 return Err(ParseError::WrongContentType(truncate(base, 64)));
             }
         }
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
+        let mut value: Value = serde_json::from_slice(body).map_err(|e| {
             // serde_json's message names a line and column, never the content.
             ParseError::MalformedJson(e.to_string())
         })?;
         schemas
             .check("cloudevent", &value)
             .map_err(ParseError::NotCloudEvent)?;
-        let text = |name: &str| value[name].as_str().unwrap_or_default().to_owned();
-        let message_type = text("type");
+        let text = |value: &Value, name: &str| value[name].as_str().unwrap_or_default().to_owned();
+        let message_type = text(&value, "type");
         if !accepts(&message_type) || schemas.get(&message_type).is_none() {
             return Err(ParseError::UnknownType(truncate(&message_type, 64)));
         }
-        let data = value.get("data").cloned().unwrap_or(Value::Null);
+        let data = value
+            .get_mut("data")
+            .map(Value::take)
+            .unwrap_or(Value::Null);
         schemas
             .check(&message_type, &data)
             .map_err(|detail| ParseError::SchemaViolation {
@@ -103,8 +106,8 @@ impl Envelope {
             None => None,
         };
         Ok(Envelope {
-            id: text("id"),
-            source: text("source"),
+            id: text(&value, "id"),
+            source: text(&value, "source"),
             message_type,
             time,
             data,

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -175,15 +175,29 @@ pub fn derived_id(parts: &[&str]) -> String {
 }
 
 fn cloudevent(id: &str, message_type: &str, now: DateTime<Utc>, data: Value) -> Value {
-    json!({
-        "specversion": "1.0",
-        "id": id,
-        "source": super::SOURCE,
-        "type": message_type,
-        "time": now.to_rfc3339_opts(SecondsFormat::Millis, true),
-        "datacontenttype": "application/json",
-        "data": data,
-    })
+    object([
+        ("specversion", "1.0".into()),
+        ("id", id.into()),
+        ("source", super::SOURCE.into()),
+        ("type", message_type.into()),
+        (
+            "time",
+            now.to_rfc3339_opts(SecondsFormat::Millis, true).into(),
+        ),
+        ("datacontenttype", "application/json".into()),
+        ("data", data),
+    ])
+}
+
+/// A JSON object of these members, moved in (`json!` would copy each `Value` member by
+/// serializing it again).
+fn object<const N: usize>(members: [(&str, Value); N]) -> Value {
+    Value::Object(
+        members
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect(),
+    )
 }
 
 /// The typed `data` of a message pinflow publishes, paired with its CloudEvent type so
@@ -246,12 +260,12 @@ impl Outgoing {
     pub fn notification(notice: Notice, now: DateTime<Utc>) -> Outgoing {
         let notification_id = Uuid::new_v4().to_string();
         let routing_key = notice.channel.routing_key();
-        let data = json!({
-            "notification_id": notification_id,
-            "template": notice.template,
-            "to": notice.to,
-            "params": notice.params,
-        });
+        let data = object([
+            ("notification_id", notification_id.as_str().into()),
+            ("template", notice.template.into()),
+            ("to", notice.to),
+            ("params", notice.params),
+        ]);
         let carries = notice.secret.as_ref().map(|(carries, _)| *carries);
         Outgoing {
             destination: Destination::Notification,
@@ -324,6 +338,7 @@ pub fn with_secret(mut body: Value, field: &str, value: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn notice() -> Notice {
         Notice {
@@ -399,6 +414,7 @@ impl Carries {
 #[cfg(test)]
 mod ledger_names {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn stored_names_read_back() {
