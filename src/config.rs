@@ -43,6 +43,13 @@ pub struct Runtime {
     #[arg(long, env = "PINFLOW_PREFETCH", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
 
+    /// Threads of the async runtime, which runs the consumers, the relay and their
+    /// connections (default: half the cores, at least one). Argon2 has threads of its
+    /// own (`PINFLOW_ARGON2_THREADS`); with the broker and the database on the same
+    /// cores, fewer async threads wake each other less often.
+    #[arg(long, env = "PINFLOW_ASYNC_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub async_threads: Option<u16>,
+
     /// Consumer loops per worker in one process, each with its own connection and
     /// transaction, competing on the worker's queue.
     #[arg(long, env = "PINFLOW_CONSUMERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -114,6 +121,20 @@ pub struct Runtime {
     /// status, expiries) are refreshed (ISO 8601 duration).
     #[arg(long, env = "PINFLOW_METRICS_INTERVAL", default_value = "PT15S", value_parser = parse_duration)]
     pub metrics_interval: Duration,
+}
+
+impl Runtime {
+    /// Threads of the async runtime: `PINFLOW_ASYNC_THREADS`, or half the cores, at
+    /// least one.
+    pub fn async_threads(&self) -> usize {
+        self.async_threads
+            .map_or_else(default_async_threads, usize::from)
+    }
+}
+
+/// Half the cores, at least one: the async runtime's threads where nothing sets them.
+pub fn default_async_threads() -> usize {
+    (crate::domain::hashing::cores() / 2).max(1)
 }
 
 /// The business rules that a decree may change: periods, lockout, hashing cost.
@@ -407,6 +428,26 @@ mod tests {
         let one = rules(&["--argon2-threads", "1"]).expect("one thread");
         assert_eq!(one.hash_threads(), 1);
         assert!(rules(&["--argon2-threads", "0"]).is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct RuntimeOnly {
+        #[command(flatten)]
+        runtime: Runtime,
+    }
+
+    #[test]
+    fn async_threads_default_to_half_the_cores_and_can_be_set() {
+        use clap::Parser as _;
+        let runtime = |args: &[&str]| {
+            RuntimeOnly::try_parse_from(std::iter::once("pinflow").chain(args.iter().copied()))
+                .map(|parsed| parsed.runtime)
+        };
+        let half = (crate::domain::hashing::cores() / 2).max(1);
+        assert_eq!(runtime(&[]).expect("defaults").async_threads(), half);
+        let three = runtime(&["--async-threads", "3"]).expect("three threads");
+        assert_eq!(three.async_threads(), 3);
+        assert!(runtime(&["--async-threads", "0"]).is_err());
     }
 
     #[test]

@@ -259,7 +259,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let threads = cli.command.runtime().map_or_else(
+        pinflow::config::default_async_threads,
+        Runtime::async_threads,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
     {
@@ -278,6 +283,19 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+impl Command {
+    /// The runtime settings of the commands that take them.
+    fn runtime(&self) -> Option<&Runtime> {
+        match self {
+            Command::Run { runtime, .. }
+            | Command::Topology { runtime, .. }
+            | Command::Publish { runtime, .. }
+            | Command::Bench { runtime, .. } => Some(runtime),
+            _ => None,
         }
     }
 }

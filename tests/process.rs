@@ -329,6 +329,54 @@ async fn a_bad_setting_stops_start_up_naming_it() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("PINFLOW_OUTBOX_KEY"));
 }
 
+/// `PINFLOW_ASYNC_THREADS` sets the threads of `pinflow run`'s async runtime; by
+/// default it has half the cores, at least one.
+#[tokio::test]
+async fn the_async_runtime_has_the_threads_it_is_given() {
+    let (app, connections, _) = observer_with(&[]).await;
+    let key = key();
+    let half = (pinflow::domain::hashing::cores() / 2).max(1);
+    for (setting, expected) in [(Some("3"), 3), (None, half)] {
+        let env: Vec<(&str, &str)> = setting
+            .map(|n| ("PINFLOW_ASYNC_THREADS", n))
+            .into_iter()
+            .collect();
+        let mut pinflow = start(&connections, &key, &env);
+        app.wait_for_consumer(&app.work_queue()).await;
+        let running = format!("async_threads={expected} ");
+        let mut seen = String::new();
+        for _ in 0..100 {
+            seen = pinflow.log.lock().await.clone();
+            if seen.contains("pinflow running") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let line = seen
+            .lines()
+            .find(|l| l.contains("pinflow running"))
+            .map(without_colours)
+            .unwrap_or_else(|| panic!("no start line in:\n{seen}"));
+        assert!(line.contains(&running), "{setting:?}: {line}");
+        pinflow.child.kill().await.expect("stop pinflow");
+    }
+    cleanup(app).await;
+}
+
+/// A log line without its terminal colour codes (`ESC [ … m`).
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A process's sessions declare the whole topology once between them at start: the
 /// first declares it, a later first session does not touch its channel, and only a
 /// session after a reconnection declares it again.

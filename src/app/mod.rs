@@ -210,7 +210,14 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
     ));
     tracker.close();
     let names: Vec<&str> = chosen.iter().map(|r| r.description.name).collect();
-    tracing::info!(workers = ?names, namespace = %setup.connections.namespace, "pinflow running");
+    let async_threads = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(
+        workers = ?names,
+        namespace = %setup.connections.namespace,
+        async_threads,
+        hash_threads = setup.rules.hash_threads(),
+        "pinflow running"
+    );
 
     shutdown.await;
     tracing::info!("stopping: finishing in-flight messages");

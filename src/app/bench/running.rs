@@ -200,6 +200,7 @@ fn child_metrics_addr(addr: Option<SocketAddr>, index: u16) -> anyhow::Result<Op
 pub(super) fn settings_env(runtime: &Runtime, rules: &Rules) -> Vec<(&'static str, String)> {
     let d = |d: Duration| iso_duration(d);
     let mut env = vec![
+        ("PINFLOW_ASYNC_THREADS", runtime.async_threads().to_string()),
         ("PINFLOW_PREFETCH", runtime.prefetch.to_string()),
         ("PINFLOW_CONSUMERS", runtime.consumers.to_string()),
         ("PINFLOW_BATCH_SIZE", runtime.batch_size.to_string()),
