@@ -6,8 +6,8 @@
 mod common;
 
 use common::issuance::{IssuanceApp, pin_request};
-use common::process::{key, start};
-use common::{TestApp, command, observer_with, tax_code};
+use common::process::{Pinflow, key, start};
+use common::{PATIENCE, TestApp, command, observer_with, tax_code};
 use serde_json::json;
 use sqlx::Connection as _;
 
@@ -337,44 +337,34 @@ async fn the_async_runtime_has_the_threads_it_is_given() {
     let key = key();
     let half = (pinflow::domain::hashing::cores() / 2).max(1);
     for (setting, expected) in [(Some("3"), 3), (None, half)] {
-        let env: Vec<(&str, &str)> = setting
-            .map(|n| ("PINFLOW_ASYNC_THREADS", n))
-            .into_iter()
-            .collect();
-        let mut pinflow = start(&connections, &key, &env);
-        app.wait_for_consumer(&app.work_queue()).await;
-        let running = format!("async_threads={expected} ");
-        let mut seen = String::new();
-        for _ in 0..100 {
-            seen = pinflow.log.lock().await.clone();
-            if seen.contains("pinflow running") {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        let line = seen
-            .lines()
-            .find(|l| l.contains("pinflow running"))
-            .map(without_colours)
-            .unwrap_or_else(|| panic!("no start line in:\n{seen}"));
-        assert!(line.contains(&running), "{setting:?}: {line}");
-        pinflow.child.kill().await.expect("stop pinflow");
+        let mut env = vec![("PINFLOW_LOG_FORMAT", "json")];
+        env.extend(setting.map(|n| ("PINFLOW_ASYNC_THREADS", n)));
+        let pinflow = start(&connections, &key, &env);
+        let started = start_line(&pinflow).await;
+        assert_eq!(started["async_threads"], expected, "{setting:?}: {started}");
+        pinflow.kill().await;
     }
     cleanup(app).await;
 }
 
-/// A log line without its terminal colour codes (`ESC [ … m`).
-fn without_colours(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            chars.by_ref().find(|&c| c == 'm');
-        } else {
-            out.push(c);
+/// The JSON line `pinflow run` logs once its workers have started.
+async fn start_line(pinflow: &Pinflow) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let log = pinflow.log.lock().await.clone();
+        let started = log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| line["message"] == "pinflow running");
+        if let Some(started) = started {
+            return started;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no start line in:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    out
 }
 
 /// A process's sessions declare the whole topology once between them at start: the
