@@ -725,6 +725,13 @@ Figures (the --json keys in brackets):
       cost of the pattern, the client in rest. With every core busy, the rate is the
       cores ÷ the CPU per command, so the two lines say which of the three pinflow's
       phase spends more of.
+  bound by broker + db CPU [bound_without_pinflow.rate,
+      bound_without_pinflow.ratio_to_pattern_ceiling]: the cores ÷ the broker's and
+      PostgreSQL's CPU per command above: the most this machine allows at their cost
+      were pinflow's own CPU zero, and that ÷ the pattern ceiling. A ratio asked for
+      above it cannot be reached here by making pinflow cheaper alone: the broker
+      and the database share the cores. Null with --alongside or when either is out
+      of sight.
   peak RSS [peak_rss_kib, peak_rss_total_kib]: VmHWM of the process that ran the
       workers (in process: reset at the phase's start where the kernel allows; the
       whole process); with --processes, the largest child's and all children's.

@@ -51,6 +51,7 @@ async fn measure(
     rate: Option<f64>,
     alongside: Option<AlongsideSetup<'_>>,
 ) -> Report {
+    let burst = alongside.is_some();
     let services = common::services().await;
     let connections = Connections {
         amqp_url: services.amqp_url.clone(),
@@ -98,6 +99,7 @@ async fn measure(
         "cpu_seconds_per_1000",
         "cpu_split",
         "broker_alone_cpu_split",
+        "bound_without_pinflow",
         "peak_rss_kib",
         "peak_rss_total_kib",
         "usage_includes_bench_client",
@@ -173,6 +175,29 @@ async fn measure(
         busy > Some(0.0),
         "{message_type}: pinflow's phase kept a core busy"
     );
+    // Where this machine sees the broker and PostgreSQL, the bound their CPU sets is
+    // the cores ÷ their CPU per command, and that ÷ the pattern ceiling; beside a
+    // burst there is none (the split counts the other type's commands too).
+    let split = &report["cpu_split"];
+    let bound = &report["bound_without_pinflow"];
+    let seen = |name: &str| split[name].as_f64();
+    match (seen("broker_per_1000"), seen("database_per_1000")) {
+        (Some(broker), Some(database)) if !burst => {
+            let cores = split["cores"].as_u64().expect("cores") as f64;
+            let rate = bound["rate"].as_f64().expect("a bound");
+            let expected = cores * 1000.0 / (broker + database);
+            assert!(
+                (rate - expected).abs() <= 1e-6 * expected,
+                "{message_type}: {bound} from {split}"
+            );
+            let ratio = bound["ratio_to_pattern_ceiling"].as_f64().expect("a ratio");
+            assert!(
+                (ratio - rate / mean).abs() <= 1e-9 * ratio.max(1.0),
+                "{message_type}: {bound}"
+            );
+        }
+        _ => assert!(bound.is_null(), "{message_type}: {bound}"),
+    }
     runs.runs.into_iter().next().expect("one report")
 }
 

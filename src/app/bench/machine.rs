@@ -93,6 +93,16 @@ impl Snapshot {
     }
 }
 
+impl CpuSplit {
+    /// Commands a second these cores would allow were nothing busy but the broker and
+    /// PostgreSQL, at their CPU seconds per command here: the cores ÷ the two added
+    /// up. `None` when either is out of sight or cost nothing.
+    pub fn others_bound(&self) -> Option<f64> {
+        let per_command = (self.broker_per_1000? + self.database_per_1000?) / 1000.0;
+        (per_command > 0.0).then(|| self.cores as f64 / per_command)
+    }
+}
+
 impl std::fmt::Display for CpuSplit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let seconds = |s: Option<f64>| s.map_or_else(|| "-".to_owned(), |s| format!("{s:.3}"));
@@ -176,6 +186,31 @@ mod tests {
         let line = "cpu  100 10 50 9000 400 5 5 30 0 0";
         assert_eq!(parse_busy(line, 100.0), Some(2.0));
         assert_eq!(parse_busy("cpu0 1 2 3", 100.0), None);
+    }
+
+    #[test]
+    fn the_others_bound_spreads_the_broker_and_the_database_over_every_core() {
+        let split = CpuSplit {
+            seconds: 1.0,
+            busy_cores: 1.5,
+            cores: 2,
+            broker_per_1000: Some(0.02),
+            database_per_1000: Some(0.08),
+            rest_per_1000: 0.05,
+        };
+        let bound = split.others_bound().expect("both seen");
+        assert!((bound - 20_000.0).abs() < 1e-6, "{bound}");
+        let unseen = CpuSplit {
+            database_per_1000: None,
+            ..split
+        };
+        assert_eq!(unseen.others_bound(), None);
+        let idle = CpuSplit {
+            broker_per_1000: Some(0.0),
+            database_per_1000: Some(0.0),
+            ..split
+        };
+        assert_eq!(idle.others_bound(), None);
     }
 
     #[test]

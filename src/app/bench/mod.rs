@@ -41,7 +41,7 @@ pub use commands::{MAX_APPLICANTS, command, tax_code};
 use gateway::{Gateway, Phase, Traces};
 pub use hashing::HashCeiling;
 use machine::Snapshot;
-pub use report::{Latency, Report, Runs, Scaling};
+pub use report::{Bound, Latency, Report, Runs, Scaling};
 use running::{Running, Usage};
 use tracking::{Inbox, Outbound, Tracker, publish_commands, sent_for, wait};
 
@@ -518,6 +518,10 @@ async fn measure(
     let pinflow_rate = f64::from(tracker.completed) / elapsed;
     let per_1000 = usage.cpu_seconds * 1000.0 / f64::from(messages);
     let alongside = burst.map(|b| b.figures(pinflow_rate, elapsed, argon2.hashes_per_second));
+    let bound_without_pinflow = match alongside {
+        Some(_) => None,
+        None => Bound::of(&cpu_split, broker_pattern_rate),
+    };
     Ok(Report {
         message_type: message_type.to_owned(),
         causes: tracker.causes.clone(),
@@ -551,6 +555,7 @@ async fn measure(
         cpu_seconds_per_1000: per_1000,
         cpu_split,
         broker_alone_cpu_split: after.cpu,
+        bound_without_pinflow,
         peak_rss_kib: usage.peak_rss_kib,
         peak_rss_total_kib: usage.peak_rss_total_kib,
         usage_includes_bench_client: processes == 0,

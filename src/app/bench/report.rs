@@ -115,6 +115,10 @@ pub struct Report {
     /// The same for the broker alone running the pattern, after pinflow's phase: the
     /// broker's own cost of the pattern, and the client's (in `rest`).
     pub broker_alone_cpu_split: CpuSplit,
+    /// What the broker's and PostgreSQL's work alone allow on this machine, from
+    /// `cpu_split`; `null` with `--alongside` (the split counts the other type's
+    /// commands too) or when either is out of sight.
+    pub bound_without_pinflow: Option<Bound>,
     /// Peak resident memory (VmHWM) of one process that ran the workers, KiB.
     pub peak_rss_kib: u64,
     /// The peaks of all those processes added up, KiB.
@@ -145,6 +149,29 @@ pub struct Report {
     /// With `--alongside`: the other type's latency alone and during the burst (the
     /// measured phase is then the burst); otherwise `null`.
     pub alongside: Option<Alongside>,
+}
+
+/// The most this machine allows at the broker's and PostgreSQL's CPU per command in
+/// pinflow's phase: were pinflow's own CPU (and the benchmark client's) zero, the cores
+/// would still have to hold theirs. A goal's ratio above `ratio_to_pattern_ceiling`
+/// cannot be met here by making pinflow cheaper alone.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bound {
+    /// Commands a second: the cores ÷ (broker + database CPU seconds per command).
+    pub rate: f64,
+    /// `rate / broker_pattern_rate`.
+    pub ratio_to_pattern_ceiling: f64,
+}
+
+impl Bound {
+    /// The bound `split` sets, against the pattern ceiling `ceiling`.
+    pub(super) fn of(split: &CpuSplit, ceiling: f64) -> Option<Bound> {
+        let rate = split.others_bound()?;
+        Some(Bound {
+            rate,
+            ratio_to_pattern_ceiling: ratio(rate, ceiling),
+        })
+    }
 }
 
 /// Several sizes of the same measurement, and how the figures moved.
@@ -352,6 +379,16 @@ impl std::fmt::Display for Report {
             "  the same, broker alone:",
             self.broker_alone_cpu_split.to_string(),
         )?;
+        if let Some(bound) = &self.bound_without_pinflow {
+            line(
+                f,
+                "bound by broker + db CPU:",
+                format!(
+                    "{:.0} cmd/s, {:.3} of the pattern ceiling (pinflow's own CPU taken as zero)",
+                    bound.rate, bound.ratio_to_pattern_ceiling
+                ),
+            )?;
+        }
         let total = if self.processes > 1 {
             format!(", {} MiB all processes", self.peak_rss_total_kib / 1024)
         } else {
