@@ -388,18 +388,37 @@ fn bytes_of(hex: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_request_is_traced_from_the_caller_to_the_gateway_and_in_every_log_line() {
+    traced_request(true).await;
+}
+
+/// Without an OTLP endpoint pinflow exports no span, and the trace still continues
+/// the same way: into what the request causes and into every line logged for it.
+#[tokio::test]
+async fn without_span_export_the_trace_still_continues_into_outputs_and_logs() {
+    traced_request(false).await;
+}
+
+/// A `pin.request` with the caller's trace context: the notifications continue the
+/// caller's trace under pinflow's delivery span, every line logged while it is handled
+/// carries both ids, no half reaches the log, and with `export` the delivery span
+/// reaches an OTLP collector.
+async fn traced_request(export: bool) {
     let (app, connections, _) = observer_with(&[]).await;
     let (otlp, exports) = collector().await;
-    let pinflow = start(
-        &connections,
-        &key(),
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{otlp}")),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-            ("PINFLOW_LOG_FORMAT", "json"),
-            ("PINFLOW_LOG", "debug,lapin=info"),
-        ],
-    );
+    let endpoint = format!("http://{otlp}");
+    let mut settings = vec![
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("PINFLOW_LOG_FORMAT", "json"),
+        ("PINFLOW_LOG", "debug,lapin=info"),
+    ];
+    if export {
+        settings.push(("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint));
+    } else {
+        // Empty is unset, whatever the test's own environment holds.
+        settings.push(("OTEL_EXPORTER_OTLP_ENDPOINT", ""));
+        settings.push(("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", ""));
+    }
+    let pinflow = start(&connections, &key(), &settings);
     app.wait_for_consumer(&app.work_queue()).await;
     let trace_id = "0af7651916cd43dd8448eb211c8031aa";
     let caller_span = "b7ad6b7169203344";
@@ -437,8 +456,14 @@ async fn a_request_is_traced_from_the_caller_to_the_gateway_and_in_every_log_lin
     );
     assert_eq!(sms.header("tracestate").as_deref(), Some("portal=desk7"));
 
-    // The delivery's span reaches the collector, in the caller's trace.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
+    // With export on, the delivery's span reaches the collector, in the caller's
+    // trace; with it off, nothing is sent there.
+    let deadline = tokio::time::Instant::now()
+        + if export {
+            PATIENCE
+        } else {
+            std::time::Duration::ZERO
+        };
     let (trace_bytes, span_bytes) = (bytes_of(trace_id), bytes_of(&delivery_span));
     let exported = loop {
         let found = exports.lock().await.iter().any(|body| {
@@ -450,10 +475,16 @@ async fn a_request_is_traced_from_the_caller_to_the_gateway_and_in_every_log_lin
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    assert!(exported, "the delivery span was exported over OTLP");
+    assert_eq!(exported, export, "the delivery span was exported over OTLP");
 
     let (status, log) = pinflow.terminate().await;
     assert!(status.success(), "{log}");
+    if !export {
+        assert!(
+            exports.lock().await.is_empty(),
+            "nothing was sent over OTLP"
+        );
+    }
     let mut in_delivery = 0;
     for line in log.lines() {
         let line: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));

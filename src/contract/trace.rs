@@ -43,8 +43,8 @@ impl TraceParent {
     /// A new trace, for a message that arrived without one.
     pub fn start() -> TraceParent {
         TraceParent {
-            trace_id: random_hex(16),
-            span_id: random_hex(8),
+            trace_id: random_hex::<16>(),
+            span_id: random_hex::<8>(),
             flags: "01".to_owned(),
         }
     }
@@ -54,7 +54,7 @@ impl TraceParent {
     pub fn child(&self) -> TraceParent {
         TraceParent {
             trace_id: self.trace_id.clone(),
-            span_id: random_hex(8),
+            span_id: random_hex::<8>(),
             flags: self.flags.clone(),
         }
     }
@@ -126,10 +126,17 @@ impl std::fmt::Display for TraceParent {
     }
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
+/// `N` random bytes as lowercase hex.
+fn random_hex<const N: usize>() -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; N];
     rand::thread_rng().fill_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    let mut hex = String::with_capacity(2 * N);
+    for b in buf {
+        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    hex
 }
 
 #[cfg(test)]
@@ -160,6 +167,23 @@ mod tests {
             TraceContext::from_headers(Some(parent), Some(&long)).state,
             None
         );
+    }
+
+    #[test]
+    fn a_new_trace_has_ids_of_lowercase_hex_that_parse_back() {
+        let started = TraceParent::start();
+        assert_eq!((started.trace_id.len(), started.span_id.len()), (32, 16));
+        assert!(
+            (started.trace_id.clone() + &started.span_id)
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{started}"
+        );
+        assert_eq!(
+            TraceParent::parse(&started.to_string()),
+            Some(started.clone())
+        );
+        assert_ne!(TraceParent::start().trace_id, started.trace_id);
     }
 
     #[test]

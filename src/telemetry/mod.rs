@@ -92,6 +92,17 @@ fn tracer_provider() -> Result<Option<SdkTracerProvider>, TelemetryError> {
     Ok(Some(provider.build()))
 }
 
+/// Set by `init` when the subscriber it installed has no OpenTelemetry layer. An
+/// embedding that installs a subscriber of its own leaves it unset, so its layer, if
+/// any, gets every span's parent (see `spans`).
+static WITHOUT_SPAN_EXPORT: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Whether pinflow's own subscriber is installed, without the OpenTelemetry layer.
+pub(crate) fn without_span_export() -> bool {
+    WITHOUT_SPAN_EXPORT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Set once the command's work is done: lapin's I/O thread may still report the
 /// closing connection as an error while the runtime shuts down, which is not news.
 static FINISHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -145,11 +156,13 @@ pub fn init(logging: &Logging) -> Result<Telemetry, TelemetryError> {
             .with_tracer(provider.tracer("pinflow"))
             .with_filter(ours)
     });
+    let exporting = spans.is_some();
     tracing_subscriber::registry()
         .with(spans)
         .with(span_fields)
         .with(layer.with_filter(filter).with_filter(quiet))
         .try_init()
         .map_err(|_| TelemetryError::AlreadySet)?;
+    WITHOUT_SPAN_EXPORT.store(!exporting, std::sync::atomic::Ordering::Relaxed);
     Ok(Telemetry { provider })
 }

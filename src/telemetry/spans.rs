@@ -66,6 +66,14 @@ pub fn outcome(span: &Span, outcome: Outcome) {
 }
 
 fn continue_trace(span: &Span, caller: Option<&TraceContext>) -> TraceContext {
+    // Without the OpenTelemetry layer setting a span's parent does nothing and the span
+    // has no context of its own: the trace continues here, without the propagator's
+    // round of text maps.
+    if super::without_span_export() {
+        let context = caller.map_or_else(TraceContext::start, TraceContext::child);
+        record_ids(span, &context);
+        return context;
+    }
     let propagator = TraceContextPropagator::new();
     if let Some(caller) = caller {
         let mut carrier = HashMap::with_capacity(2);
@@ -86,7 +94,12 @@ fn continue_trace(span: &Span, caller: Option<&TraceContext>) -> TraceContext {
     } else {
         caller.map_or_else(TraceContext::start, TraceContext::child)
     };
+    record_ids(span, &context);
+    context
+}
+
+/// The ids every line logged in `span` carries.
+fn record_ids(span: &Span, context: &TraceContext) {
     span.record("trace_id", context.parent.trace_id.as_str());
     span.record("span_id", context.parent.span_id.as_str());
-    context
 }
