@@ -130,7 +130,8 @@ impl<W: Worker> Consumer<'_, W> {
                 () = cancel.cancelled() => break,
                 next = consumer.next() => next,
             };
-            let mut batch = vec![next.ok_or(SessionError::ConsumerEnded)??];
+            let mut batch = Vec::with_capacity(batch_size);
+            batch.push(next.ok_or(SessionError::ConsumerEnded)??);
             while batch.len() < batch_size {
                 match consumer.next().now_or_never() {
                     Some(Some(delivery)) => batch.push(delivery?),
