@@ -62,7 +62,7 @@ impl OutboxKey {
     /// them.
     pub fn key_id(&self) -> String {
         let digest = Sha256::digest(self.0.as_ref());
-        digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+        hex::encode(&digest[..4])
     }
 
     fn cipher(&self) -> Aes256Gcm {

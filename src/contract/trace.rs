@@ -128,15 +128,9 @@ impl std::fmt::Display for TraceParent {
 
 /// `N` random bytes as lowercase hex.
 fn random_hex<const N: usize>() -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut buf = [0u8; N];
     rand::thread_rng().fill_bytes(&mut buf);
-    let mut hex = String::with_capacity(2 * N);
-    for b in buf {
-        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
-        hex.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    hex
+    hex::encode(buf)
 }
 
 #[cfg(test)]

@@ -69,14 +69,7 @@ impl DeadLetter {
             .or_else(|| body["id"].as_str().map(str::to_owned))
             .unwrap_or_else(|| {
                 let digest = Sha256::digest(&message.delivery.data);
-                format!(
-                    "sha-{}",
-                    digest
-                        .iter()
-                        .take(6)
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>()
-                )
+                format!("sha-{}", hex::encode(&digest[..6]))
             });
         let routing_key = header_str(headers, ROUTING_KEY)
             .unwrap_or_else(|| message.delivery.routing_key.as_str().to_owned());
@@ -127,14 +120,7 @@ impl DeadLetter {
     pub fn group(&self) -> String {
         let key = format!("{}|{}|{}", self.dlq, self.message_type, self.reason);
         let digest = Sha256::digest(key.as_bytes());
-        format!(
-            "g-{}",
-            digest
-                .iter()
-                .take(4)
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        )
+        format!("g-{}", hex::encode(&digest[..4]))
     }
 
     /// The body as JSON with every secret field redacted, or a note when it is not
