@@ -117,8 +117,42 @@ pub fn finished() {
 /// starts.
 pub fn init(logging: &Logging) -> Result<Telemetry, TelemetryError> {
     use tracing_subscriber::Layer as _;
-    use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let provider = tracer_provider()?;
+    let ours = tracing_subscriber::filter::filter_fn(|meta| {
+        meta.is_span() && meta.target().starts_with("pinflow")
+    });
+    let spans = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("pinflow"))
+            .with_filter(ours)
+    });
+    let exporting = spans.is_some();
+    tracing_subscriber::layer::SubscriberExt::with(logs(logging)?, spans)
+        .try_init()
+        .map_err(|_| TelemetryError::AlreadySet)?;
+    WITHOUT_SPAN_EXPORT.store(!exporting, std::sync::atomic::Ordering::Relaxed);
+    Ok(Telemetry { provider })
+}
+
+/// The registry with the log lines: `PINFLOW_LOG`'s filter, then the one that keeps
+/// the broker client's bodies out whatever that filter asks, and in JSON the span
+/// fields every line carries.
+///
+/// `PINFLOW_LOG`'s filter is the outer one: nested per-layer filters only tell the
+/// registry that a callsite is off when the outer filter says so, and a span nobody
+/// records (the delivery's at `warn` in text) is then never made at all. In JSON the
+/// span fields are kept whatever the level, so that a warning logged while a message
+/// is handled still carries its trace and ids.
+fn logs(
+    logging: &Logging,
+) -> Result<
+    impl tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    TelemetryError,
+> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
 
     let filter = EnvFilter::builder()
         .parse(&logging.log)
@@ -147,22 +181,38 @@ pub fn init(logging: &Logging) -> Result<Telemetry, TelemetryError> {
             Some(json::SpanFields),
         ),
     };
-    let provider = tracer_provider()?;
-    let ours = tracing_subscriber::filter::filter_fn(|meta| {
-        meta.is_span() && meta.target().starts_with("pinflow")
-    });
-    let spans = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("pinflow"))
-            .with_filter(ours)
-    });
-    let exporting = spans.is_some();
-    tracing_subscriber::registry()
-        .with(spans)
+    Ok(tracing_subscriber::registry()
         .with(span_fields)
-        .with(layer.with_filter(filter).with_filter(quiet))
-        .try_init()
-        .map_err(|_| TelemetryError::AlreadySet)?;
-    WITHOUT_SPAN_EXPORT.store(!exporting, std::sync::atomic::Ordering::Relaxed);
-    Ok(Telemetry { provider })
+        .with(layer.with_filter(quiet).with_filter(filter)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether a span at `level` is made under the log lines `log` and `format` set.
+    fn made(log: &str, format: LogFormat, level: tracing::Level) -> bool {
+        let logging = Logging {
+            log: log.to_owned(),
+            log_format: format,
+        };
+        tracing::subscriber::with_default(logs(&logging).unwrap(), || match level {
+            tracing::Level::INFO => !tracing::info_span!("delivery", worker = "w").is_disabled(),
+            tracing::Level::WARN => !tracing::warn_span!("delivery", worker = "w").is_disabled(),
+            _ => unreachable!("only info and warn are asked"),
+        })
+    }
+
+    /// One test, so that no other subscriber of this binary is alive while the spans
+    /// are made: a span's callsite is off only where every live subscriber agrees.
+    #[test]
+    fn a_span_below_the_text_lines_level_is_never_made_and_json_keeps_every_span() {
+        assert!(!made("warn", LogFormat::Text, tracing::Level::INFO));
+        assert!(made("warn", LogFormat::Text, tracing::Level::WARN));
+        assert!(made("info", LogFormat::Text, tracing::Level::INFO));
+        assert!(!made("pinflow=warn", LogFormat::Text, tracing::Level::INFO));
+        // In JSON a warning logged while a message is handled carries its span's ids.
+        assert!(made("warn", LogFormat::Json, tracing::Level::INFO));
+        assert!(made("info", LogFormat::Json, tracing::Level::INFO));
+    }
 }
