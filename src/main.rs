@@ -724,7 +724,11 @@ Figures (the --json keys in brackets):
       [broker_alone_cpu_split.*]: its run after pinflow's phase, the broker's own
       cost of the pattern, the client in rest. With every core busy, the rate is the
       cores ÷ the CPU per command, so the two lines say which of the three pinflow's
-      phase spends more of.
+      phase spends more of. With --rate, broker alone at the same rate
+      [broker_pattern_cpu_split.*]: the same for its latency run at the same rate
+      (above), the publishing of the commands included as in pinflow's phase at a
+      rate, which the full-speed lines leave out; null at full speed and for a type
+      that causes nothing.
   bound by broker + db CPU [bound_without_pinflow.rate,
       bound_without_pinflow.ratio_to_pattern_ceiling]: the cores ÷ the broker's and
       PostgreSQL's CPU per command above: the most this machine allows at their cost

@@ -99,6 +99,7 @@ async fn measure(
         "cpu_seconds_per_1000",
         "cpu_split",
         "broker_alone_cpu_split",
+        "broker_pattern_cpu_split",
         "bound_without_pinflow",
         "peak_rss_kib",
         "peak_rss_total_kib",
@@ -301,6 +302,7 @@ async fn the_bench_counts_every_output_and_leaves_nothing_behind() {
             report.broker_pattern_latency.is_none(),
             "timed at a rate only"
         );
+        assert!(report.broker_pattern_cpu_split.is_none(), "at a rate only");
         assert_clean(&report, &runtime).await;
     }
 }
@@ -322,12 +324,28 @@ async fn at_a_set_rate_the_broker_alone_is_timed_at_the_same_rate() {
     assert!(broker.p50_ms <= broker.p99_ms && broker.p99_ms <= broker.max_ms);
     let ratio = report.p99_to_broker_p99.expect("a ratio");
     assert!((ratio - report.latency.p99_ms / broker.p99_ms).abs() < 1e-9);
+    // Its CPU over that run: the broker's and the client's, as long as the run took.
+    let split = report
+        .broker_pattern_cpu_split
+        .as_ref()
+        .expect("the broker alone's CPU at the same rate");
+    let broker_per_1000 = split
+        .broker_per_1000
+        .expect("the broker is on this machine");
+    assert!(broker_per_1000 > 0.0, "the broker worked: {split:?}");
+    assert!(split.rest_per_1000 > 0.0, "the client worked: {split:?}");
+    let at_the_rate = f64::from(COMMANDS) / 100.0;
+    assert!(
+        split.seconds >= 0.9 * at_the_rate,
+        "published at 100/s, so it lasted about {at_the_rate} s or more: {split:?}"
+    );
     assert_clean(&report, &runtime).await;
     // A type that causes nothing has no outputs to time.
     let report = measure("delivery.receipt", &runtime, &rules, Some(100.0), None).await;
     assert_eq!(report.completed, COMMANDS);
     assert!(report.broker_pattern_latency.is_none());
     assert!(report.p99_to_broker_p99.is_none());
+    assert!(report.broker_pattern_cpu_split.is_none());
     assert_clean(&report, &runtime).await;
 }
 

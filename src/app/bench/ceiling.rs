@@ -393,8 +393,10 @@ async fn measure(
 /// phase at a set rate runs: each command published when due (with confirms), then
 /// taken, its outputs published and the batch acknowledged as in `serve`, while a
 /// consumer takes every output. Each command's latency runs from its publication until
-/// its last output arrived, as pinflow's does. A pattern that causes nothing has no
-/// such latency (`None`). On a connection of its own and the ceiling's queues (see
+/// its last output arrived, as pinflow's does; with the machine's CPU from the first
+/// command's publication until the last output, the publishing included as in
+/// pinflow's phase at a set rate. A pattern that causes nothing has no such latency
+/// (`None`). On a connection of its own and the ceiling's queues (see
 /// `pattern_ceiling`), left empty.
 pub(super) async fn pattern_latency(
     amqp_url: &str,
@@ -403,7 +405,7 @@ pub(super) async fn pattern_latency(
     causes: &[&str],
     runtime: &Runtime,
     rate: f64,
-) -> anyhow::Result<Option<Latency>> {
+) -> anyhow::Result<Option<(Latency, CpuSplit)>> {
     if causes.is_empty() {
         return Ok(None);
     }
@@ -421,7 +423,7 @@ async fn latency_at(
     sinks: &Sinks,
     runtime: &Runtime,
     rate: f64,
-) -> anyhow::Result<Latency> {
+) -> anyhow::Result<(Latency, CpuSplit)> {
     let queue = format!("{tag}.ceiling");
     let publisher = connection.create_channel().await?;
     publisher.confirm_select(Default::default()).await?;
@@ -464,6 +466,7 @@ async fn latency_at(
     let mut consumer = consume(&server, &queue, false).await?;
     let kind = ("bench", None);
     let limit = runtime.confirm_timeout;
+    let machine = Snapshot::take();
     let (published, served) = tokio::join!(
         publish_all(&publisher, "", &queue, bodies, kind, limit, Some(rate)),
         serve(&server, &mut consumer, sinks, n, runtime),
@@ -473,6 +476,7 @@ async fn latency_at(
     let done = tokio::time::timeout(limit, arrived)
         .await
         .context("the pattern's outputs stopped arriving")??;
+    let cpu = machine.split(n);
     let samples: Vec<Duration> = done
         .iter()
         .zip(&published)
@@ -493,7 +497,7 @@ async fn latency_at(
     for channel in [&server, &taker, &publisher] {
         let _ = channel.close(200, "done".into()).await;
     }
-    Ok(Latency::of(samples, false))
+    Ok((Latency::of(samples, false), cpu))
 }
 
 /// The broker alone doing what a worker does, for `n` commands from `consumer`:

@@ -503,13 +503,14 @@ async fn measure(
         .context("the broker's ceiling after pinflow's phase")?;
     // With --rate, the broker alone at the same rate: the latency the pattern itself
     // has on this machine.
-    let broker_pattern_latency = match (rate, &sides) {
+    let (broker_pattern_latency, broker_pattern_cpu_split) = match (rate, &sides) {
         (Some(rate), None) => {
             pattern_latency(&ours.amqp_url, tag, &bodies, binding.causes, runtime, rate)
                 .await
                 .context("the broker's latency for the pattern")?
+                .unzip()
         }
-        _ => None,
+        _ => (None, None),
     };
     // Closed here, not dropped: the connection closes next (see `remove_namespace`).
     let _ = channel.close(200, "done".into()).await;
@@ -555,6 +556,7 @@ async fn measure(
         cpu_seconds_per_1000: per_1000,
         cpu_split,
         broker_alone_cpu_split: after.cpu,
+        broker_pattern_cpu_split,
         bound_without_pinflow,
         peak_rss_kib: usage.peak_rss_kib,
         peak_rss_total_kib: usage.peak_rss_total_kib,

@@ -115,6 +115,10 @@ pub struct Report {
     /// The same for the broker alone running the pattern, after pinflow's phase: the
     /// broker's own cost of the pattern, and the client's (in `rest`).
     pub broker_alone_cpu_split: CpuSplit,
+    /// With --rate: the same for the broker alone running the pattern at the same rate
+    /// (its latency run), the commands' publishing included as in pinflow's phase;
+    /// `null` otherwise and for a type that causes nothing.
+    pub broker_pattern_cpu_split: Option<CpuSplit>,
     /// What the broker's and PostgreSQL's work alone allow on this machine, from
     /// `cpu_split`; `null` with `--alongside` (the split counts the other type's
     /// commands too) or when either is out of sight.
@@ -379,6 +383,9 @@ impl std::fmt::Display for Report {
             "  the same, broker alone:",
             self.broker_alone_cpu_split.to_string(),
         )?;
+        if let Some(split) = &self.broker_pattern_cpu_split {
+            line(f, "  broker alone at the same rate:", split.to_string())?;
+        }
         if let Some(bound) = &self.bound_without_pinflow {
             line(
                 f,
