@@ -117,6 +117,7 @@ pub fn finished() {
 /// starts.
 pub fn init(logging: &Logging) -> Result<Telemetry, TelemetryError> {
     use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
 
     let provider = tracer_provider()?;
@@ -129,7 +130,8 @@ pub fn init(logging: &Logging) -> Result<Telemetry, TelemetryError> {
             .with_filter(ours)
     });
     let exporting = spans.is_some();
-    tracing_subscriber::layer::SubscriberExt::with(logs(logging)?, spans)
+    logs(logging)?
+        .with(spans)
         .try_init()
         .map_err(|_| TelemetryError::AlreadySet)?;
     WITHOUT_SPAN_EXPORT.store(!exporting, std::sync::atomic::Ordering::Relaxed);
