@@ -8,7 +8,10 @@ use std::path::Path;
 
 fn main() {
     println!("cargo:rerun-if-changed=migrations");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    // Read when the script runs, not when it was built: a build script compiled for
+    // one checkout is reused for another that shares the target directory.
+    let root = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = Path::new(&root).join("schemas");
     let mut out = String::new();
     embed(&dir, "FILES", "Every schema file", &mut out);
     embed(
@@ -25,15 +28,13 @@ fn main() {
 /// Appends `pub static NAME: &[(file name, contents)]` for the `.json` files of `dir`.
 fn embed(dir: &Path, name: &str, doc: &str, out: &mut String) {
     println!("cargo:rerun-if-changed={}", dir.display());
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|name| name.ends_with(".json"))
-                .collect()
-        })
-        .unwrap_or_default();
+    let entries =
+        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".json"))
+        .collect();
     names.sort();
     writeln!(
         out,
