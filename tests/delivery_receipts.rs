@@ -390,7 +390,10 @@ async fn receipts_handled_in_batches_have_the_outcome_each_would_have_alone() {
     failure_of(&app, &returned).await;
     failure_of(&app, &twice).await;
     // Every output published: nothing more can come.
-    app.wait_for_count("select count(*) from outbox", 0).await;
+    common::account::eventually("the outbox is empty", || async {
+        app.count("select count(*) from outbox").await == 0
+    })
+    .await;
     assert!(
         app.events_so_far("pin.delivery_failed").await.is_empty(),
         "three failures announced, once each"

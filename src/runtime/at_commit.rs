@@ -306,16 +306,18 @@ async fn confirmed(batch: InFlight, limit: Duration) -> Outcome {
     outcome
 }
 
-/// How long the settler gathers confirmed batches before writing them in one
-/// statement. Their messages are out already: the write only deletes their rows and
-/// marks their notifications sent, so waiting costs nothing a caller sees. Under a
-/// steady flow of small batches it makes one write of several instead of one each.
+/// How often at most the settler writes. Under a steady flow of small batches, those
+/// confirmed within `GATHER` of its last write wait for the rest of that time and go
+/// in its next write together, instead of one statement each. Their messages are out
+/// already: the write only deletes their rows and marks their notifications sent, so
+/// the wait costs nothing a caller sees. A batch confirmed after a quiet spell is
+/// written at once.
 const GATHER: Duration = Duration::from_millis(10);
 
 /// Runs the settler until `cancel` fires and what was handed to it before is settled:
 /// awaits each batch's confirms, then deletes the confirmed rows and hands the others
-/// to the relay, for the batches confirmed within `GATHER` of the first in one
-/// statement. A batch with a row for the relay is written at once.
+/// to the relay, for the batches confirmed by then in one statement, at most once each
+/// `GATHER`. A batch with a row for the relay is written at once.
 pub async fn settle(
     deps: Arc<Deps>,
     mut batches: mpsc::Receiver<InFlight>,
@@ -326,7 +328,7 @@ pub async fn settle(
     let mut closing = false;
     let mut open = true;
     let mut done: Vec<Outcome> = Vec::new();
-    let mut write_at = tokio::time::Instant::now();
+    let mut next_write = tokio::time::Instant::now();
     while open || !confirming.is_empty() || !done.is_empty() {
         tokio::select! {
             () = cancel.cancelled(), if !closing => {
@@ -339,19 +341,19 @@ pub async fn settle(
                 None => open = false,
             },
             Some(first) = confirming.next() => {
-                if done.is_empty() {
-                    write_at = tokio::time::Instant::now() + GATHER;
-                }
                 done.push(first);
                 while let Some(Some(more)) = confirming.next().now_or_never() {
                     done.push(more);
                 }
-                if done.iter().any(|outcome| !outcome.released.is_empty()) {
+                let for_relay = done.iter().any(|outcome| !outcome.released.is_empty());
+                if for_relay || tokio::time::Instant::now() >= next_write {
                     write(&deps, std::mem::take(&mut done)).await;
+                    next_write = tokio::time::Instant::now() + GATHER;
                 }
             }
-            () = tokio::time::sleep_until(write_at), if !done.is_empty() => {
+            () = tokio::time::sleep_until(next_write), if !done.is_empty() => {
                 write(&deps, std::mem::take(&mut done)).await;
+                next_write = tokio::time::Instant::now() + GATHER;
             }
         }
     }
