@@ -330,31 +330,33 @@ pub async fn settle(
     let mut done: Vec<Outcome> = Vec::new();
     let mut next_write = tokio::time::Instant::now();
     while open || !confirming.is_empty() || !done.is_empty() {
-        tokio::select! {
+        let due = tokio::select! {
             () = cancel.cancelled(), if !closing => {
                 // What was sent before still comes out of `recv`, then `None`.
                 closing = true;
                 batches.close();
+                false
             }
-            batch = batches.recv(), if open => match batch {
-                Some(batch) => confirming.push(confirmed(batch, limit)),
-                None => open = false,
-            },
+            batch = batches.recv(), if open => {
+                match batch {
+                    Some(batch) => confirming.push(confirmed(batch, limit)),
+                    None => open = false,
+                }
+                false
+            }
             Some(first) = confirming.next() => {
                 done.push(first);
                 while let Some(Some(more)) = confirming.next().now_or_never() {
                     done.push(more);
                 }
                 let for_relay = done.iter().any(|outcome| !outcome.released.is_empty());
-                if for_relay || tokio::time::Instant::now() >= next_write {
-                    write(&deps, std::mem::take(&mut done)).await;
-                    next_write = tokio::time::Instant::now() + GATHER;
-                }
+                for_relay || tokio::time::Instant::now() >= next_write
             }
-            () = tokio::time::sleep_until(next_write), if !done.is_empty() => {
-                write(&deps, std::mem::take(&mut done)).await;
-                next_write = tokio::time::Instant::now() + GATHER;
-            }
+            () = tokio::time::sleep_until(next_write), if !done.is_empty() => true,
+        };
+        if due {
+            write(&deps, std::mem::take(&mut done)).await;
+            next_write = tokio::time::Instant::now() + GATHER;
         }
     }
 }
