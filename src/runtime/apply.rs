@@ -168,9 +168,8 @@ async fn apply_together<W: Worker>(
             caused_by: Some(&item.head.envelope.id),
         })
         .collect();
-    audit::record_all(&mut tx, &audited).await?;
     let hold = deps.at_commit.hold(&deps.runtime);
-    let ids = outbox::insert_held(&mut tx, &groups, &deps.keys, hold.as_ref()).await?;
+    let ids = outbox::insert_held(&mut tx, &audited, &groups, &deps.keys, hold.as_ref()).await?;
     tx.commit().await?;
     drop(groups);
     if hold.is_none() {

@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
+
+use super::Query;
 use uuid::Uuid;
 
 /// One audited action.
@@ -66,29 +68,63 @@ pub async fn record_all(conn: &mut PgConnection, records: &[Record]) -> Result<(
     if records.is_empty() {
         return Ok(());
     }
-    let at: Vec<DateTime<Utc>> = records.iter().map(|r| r.at).collect();
-    let actor: Vec<&str> = records.iter().map(|r| r.actor.as_str()).collect();
-    let action: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
-    let tax_code: Vec<Option<&str>> = records.iter().map(|r| r.tax_code.as_deref()).collect();
-    let credential_id: Vec<Option<Uuid>> = records.iter().map(|r| r.credential_id).collect();
-    let message_id: Vec<Option<&str>> = records.iter().map(|r| r.message_id.as_deref()).collect();
-    let detail: Vec<&Value> = records.iter().map(|r| &r.detail).collect();
-    sqlx::query(
+    Columns::of(records)
+        .bind(sqlx::query(&insert(1)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The statement that appends the entries bound as `Columns` from parameter `$first`
+/// on, in their order.
+pub(super) fn insert(first: usize) -> String {
+    let [a, w, x, t, c, m, d] = std::array::from_fn(|i| first + i);
+    format!(
         "insert into audit_log (at, actor, action, tax_code, credential_id, message_id, detail)
          select a, w, x, t, c, m, d
-         from unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::uuid[],
-             $6::text[], $7::jsonb[])
+         from unnest(${a}::timestamptz[], ${w}::text[], ${x}::text[], ${t}::text[],
+             ${c}::uuid[], ${m}::text[], ${d}::jsonb[])
          with ordinality as r(a, w, x, t, c, m, d, n)
-         order by n",
+         order by n"
     )
-    .bind(at)
-    .bind(actor)
-    .bind(action)
-    .bind(tax_code)
-    .bind(credential_id)
-    .bind(message_id)
-    .bind(detail)
-    .execute(conn)
-    .await?;
-    Ok(())
+}
+
+/// Entries as the parameters of `insert`, one array per column.
+pub(super) struct Columns<'a> {
+    at: Vec<DateTime<Utc>>,
+    actor: Vec<&'a str>,
+    action: Vec<&'a str>,
+    tax_code: Vec<Option<&'a str>>,
+    credential_id: Vec<Option<Uuid>>,
+    message_id: Vec<Option<&'a str>>,
+    detail: Vec<&'a Value>,
+}
+
+impl<'a> Columns<'a> {
+    pub(super) fn of(records: &'a [Record]) -> Columns<'a> {
+        Columns {
+            at: records.iter().map(|r| r.at).collect(),
+            actor: records.iter().map(|r| r.actor.as_str()).collect(),
+            action: records.iter().map(|r| r.action.as_str()).collect(),
+            tax_code: records.iter().map(|r| r.tax_code.as_deref()).collect(),
+            credential_id: records.iter().map(|r| r.credential_id).collect(),
+            message_id: records.iter().map(|r| r.message_id.as_deref()).collect(),
+            detail: records.iter().map(|r| &r.detail).collect(),
+        }
+    }
+
+    /// Binds the columns as `insert`'s next seven parameters.
+    pub(super) fn bind<'q>(self, query: Query<'q>) -> Query<'q>
+    where
+        'a: 'q,
+    {
+        query
+            .bind(self.at)
+            .bind(self.actor)
+            .bind(self.action)
+            .bind(self.tax_code)
+            .bind(self.credential_id)
+            .bind(self.message_id)
+            .bind(self.detail)
+    }
 }

@@ -9,57 +9,79 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::Query;
+
 use crate::contract::Outgoing;
 
-/// Records the notifications among `messages`, state `pending`, in the transaction that
-/// writes them to the outbox; each is created at its own `time`.
-pub async fn record<'a>(
-    conn: &mut PgConnection,
-    messages: impl IntoIterator<Item = &'a Outgoing>,
-) -> Result<(), sqlx::Error> {
-    let entries: Vec<_> = messages
-        .into_iter()
-        .filter_map(|m| m.ledger.as_ref().map(|entry| (m, entry)))
-        .collect();
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let created_at: Vec<DateTime<Utc>> = entries
-        .iter()
-        .map(|(m, _)| {
-            m.body["time"]
-                .as_str()
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map_or_else(Utc::now, |t| t.with_timezone(&Utc))
-        })
-        .collect();
-    let ids: Vec<&str> = entries.iter().map(|(m, _)| m.message_id.as_str()).collect();
-    let templates: Vec<&str> = entries.iter().map(|(_, e)| e.template).collect();
-    let channels: Vec<&str> = entries.iter().map(|(_, e)| e.channel.as_str()).collect();
-    let tax_codes: Vec<&str> = entries.iter().map(|(_, e)| e.tax_code.as_str()).collect();
-    let credentials: Vec<Option<Uuid>> = entries.iter().map(|(_, e)| e.credential_id).collect();
-    let carries: Vec<Option<&str>> = entries
-        .iter()
-        .map(|(_, e)| e.carries.map(|c| c.as_str()))
-        .collect();
-    sqlx::query(
+/// The statement that records the notifications bound as `Columns` from parameter
+/// `$first` on, state `pending` (see `outbox::insert_held`, which writes them with the
+/// outbox rows that carry them).
+pub(super) fn insert(first: usize) -> String {
+    let [i, t, c, x, k, s, a] = std::array::from_fn(|n| first + n);
+    format!(
         "insert into notifications (notification_id, template, channel, tax_code,
              credential_id, carries, created_at, state_at)
          select i, t, c, x, k, s, a, a
-         from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[],
-             $7::timestamptz[]) as m(i, t, c, x, k, s, a)
-         on conflict (notification_id) do nothing",
+         from unnest(${i}::text[], ${t}::text[], ${c}::text[], ${x}::text[], ${k}::uuid[],
+             ${s}::text[], ${a}::timestamptz[]) as m(i, t, c, x, k, s, a)
+         on conflict (notification_id) do nothing"
     )
-    .bind(ids)
-    .bind(templates)
-    .bind(channels)
-    .bind(tax_codes)
-    .bind(credentials)
-    .bind(carries)
-    .bind(created_at)
-    .execute(conn)
-    .await?;
-    Ok(())
+}
+
+/// The notifications among some outgoing messages as the parameters of `insert`, one
+/// array per column; each is created at its own `time`.
+pub(super) struct Columns<'a> {
+    ids: Vec<&'a str>,
+    templates: Vec<&'a str>,
+    channels: Vec<&'a str>,
+    tax_codes: Vec<&'a str>,
+    credentials: Vec<Option<Uuid>>,
+    carries: Vec<Option<&'a str>>,
+    created_at: Vec<DateTime<Utc>>,
+}
+
+impl<'a> Columns<'a> {
+    pub(super) fn of(messages: impl IntoIterator<Item = &'a Outgoing>) -> Columns<'a> {
+        let entries: Vec<_> = messages
+            .into_iter()
+            .filter_map(|m| m.ledger.as_ref().map(|entry| (m, entry)))
+            .collect();
+        Columns {
+            ids: entries.iter().map(|(m, _)| m.message_id.as_str()).collect(),
+            templates: entries.iter().map(|(_, e)| e.template).collect(),
+            channels: entries.iter().map(|(_, e)| e.channel.as_str()).collect(),
+            tax_codes: entries.iter().map(|(_, e)| e.tax_code.as_str()).collect(),
+            credentials: entries.iter().map(|(_, e)| e.credential_id).collect(),
+            carries: entries
+                .iter()
+                .map(|(_, e)| e.carries.map(|c| c.as_str()))
+                .collect(),
+            created_at: entries
+                .iter()
+                .map(|(m, _)| {
+                    m.body["time"]
+                        .as_str()
+                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                        .map_or_else(Utc::now, |t| t.with_timezone(&Utc))
+                })
+                .collect(),
+        }
+    }
+
+    /// Binds the columns as `insert`'s next seven parameters.
+    pub(super) fn bind<'q>(self, query: Query<'q>) -> Query<'q>
+    where
+        'a: 'q,
+    {
+        query
+            .bind(self.ids)
+            .bind(self.templates)
+            .bind(self.channels)
+            .bind(self.tax_codes)
+            .bind(self.credentials)
+            .bind(self.carries)
+            .bind(self.created_at)
+    }
 }
 
 /// Marks notifications sent once the broker confirmed them (other message ids are

@@ -3,11 +3,13 @@
 //! the associated data, so a sealed value cannot be moved to another row) and leaves
 //! the database with the row once the relay has its confirm.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, Row as _};
 
-use super::notifications;
+use super::{audit, notifications};
 use crate::contract::trace::TraceContext;
 use crate::contract::{Destination, Outgoing};
 use crate::seal::KeyRing;
@@ -78,14 +80,14 @@ pub async fn insert_all(
     insert_caused(conn, &[caused], keys).await
 }
 
-/// Writes what several messages caused in one statement, in their order (and the
-/// notifications among them into the ledger in one more).
+/// Writes what several messages caused in one statement, in their order, with the
+/// notifications among them into the ledger.
 pub async fn insert_caused(
     conn: &mut PgConnection,
     groups: &[Caused<'_>],
     keys: &KeyRing,
 ) -> Result<(), sqlx::Error> {
-    insert_held(conn, groups, keys, None).await.map(drop)
+    insert_held(conn, &[], groups, keys, None).await.map(drop)
 }
 
 /// Rows a process publishes itself as soon as it commits (see `runtime::at_commit`),
@@ -100,17 +102,19 @@ pub struct Hold {
 /// The first key of the advisory locks held by processes that publish at commit.
 pub const HOLDERS: i32 = 0x7066_6877;
 
-/// Writes what several messages caused, as `insert_caused` does, held from the relay
-/// by `hold` when given. Returns the rows' ids in the messages' order.
+/// Writes what several messages caused, as `insert_caused` does, and what they
+/// audited, in one statement, the rows held from the relay by `hold` when given.
+/// Returns the rows' ids in the messages' order.
 pub async fn insert_held(
     conn: &mut PgConnection,
+    audited: &[audit::Record],
     groups: &[Caused<'_>],
     keys: &KeyRing,
     hold: Option<&Hold>,
 ) -> Result<Vec<i64>, sqlx::Error> {
     let key = keys.current();
     let count: usize = groups.iter().map(|g| g.messages.len()).sum();
-    if count == 0 {
+    if count == 0 && audited.is_empty() {
         return Ok(Vec::new());
     }
     let mut destination = Vec::with_capacity(count);
@@ -151,10 +155,38 @@ pub async fn insert_held(
             caused_by.push(group.caused_by);
         }
     }
+    let query = sqlx::query(INSERT.as_str())
+        .bind(destination)
+        .bind(routing_key)
+        .bind(message_id)
+        .bind(message_type)
+        .bind(correlation_id)
+        .bind(traceparent)
+        .bind(tracestate)
+        .bind(body)
+        .bind(secret_field)
+        .bind(sealed_secret)
+        .bind(key_id)
+        .bind(caused_by)
+        .bind(hold.map(|h| h.until))
+        .bind(hold.map(|h| i64::from(h.by)));
+    let query = audit::Columns::of(audited).bind(query);
+    let query = notifications::Columns::of(groups.iter().flat_map(|g| g.messages)).bind(query);
+    let rows = query.fetch_all(&mut *conn).await?;
+    let mut ids: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
     // Ids are drawn in the order the rows go in, so sorting them gives the messages'
     // order back.
-    let mut ids: Vec<i64> = sqlx::query_scalar(
-        "insert into outbox (destination, routing_key, message_id, message_type,
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// The outbox rows (parameters 1 to 14), their audit entries (from 15) and the
+/// notifications among them (from 22), in one statement. PostgreSQL runs each insert
+/// of a `with` exactly once, whether or not the statement reads its rows.
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "with audited as ({}), ledger as ({})
+         insert into outbox (destination, routing_key, message_id, message_type,
              correlation_id, traceparent, tracestate, body, secret_field, sealed_secret,
              key_id, caused_by, next_attempt_at, held_by)
          select d, r, i, t, c, p, ts, b, f, s, k, y, coalesce($13, now()), $14
@@ -164,27 +196,10 @@ pub async fn insert_held(
          with ordinality as m(d, r, i, t, c, p, ts, b, f, s, k, y, n)
          order by n
          returning id",
+        audit::insert(15),
+        notifications::insert(22),
     )
-    .bind(destination)
-    .bind(routing_key)
-    .bind(message_id)
-    .bind(message_type)
-    .bind(correlation_id)
-    .bind(traceparent)
-    .bind(tracestate)
-    .bind(body)
-    .bind(secret_field)
-    .bind(sealed_secret)
-    .bind(key_id)
-    .bind(caused_by)
-    .bind(hold.map(|h| h.until))
-    .bind(hold.map(|h| i64::from(h.by)))
-    .fetch_all(&mut *conn)
-    .await?;
-    ids.sort_unstable();
-    notifications::record(conn, groups.iter().flat_map(|g| g.messages)).await?;
-    Ok(ids)
-}
+});
 
 /// What a sealed outbox secret is bound to: its message, its field and where it goes,
 /// so a ciphertext moved to another row does not open.
