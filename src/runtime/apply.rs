@@ -107,8 +107,8 @@ pub async fn apply_batch<W: Worker>(
 
 /// The common case in few round trips: one statement records every id of the batch
 /// in the inbox, the worker handles the new ones (see `Worker::handle_batch`), one
-/// statement writes what they audited, one everything they publish (and one the
-/// ledger), one commit. `None`, rolled back, when a handler refused a message for good.
+/// statement writes what they audited, everything they publish and the ledger's
+/// entries, one commit. `None`, rolled back, when a handler refused a message for good.
 /// What the batch caused comes back to be published at once, when that is on.
 async fn apply_together<W: Worker>(
     worker: &W,

@@ -30,7 +30,8 @@ pub struct Message<'a> {
     /// "Now" for every deadline check, from the injected clock.
     pub now: DateTime<Utc>,
     /// What the handler audited, written once it returns, with the rest of the batch's
-    /// audit rows in one statement of the same transaction.
+    /// audit rows (and, in the common case, its outbox rows) in one statement of the
+    /// same transaction.
     audited: Mutex<Vec<audit::Record>>,
 }
 
