@@ -1,12 +1,14 @@
 //! The audit log: one row per state change, written in the same transaction as the
 //! change. Never holds a secret.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use super::Query;
-use uuid::Uuid;
 
 /// One audited action.
 pub struct Entry<'a> {
@@ -69,11 +71,14 @@ pub async fn record_all(conn: &mut PgConnection, records: &[Record]) -> Result<(
         return Ok(());
     }
     Columns::of(records)
-        .bind(sqlx::query(&insert(1)))
+        .bind(sqlx::query(INSERT.as_str()))
         .execute(conn)
         .await?;
     Ok(())
 }
+
+/// `insert` on its own.
+static INSERT: LazyLock<String> = LazyLock::new(|| insert(1));
 
 /// The statement that appends the entries bound as `Columns` from parameter `$first`
 /// on, in their order.

@@ -10,7 +10,6 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::Query;
-
 use crate::contract::Outgoing;
 
 /// The statement that records the notifications bound as `Columns` from parameter
