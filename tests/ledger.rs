@@ -1,7 +1,8 @@
 //! The notification ledger and trace context: every notification is kept with its
 //! template, channel, tax code, credential and which secret it carried (never the
 //! secret), marked sent once the broker confirms it, and shown by `pinflow credential
-//! show`; `traceparent` and `tracestate` continue into what a command causes.
+//! show`; `traceparent` and `tracestate` continue into what a command causes. The
+//! ledger's entries go in with a batch's audit and outbox rows.
 
 mod common;
 
@@ -141,5 +142,125 @@ async fn trace_parent_and_trace_state_reach_the_gateway() {
         event.header("tracestate").as_deref(),
         Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
     );
+    app.stop().await;
+}
+
+/// A batch's audit entries, its outgoing messages and the ledger's entries for its
+/// notifications are written by one call, in their order (the outbox ids come back in
+/// the messages' order); audit entries with nothing to publish are written too.
+#[tokio::test]
+async fn a_batch_writes_its_audit_outbox_and_ledger_rows_in_one_call() {
+    use pinflow::contract::trace::TraceContext;
+    use pinflow::contract::{Notice, NotifyChannel, Outgoing};
+    use pinflow::seal::{KeyRing, OutboxKey};
+    use pinflow::store::audit::Record;
+    use pinflow::store::outbox::{self, Caused};
+
+    let (app, _, _) = common::observer_with(&[]).await;
+    let now = chrono::Utc::now();
+    let notice = |n| Notice {
+        channel: NotifyChannel::Sms,
+        template: "pin_first_half",
+        to: serde_json::json!("+393331234567"),
+        params: serde_json::json!({}),
+        tax_code: tax_code(n),
+        credential_id: Some(uuid::Uuid::new_v4()),
+        secret: None,
+    };
+    let audit = |action: &str, n| Record {
+        at: now,
+        actor: "portal".to_owned(),
+        action: action.to_owned(),
+        tax_code: Some(tax_code(n)),
+        credential_id: None,
+        message_id: Some(format!("m-{n}")),
+        detail: serde_json::json!({}),
+    };
+    let first = vec![
+        Outgoing::notification(notice(44), now),
+        Outgoing::event("pin.issued", serde_json::json!({ "n": 1 }), now),
+    ];
+    let second = vec![Outgoing::notification(notice(45), now)];
+    let trace = TraceContext::start();
+    let groups = [
+        Caused {
+            messages: &first,
+            trace: &trace,
+            caused_by: Some("m-44"),
+        },
+        Caused {
+            messages: &second,
+            trace: &trace,
+            caused_by: Some("m-45"),
+        },
+    ];
+    let keys = KeyRing::single(OutboxKey::generate());
+    let mut conn = app.pool.acquire().await.unwrap();
+
+    let audited = [audit("pin.issued", 44), audit("pin.issued_again", 45)];
+    let ids = outbox::insert_held(&mut conn, &audited, &groups, &keys, None)
+        .await
+        .unwrap();
+    let rows: Vec<(i64, String, Option<String>)> =
+        sqlx::query_as("select id, message_id, caused_by from outbox order by id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let in_order: Vec<&str> = first
+        .iter()
+        .chain(&second)
+        .map(|m| m.message_id.as_str())
+        .collect();
+    assert_eq!(ids, rows.iter().map(|r| r.0).collect::<Vec<_>>());
+    assert_eq!(
+        rows.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
+        in_order
+    );
+    assert_eq!(
+        rows.iter().map(|r| r.2.as_deref()).collect::<Vec<_>>(),
+        [Some("m-44"), Some("m-44"), Some("m-45")]
+    );
+    let ledger: Vec<(String, String, String)> = sqlx::query_as(
+        "select notification_id, tax_code, state from notifications order by tax_code",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        ledger,
+        [
+            (
+                first[0].message_id.clone(),
+                tax_code(44),
+                "pending".to_owned()
+            ),
+            (
+                second[0].message_id.clone(),
+                tax_code(45),
+                "pending".to_owned()
+            ),
+        ]
+    );
+
+    let alone = [audit("pin.revoked", 46)];
+    let none = outbox::insert_held(&mut conn, &alone, &[], &keys, None)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let actions: Vec<(String, Option<String>)> =
+        sqlx::query_as("select action, message_id from audit_log order by id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        actions,
+        [
+            ("pin.issued".to_owned(), Some("m-44".to_owned())),
+            ("pin.issued_again".to_owned(), Some("m-45".to_owned())),
+            ("pin.revoked".to_owned(), Some("m-46".to_owned())),
+        ]
+    );
+    assert_eq!(app.count("select count(*) from outbox").await, 3);
+    drop(conn);
     app.stop().await;
 }
