@@ -14,7 +14,7 @@ use crate::contract::Envelope;
 use crate::contract::trace::TraceContext;
 use crate::error::{HandlerError, chain};
 use crate::store::outbox::Caused;
-use crate::store::{audit, inbox, outbox};
+use crate::store::{inbox, outbox};
 
 /// What a parsed delivery carries besides its command.
 pub struct Head {
@@ -229,15 +229,13 @@ async fn apply<W: Worker>(
             .await
         {
             Ok(outgoing) => {
-                audit::record_all(&mut savepoint, &message.take_audited()).await?;
-                outbox::insert_all(
-                    &mut savepoint,
-                    &outgoing,
-                    &item.head.trace,
-                    &deps.keys,
-                    Some(&envelope.id),
-                )
-                .await?;
+                let caused = Caused {
+                    messages: &outgoing,
+                    trace: &item.head.trace,
+                    caused_by: Some(&envelope.id),
+                };
+                let audited = message.take_audited();
+                outbox::insert_held(&mut savepoint, &audited, &[caused], &deps.keys, None).await?;
                 savepoint.commit().await?;
                 outcomes.push((item.index, Verdict::Done));
             }
