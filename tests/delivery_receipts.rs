@@ -390,10 +390,7 @@ async fn receipts_handled_in_batches_have_the_outcome_each_would_have_alone() {
     failure_of(&app, &returned).await;
     failure_of(&app, &twice).await;
     // Every output published: nothing more can come.
-    common::account::eventually("the outbox is empty", || async {
-        app.count("select count(*) from outbox").await == 0
-    })
-    .await;
+    app.wait_for_empty_outbox().await;
     assert!(
         app.events_so_far("pin.delivery_failed").await.is_empty(),
         "three failures announced, once each"

@@ -677,9 +677,6 @@ async fn messages_go_out_in_their_order_when_each_is_a_relay_round_of_its_own() 
     }
     assert_eq!(issued, codes, "in the order the requests were handled");
     // Every round confirmed and its row deleted.
-    common::account::eventually("the outbox is empty", || async {
-        app.count("select count(*) from outbox").await == 0
-    })
-    .await;
+    app.wait_for_empty_outbox().await;
     app.stop().await;
 }

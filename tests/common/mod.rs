@@ -546,6 +546,16 @@ impl TestApp {
         }
     }
 
+    /// Waits until the outbox is empty: every row published, confirmed and settled. A
+    /// row goes a moment after its message has arrived, so `wait_for_count`, which
+    /// fails at once while there are more rows than it waits for, would race it.
+    pub async fn wait_for_empty_outbox(&self) {
+        account::eventually("the outbox is empty", || async {
+            self.count("select count(*) from outbox").await == 0
+        })
+        .await;
+    }
+
     /// Runs `pinflow ARGS` against this test's namespace and database, as an operator
     /// would; returns (success, stdout, stderr).
     pub fn pinflow(&self, args: &[&str]) -> (bool, String, String) {
