@@ -23,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 /// jemalloc instead of the system's allocator. A batch's deliveries are allocated on
 /// lapin's I/O threads and freed on the async thread, and each message makes and drops
-/// many small strings and JSON values; against glibc's allocator this took 5-15% off
-/// the `pinflow run` process's CPU per command, for 4-5 MiB more resident memory
-/// (docs/performance.md, "A sixth sitting").
+/// many small strings and JSON values. Against glibc's allocator this took about 9% off
+/// the `pinflow run` process's CPU per command (the median of 22 alternating pairs), for
+/// 4-5 MiB more resident memory (docs/performance.md, "A sixth sitting").
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
