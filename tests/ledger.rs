@@ -264,3 +264,86 @@ async fn a_batch_writes_its_audit_outbox_and_ledger_rows_in_one_call() {
     drop(conn);
     app.stop().await;
 }
+
+/// A reply's outbox row carries the tax code and credential of its request's last
+/// audit entry (what `reply.returned` is recorded against when the caller's queue is
+/// gone); other rows, and a reply whose request audited nothing, carry neither.
+#[tokio::test]
+async fn a_reply_row_carries_its_requests_last_audit_entry() {
+    use pinflow::contract::Outgoing;
+    use pinflow::contract::trace::TraceContext;
+    use pinflow::seal::{KeyRing, OutboxKey};
+    use pinflow::store::audit::Record;
+    use pinflow::store::outbox::{self, Caused};
+
+    let (app, _, _) = common::observer_with(&[]).await;
+    let now = chrono::Utc::now();
+    let audit = |n, message: &str, credential_id| Record {
+        at: now,
+        actor: "portal".to_owned(),
+        action: "pin.verify_failed".to_owned(),
+        tax_code: Some(tax_code(n)),
+        credential_id,
+        message_id: Some(message.to_owned()),
+        detail: serde_json::json!({}),
+    };
+    let reply = |n| {
+        Outgoing::reply(
+            "pin.verify",
+            "portal.replies",
+            Some(&format!("c-{n}")),
+            serde_json::json!({ "status": "invalid" }),
+            None,
+            now,
+        )
+    };
+    let (earlier, later, other) = (
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+    );
+    let audited = [
+        audit(47, "m-47", Some(earlier)),
+        audit(48, "m-48", Some(other)),
+        audit(47, "m-47", Some(later)),
+    ];
+    let first = vec![
+        Outgoing::event("pin.locked", serde_json::json!({ "n": 1 }), now),
+        reply(47),
+    ];
+    let second = vec![reply(49)];
+    let trace = TraceContext::start();
+    let groups = [
+        Caused {
+            messages: &first,
+            trace: &trace,
+            caused_by: Some("m-47"),
+        },
+        Caused {
+            messages: &second,
+            trace: &trace,
+            caused_by: Some("m-49"),
+        },
+    ];
+    let keys = KeyRing::single(OutboxKey::generate());
+    let mut conn = app.pool.acquire().await.unwrap();
+    outbox::insert_held(&mut conn, &audited, &groups, &keys, None)
+        .await
+        .unwrap();
+    drop(conn);
+    let rows: Vec<(String, Option<String>, Option<uuid::Uuid>)> = sqlx::query_as(
+        "select destination, request_tax_code, request_credential_id from outbox order by id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("event".to_owned(), None, None),
+            ("reply".to_owned(), Some(tax_code(47)), Some(later)),
+            ("reply".to_owned(), None, None),
+        ]
+    );
+    app.stop().await;
+}

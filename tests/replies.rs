@@ -99,6 +99,16 @@ async fn a_reply_to_a_vanished_queue_is_recorded_not_lost_silently() {
         0,
         "the reply and its PIN are gone"
     );
+    assert_eq!(
+        app.count(&format!(
+            "select count(*) from audit_log r join credentials c on c.id = r.credential_id
+             where r.action = 'reply.returned' and r.message_id = '{access_id}'
+               and c.tax_code = '{code}'"
+        ))
+        .await,
+        1,
+        "recorded against the credential the request activated"
+    );
     let (ok, out, err) = app.pinflow(&["credential", "show", &code]);
     assert!(ok, "{err}");
     assert!(out.contains("reply.returned"), "operators see it: {out}");

@@ -373,21 +373,21 @@ fn mandatory(_destination: &Destination) -> bool {
     true
 }
 
-/// Records in the audit trail, against the request's tax code and credential, that its
-/// reply could not be delivered (the citizen must ask again, for example by a reset).
+/// Records in the audit trail, against the request's tax code and credential (carried
+/// by the reply's row, see `outbox::insert_held`), that its reply could not be
+/// delivered (the citizen must ask again, for example by a reset).
 async fn reply_returned(conn: &mut sqlx::PgConnection, row: &Pending) -> Result<(), sqlx::Error> {
     tracing::warn!(message_id = %row.message_id, message_type = %row.message_type, caused_by = ?row.caused_by, "reply returned: the caller's queue is gone");
     sqlx::query(
         "insert into audit_log (at, actor, action, tax_code, credential_id, message_id, detail)
-         select now(), 'pinflow', 'reply.returned', a.tax_code, a.credential_id, $1,
-                jsonb_build_object('reply_type', $2::text, 'reply_id', $3::text)
-         from (select null) as one
-         left join lateral (select tax_code, credential_id from audit_log
-                            where message_id = $1 order by id desc limit 1) a on true",
+         values (now(), 'pinflow', 'reply.returned', $4, $5, $1,
+                 jsonb_build_object('reply_type', $2::text, 'reply_id', $3::text))",
     )
     .bind(row.caused_by.as_deref())
     .bind(&row.message_type)
     .bind(&row.message_id)
+    .bind(row.request_tax_code.as_deref())
+    .bind(row.request_credential_id)
     .execute(conn)
     .await?;
     Ok(())

@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, Row as _};
+use uuid::Uuid;
 
 use super::{audit, notifications};
 use crate::contract::trace::TraceContext;
@@ -40,6 +41,10 @@ pub struct Pending {
     pub attempts: i32,
     /// The id of the message whose handling wrote this row, if a message did.
     pub caused_by: Option<String>,
+    /// For a reply: the tax code and credential its request's last audit entry named.
+    pub request_tax_code: Option<String>,
+    /// See `request_tax_code`.
+    pub request_credential_id: Option<Uuid>,
 }
 
 /// A secret as stored.
@@ -103,7 +108,9 @@ pub struct Hold {
 pub const HOLDERS: i32 = 0x7066_6877;
 
 /// Writes what several messages caused, as `insert_caused` does, and what they
-/// audited, in one statement, the rows held from the relay by `hold` when given.
+/// audited, in one statement, the rows held from the relay by `hold` when given. A
+/// reply's row carries the tax code and credential of its request's last entry in
+/// `audited`, for when its caller's queue is gone (see `Pending::request_tax_code`).
 /// Returns the rows' ids in the messages' order.
 pub async fn insert_held(
     conn: &mut PgConnection,
@@ -129,9 +136,17 @@ pub async fn insert_held(
     let mut sealed_secret = Vec::with_capacity(count);
     let mut key_id = Vec::with_capacity(count);
     let mut caused_by = Vec::with_capacity(count);
+    let mut request_tax_code = Vec::with_capacity(count);
+    let mut request_credential_id = Vec::with_capacity(count);
     for group in groups {
         let parent = group.trace.parent.to_string();
         for message in group.messages {
+            let request = match message.destination {
+                Destination::Reply => last_entry(audited, group.caused_by),
+                _ => None,
+            };
+            request_tax_code.push(request.and_then(|r| r.tax_code.as_deref()));
+            request_credential_id.push(request.and_then(|r| r.credential_id));
             destination.push(message.destination.as_str());
             routing_key.push(message.routing_key.as_str());
             message_id.push(message.message_id.as_str());
@@ -169,7 +184,9 @@ pub async fn insert_held(
         .bind(key_id)
         .bind(caused_by)
         .bind(hold.map(|h| h.until))
-        .bind(hold.map(|h| i64::from(h.by)));
+        .bind(hold.map(|h| i64::from(h.by)))
+        .bind(request_tax_code)
+        .bind(request_credential_id);
     let query = audit::Columns::of(audited).bind(query);
     let query = notifications::Columns::of(groups.iter().flat_map(|g| g.messages)).bind(query);
     let rows = query.fetch_all(&mut *conn).await?;
@@ -180,26 +197,39 @@ pub async fn insert_held(
     Ok(ids)
 }
 
-/// The outbox rows (parameters 1 to 14), their audit entries (from 15) and the
-/// notifications among them (from 22), in one statement. PostgreSQL runs each insert
+/// The outbox rows (parameters 1 to 16), their audit entries (from 17) and the
+/// notifications among them (from 24), in one statement. PostgreSQL runs each insert
 /// of a `with` exactly once, whether or not the statement reads its rows.
 static INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "with audited as ({}), ledger as ({})
          insert into outbox (destination, routing_key, message_id, message_type,
              correlation_id, traceparent, tracestate, body, secret_field, sealed_secret,
-             key_id, caused_by, next_attempt_at, held_by)
-         select d, r, i, t, c, p, ts, b, f, s, k, y, coalesce($13, now()), $14
+             key_id, caused_by, next_attempt_at, held_by, request_tax_code,
+             request_credential_id)
+         select d, r, i, t, c, p, ts, b, f, s, k, y, coalesce($13, now()), $14, q, u
          from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
              $6::text[], $7::text[], $8::jsonb[], $9::text[], $10::bytea[], $11::text[],
-             $12::text[])
-         with ordinality as m(d, r, i, t, c, p, ts, b, f, s, k, y, n)
+             $12::text[], $15::text[], $16::uuid[])
+         with ordinality as m(d, r, i, t, c, p, ts, b, f, s, k, y, q, u, n)
          order by n
          returning id",
-        audit::insert(15),
-        notifications::insert(22),
+        audit::insert(17),
+        notifications::insert(24),
     )
 });
+
+/// The last of `audited` that `message_id` caused.
+fn last_entry<'a>(
+    audited: &'a [audit::Record],
+    message_id: Option<&str>,
+) -> Option<&'a audit::Record> {
+    let message_id = message_id?;
+    audited
+        .iter()
+        .rev()
+        .find(|r| r.message_id.as_deref() == Some(message_id))
+}
 
 /// What a sealed outbox secret is bound to: its message, its field and where it goes,
 /// so a ciphertext moved to another row does not open.
@@ -218,7 +248,7 @@ pub async fn due(
     let rows = sqlx::query(
         "select id, destination, routing_key, message_id, message_type, correlation_id,
                 traceparent, tracestate, body, secret_field, sealed_secret, key_id, attempts,
-                caused_by
+                caused_by, request_tax_code, request_credential_id
          from outbox
          where next_attempt_at <= $1
             or (held_by is not null and held_by not in (
@@ -261,6 +291,8 @@ pub async fn due(
                 },
                 attempts: row.try_get("attempts")?,
                 caused_by: row.try_get("caused_by")?,
+                request_tax_code: row.try_get("request_tax_code")?,
+                request_credential_id: row.try_get("request_credential_id")?,
             })
         })
         .collect()
