@@ -174,6 +174,14 @@ pub struct Rules {
     #[arg(long, env = "PINFLOW_ARGON2_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub argon2_threads: Option<u16>,
 
+    /// Threads that keep hashing while commands that do not hash are being handled
+    /// (default: one fewer than `PINFLOW_ARGON2_THREADS`, at least one). The others
+    /// step aside between two hashes until no such command has been seen for 250 ms,
+    /// leaving their cores to those commands and to a broker or database on the same
+    /// machine. Set it to `PINFLOW_ARGON2_THREADS` for hashing never to step aside.
+    #[arg(long, env = "PINFLOW_ARGON2_THREADS_BESIDE_OTHERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub argon2_threads_beside_others: Option<u16>,
+
     /// Development only: allow Argon2 costs below the OWASP minimum (cheap hashing for
     /// tests and for measuring the runtime alone).
     #[arg(long, env = "PINFLOW_DEV_ALLOW_WEAK_ARGON2")]
@@ -230,6 +238,16 @@ impl Rules {
     pub fn hash_threads(&self) -> usize {
         self.argon2_threads
             .map_or_else(crate::domain::hashing::cores, usize::from)
+    }
+
+    /// How many hashes run at a time while commands that do not hash are being
+    /// handled: `PINFLOW_ARGON2_THREADS_BESIDE_OTHERS`, or one fewer than
+    /// [`Rules::hash_threads`]; at least one, at most that.
+    pub fn hash_threads_beside_others(&self) -> usize {
+        let threads = self.hash_threads();
+        self.argon2_threads_beside_others
+            .map_or(threads.saturating_sub(1), usize::from)
+            .clamp(1, threads.max(1))
     }
 
     /// The Argon2id parameters these rules name.
@@ -428,6 +446,28 @@ mod tests {
         let one = rules(&["--argon2-threads", "1"]).expect("one thread");
         assert_eq!(one.hash_threads(), 1);
         assert!(rules(&["--argon2-threads", "0"]).is_err());
+    }
+
+    #[test]
+    fn one_hashing_thread_fewer_beside_other_work_unless_set() {
+        let beside = |args: &[&str]| rules(args).expect("rules").hash_threads_beside_others();
+        assert_eq!(beside(&["--argon2-threads", "4"]), 3);
+        assert_eq!(beside(&["--argon2-threads", "1"]), 1, "never none");
+        let all = [
+            "--argon2-threads",
+            "4",
+            "--argon2-threads-beside-others",
+            "4",
+        ];
+        assert_eq!(beside(&all), 4);
+        let more = [
+            "--argon2-threads",
+            "2",
+            "--argon2-threads-beside-others",
+            "8",
+        ];
+        assert_eq!(beside(&more), 2, "at most the threads there are");
+        assert!(rules(&["--argon2-threads-beside-others", "0"]).is_err());
     }
 
     #[derive(clap::Parser)]

@@ -784,7 +784,9 @@ untimed.
       first publication until its last output (the same as pinflow_rate); and that ÷
       the argon2 ceiling [burst_ratio_to_hash_ceiling] (the same as
       ratio_to_hash_ceiling): how much of the hashing capacity the burst got while
-      TYPE flowed beside it.
+      TYPE flowed beside it. While TYPE's commands are being handled, only
+      PINFLOW_ARGON2_THREADS_BESIDE_OTHERS hashing threads hash (by default one
+      fewer than the ceiling's); once they stop, all of them again.
   TYPE's outputs [outputs, unexpected_outputs]: both sub-phases, by routing key; a
       clean run counts nothing unexpected.
 

@@ -32,6 +32,9 @@ pub struct Binding {
     /// carried, before a `pin.verify`; a notification before its `delivery.receipt`):
     /// the benchmark sends them first, in this order, untimed. Empty for most.
     pub needs: &'static [&'static str],
+    /// Whether handling it runs Argon2. Commands that do not have the hashing
+    /// threads that step aside wait while they are handled (see `domain::OtherWork`).
+    pub hashes: bool,
 }
 
 impl Binding {
@@ -43,6 +46,7 @@ impl Binding {
             rpc: false,
             causes,
             needs: &[],
+            hashes: false,
         }
     }
 
@@ -54,6 +58,7 @@ impl Binding {
             rpc: true,
             causes,
             needs: &[],
+            hashes: false,
         }
     }
 
@@ -65,12 +70,21 @@ impl Binding {
             rpc: false,
             causes,
             needs: &[],
+            hashes: false,
         }
     }
 
     /// The same binding, whose example needs these command types handled first.
     pub const fn after(self, needs: &'static [&'static str]) -> Binding {
         Binding { needs, ..self }
+    }
+
+    /// The same binding, for a type whose handling runs Argon2.
+    pub const fn hashing(self) -> Binding {
+        Binding {
+            hashes: true,
+            ..self
+        }
     }
 }
 

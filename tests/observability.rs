@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use common::conversion::application;
 use common::issuance::{IssuanceApp, pin_request};
 use common::process::{Pinflow, key, start};
 use common::{PATIENCE, command_properties, observer_with, tax_code};
@@ -252,6 +253,63 @@ async fn counters_move_by_exactly_what_was_sent() {
         }
     }
     assert!(asked >= 15, "the dashboard queries pinflow's metrics");
+    let (status, _) = pinflow.terminate().await;
+    assert!(status.success());
+    app.stop().await;
+}
+
+/// With two hashing threads, one steps aside while commands that do not hash are
+/// handled (`pinflow_argon2_threads_stepped_aside` is 1), never for hashing commands
+/// alone, and hashes again once the others stop.
+#[tokio::test]
+async fn a_hashing_thread_steps_aside_only_for_commands_that_do_not_hash() {
+    let (app, connections, _) = observer_with(&[]).await;
+    let addr = free_addr();
+    let pinflow = start(
+        &connections,
+        &key(),
+        &[
+            ("PINFLOW_METRICS_ADDR", &addr.to_string()),
+            ("PINFLOW_ARGON2_THREADS", "2"),
+            ("PINFLOW_LOG", "info"),
+        ],
+    );
+    readiness(addr, 200, &["ready"], &pinflow).await;
+    let aside = |samples: &[Sample]| value(samples, "pinflow_argon2_threads_stepped_aside", &[]);
+    let pause = std::time::Duration::from_millis(40);
+
+    // PIN requests alone, one every 40 ms for 1.2 s: every hashing thread hashes.
+    for n in 0..30 {
+        app.publish(&pin_request(&tax_code(100 + n), "online"))
+            .await;
+        tokio::time::sleep(pause).await;
+        assert_eq!(aside(&scrape(addr).await), 0.0, "after PIN request {n}");
+    }
+    app.take(&app.notify_queue("sms"), 30).await;
+
+    // Applications, which hash nothing: one thread steps aside while they flow.
+    let mut stepped_aside = false;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut n = 0;
+    while !stepped_aside {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no thread stepped aside"
+        );
+        let code = tax_code(200 + n % 50);
+        let id = format!("APP-{n}");
+        app.publish(&application(&code, &id, "spid", "2026-11-22T10:00:00Z"))
+            .await;
+        tokio::time::sleep(pause).await;
+        let now = aside(&scrape(addr).await);
+        assert!(now <= 1.0, "one thread keeps hashing: {now} stepped aside");
+        stepped_aside = now == 1.0;
+        n += 1;
+    }
+
+    // They stopped: it hashes again.
+    let after = scrape_until(addr, |s| aside(s) == 0.0).await;
+    assert_eq!(aside(&after), 0.0, "the thread hashes again");
     let (status, _) = pinflow.terminate().await;
     assert!(status.success());
     app.stop().await;

@@ -169,10 +169,13 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
         declared: Default::default(),
         jobs_now: setup.jobs_now.clone(),
         health,
+        other_work: Arc::default(),
     });
-    let hasher = crate::domain::PinHasher::with_threads(
+    let hasher = crate::domain::PinHasher::beside(
         setup.rules.hash_params(),
         setup.rules.hash_threads(),
+        setup.rules.hash_threads_beside_others(),
+        &deps.other_work,
     )
     .context("invalid Argon2 settings")?;
     let tracker = TaskTracker::new();
@@ -216,6 +219,7 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> anyhow::Re
         namespace = %setup.connections.namespace,
         async_threads,
         hash_threads = setup.rules.hash_threads(),
+        hash_threads_beside_others = setup.rules.hash_threads_beside_others(),
         "pinflow running"
     );
 

@@ -1,12 +1,14 @@
 //! Argon2id hashing of PINs, with the work moved off the async threads onto the
 //! hashing threads (see `hash_pool`).
 
+use std::sync::Arc;
+
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::rngs::OsRng;
 use zeroize::Zeroizing;
 
-use super::hash_pool::HashPool;
+use super::hash_pool::{HashPool, OtherWork};
 use crate::telemetry::metrics;
 
 /// Argon2id cost parameters.
@@ -87,6 +89,21 @@ impl PinHasher {
         Ok(PinHasher {
             params: params.argon2_params()?,
             pool: HashPool::start(threads.max(1))?,
+        })
+    }
+
+    /// A hasher that runs `threads` hashes at a time, but only `keep` (at least one)
+    /// while `other` says commands that do not hash are being handled: the other
+    /// threads step aside for them between two hashes (see `hash_pool`).
+    pub fn beside(
+        params: HashParams,
+        threads: usize,
+        keep: usize,
+        other: &Arc<OtherWork>,
+    ) -> Result<PinHasher, HashError> {
+        Ok(PinHasher {
+            params: params.argon2_params()?,
+            pool: HashPool::start_beside(threads.max(1), keep, other)?,
         })
     }
 

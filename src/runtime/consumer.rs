@@ -174,6 +174,9 @@ impl<W: Worker> Consumer<'_, W> {
                 Err(e) => verdicts[index] = Verdict::Invalid(e.to_string()),
             }
         }
+        if labels.iter().any(|label| !self.hashes(label)) {
+            self.deps.other_work.seen();
+        }
         let mut ready = Vec::new();
         for (index, head, result) in self.prepare(parsed).await {
             match result {
@@ -218,6 +221,13 @@ impl<W: Worker> Consumer<'_, W> {
     /// The type a delivery that did not parse is counted under: its AMQP type or
     /// routing key when the worker takes that type, `unknown` otherwise (so a
     /// stranger's values cannot grow the metrics without bound).
+    /// Whether handling a command of this type runs Argon2 (see `Binding::hashes`).
+    fn hashes(&self, message_type: &str) -> bool {
+        self.description
+            .binding(message_type)
+            .is_some_and(|binding| binding.hashes)
+    }
+
     fn type_label(&self, delivery: &Delivery) -> String {
         let properties = &delivery.properties;
         let amqp_type = properties.kind().as_ref().map(|t| t.as_str());

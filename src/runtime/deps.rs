@@ -9,6 +9,7 @@ use tokio::sync::{Notify, OnceCell, watch};
 use crate::broker::{Names, topology};
 use crate::clock::Clock;
 use crate::config;
+use crate::domain::OtherWork;
 use crate::manifest::Description;
 use crate::seal::KeyRing;
 
@@ -41,6 +42,9 @@ pub struct Deps {
     pub jobs_now: JobTrigger,
     /// Whether each consumer loop, the intake and the relay have their broker session.
     pub health: Arc<super::health::Health>,
+    /// Told by the consumer loops when they handle commands that do not hash, for the
+    /// hashing threads that step aside for them.
+    pub other_work: Arc<OtherWork>,
 }
 
 impl Deps {

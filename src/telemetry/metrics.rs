@@ -81,6 +81,10 @@ fn describe() {
     );
     describe_counter!(RECONNECTS, "Broker sessions lost and started again.");
     describe_gauge!(ARGON2_WAITING, "Hashes waiting for a free core.");
+    describe_gauge!(
+        ARGON2_STEPPED_ASIDE,
+        "Hashing threads waiting while commands that do not hash are handled."
+    );
     describe_histogram!(ARGON2, Unit::Seconds, "Time of one Argon2id hash or check.");
     describe_gauge!(
         GAUGES_AGE,
@@ -104,6 +108,7 @@ const EXPIRING_WEEK: &str = "pinflow_credentials_expiring_within_7d";
 const SWEEP_LAG: &str = "pinflow_expiry_sweep_lag_seconds";
 const RECONNECTS: &str = "pinflow_broker_reconnects_total";
 const ARGON2_WAITING: &str = "pinflow_argon2_queue_depth";
+const ARGON2_STEPPED_ASIDE: &str = "pinflow_argon2_threads_stepped_aside";
 const ARGON2: &str = "pinflow_argon2_duration_seconds";
 const GAUGES_AGE: &str = "pinflow_gauges_refreshed_timestamp_seconds";
 
@@ -208,6 +213,12 @@ pub fn reconnects(component: &str, lost: u64) {
 /// A hash starts waiting for a core (+1) or stops waiting (-1).
 pub fn argon2_waiting(delta: f64) {
     gauge!(ARGON2_WAITING).increment(delta);
+}
+
+/// A hashing thread steps aside for commands that do not hash (+1), or takes hashes
+/// again (-1).
+pub fn argon2_stepped_aside(delta: f64) {
+    gauge!(ARGON2_STEPPED_ASIDE).increment(delta);
 }
 
 /// One Argon2id computation took `took`.

@@ -163,6 +163,7 @@ pub fn deps(app: &TestApp) -> Arc<Deps> {
         declared: Default::default(),
         jobs_now: Default::default(),
         health: Default::default(),
+        other_work: Default::default(),
     })
 }
 

@@ -28,9 +28,13 @@ pub const WORKER: Registration = Registration {
     description: Description {
         name: "issuance",
         bindings: &[
-            Binding::command("pin.request", &["notify.sms", "notify.post", "pin.issued"]),
-            Binding::rpc("pin.first_access", &["reply", "pin.activated"]).after(&["pin.request"]),
-            Binding::rpc("pin.verify", &["reply"]).after(&["pin.request", "pin.first_access"]),
+            Binding::command("pin.request", &["notify.sms", "notify.post", "pin.issued"]).hashing(),
+            Binding::rpc("pin.first_access", &["reply", "pin.activated"])
+                .after(&["pin.request"])
+                .hashing(),
+            Binding::rpc("pin.verify", &["reply"])
+                .after(&["pin.request", "pin.first_access"])
+                .hashing(),
         ],
         jobs: &[],
     },

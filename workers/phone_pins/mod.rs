@@ -35,9 +35,11 @@ pub const WORKER: Registration = Registration {
         name: "phone_pins",
         bindings: &[
             Binding::rpc("phone_pin.request", &["reply", "phone_pin.issued"])
-                .after(&["pin.request"]),
+                .after(&["pin.request"])
+                .hashing(),
             Binding::rpc("phone_pin.verify", &["reply"])
-                .after(&["pin.request", "phone_pin.request"]),
+                .after(&["pin.request", "phone_pin.request"])
+                .hashing(),
         ],
         jobs: &[JobSpec {
             name: "tidy",

@@ -32,7 +32,8 @@ pub const WORKER: Registration = Registration {
             Binding::command(
                 "pin.reset.confirm",
                 &["notify.sms", "notify.email", "pin.reset"],
-            ),
+            )
+            .hashing(),
         ],
         jobs: &[],
     },

@@ -263,6 +263,9 @@ pub(super) fn settings_env(runtime: &Runtime, rules: &Rules) -> Vec<(&'static st
     if let Some(threads) = rules.argon2_threads {
         env.push(("PINFLOW_ARGON2_THREADS", threads.to_string()));
     }
+    if let Some(threads) = rules.argon2_threads_beside_others {
+        env.push(("PINFLOW_ARGON2_THREADS_BESIDE_OTHERS", threads.to_string()));
+    }
     env
 }
 
