@@ -32,8 +32,9 @@ pub struct Binding {
     /// carried, before a `pin.verify`; a notification before its `delivery.receipt`):
     /// the benchmark sends them first, in this order, untimed. Empty for most.
     pub needs: &'static [&'static str],
-    /// Whether handling it runs Argon2. Commands that do not have the hashing
-    /// threads that step aside wait while they are handled (see `domain::OtherWork`).
+    /// Whether handling it runs Argon2. While commands of a type that does not are
+    /// being handled, the hashing threads that step aside wait (see
+    /// `domain::OtherWork`).
     pub hashes: bool,
 }
 

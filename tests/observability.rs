@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use common::conversion::application;
 use common::issuance::{IssuanceApp, pin_request};
 use common::process::{Pinflow, key, start};
-use common::{PATIENCE, command_properties, observer_with, tax_code};
+use common::{PATIENCE, TestApp, command_properties, observer_with, tax_code};
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -125,20 +125,25 @@ async fn scrape_until(addr: SocketAddr, done: impl Fn(&[Sample]) -> bool) -> Vec
     }
 }
 
-#[tokio::test]
-async fn counters_move_by_exactly_what_was_sent() {
+/// A `pinflow run` with every worker, serving its metrics, logging at `info`, with
+/// `env` besides, once it is ready; and the test's app and the metrics' address.
+async fn serving_metrics(env: &[(&str, &str)]) -> (TestApp, SocketAddr, Pinflow) {
     let (app, connections, _) = observer_with(&[]).await;
     let addr = free_addr();
-    let pinflow = start(
-        &connections,
-        &key(),
-        &[
-            ("PINFLOW_METRICS_ADDR", &addr.to_string()),
-            ("PINFLOW_METRICS_INTERVAL", "PT0.2S"),
-            ("PINFLOW_LOG", "info"),
-        ],
-    );
+    let metrics_addr = addr.to_string();
+    let mut all = vec![
+        ("PINFLOW_METRICS_ADDR", metrics_addr.as_str()),
+        ("PINFLOW_LOG", "info"),
+    ];
+    all.extend_from_slice(env);
+    let pinflow = start(&connections, &key(), &all);
     readiness(addr, 200, &["ready"], &pinflow).await;
+    (app, addr, pinflow)
+}
+
+#[tokio::test]
+async fn counters_move_by_exactly_what_was_sent() {
+    let (app, addr, pinflow) = serving_metrics(&[("PINFLOW_METRICS_INTERVAL", "PT0.2S")]).await;
     let (status, body) = get(addr, "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "alive\n"));
     let before = scrape(addr).await;
@@ -263,18 +268,7 @@ async fn counters_move_by_exactly_what_was_sent() {
 /// alone, and hashes again once the others stop.
 #[tokio::test]
 async fn a_hashing_thread_steps_aside_only_for_commands_that_do_not_hash() {
-    let (app, connections, _) = observer_with(&[]).await;
-    let addr = free_addr();
-    let pinflow = start(
-        &connections,
-        &key(),
-        &[
-            ("PINFLOW_METRICS_ADDR", &addr.to_string()),
-            ("PINFLOW_ARGON2_THREADS", "2"),
-            ("PINFLOW_LOG", "info"),
-        ],
-    );
-    readiness(addr, 200, &["ready"], &pinflow).await;
+    let (app, addr, pinflow) = serving_metrics(&[("PINFLOW_ARGON2_THREADS", "2")]).await;
     let aside = |samples: &[Sample]| value(samples, "pinflow_argon2_threads_stepped_aside", &[]);
     let pause = std::time::Duration::from_millis(40);
 

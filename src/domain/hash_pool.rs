@@ -22,7 +22,7 @@ use crate::telemetry::metrics;
 
 /// How long after the last command that does not hash the threads that step aside
 /// keep waiting.
-pub const STEP_ASIDE_FOR: Duration = Duration::from_millis(250);
+const STEP_ASIDE_FOR: Duration = Duration::from_millis(250);
 
 /// One hash or check, given a thread's work memory.
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
@@ -71,14 +71,9 @@ pub struct HashPool {
 }
 
 impl HashPool {
-    /// Starts `threads` hashing threads that never step aside.
-    pub fn start(threads: usize) -> Result<HashPool, HashError> {
-        HashPool::start_beside(threads, threads, &Arc::default())
-    }
-
     /// Starts `threads` hashing threads, of which all but `keep` (at least one) step
     /// aside while `other` says commands that do not hash are being handled.
-    pub fn start_beside(
+    pub fn start(
         threads: usize,
         keep: usize,
         other: &Arc<OtherWork>,
@@ -140,7 +135,8 @@ fn work(queue: &Receiver<Job>, steps_aside: Option<&OtherWork>) {
 
 /// A hashing thread that steps aside: before it takes each job, and every
 /// [`STEP_ASIDE_FOR`] while it has none, it waits until `other` has seen nothing for
-/// that long.
+/// that long. A job it is already waiting for when other work begins it still takes:
+/// at most one hash more each time.
 fn work_beside(queue: &Receiver<Job>, other: &OtherWork, memory: &mut Vec<Block>) {
     let mut aside = false;
     loop {
@@ -170,14 +166,14 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_run_on_the_pool_threads() {
-        let pool = HashPool::start(2).unwrap();
+        let pool = HashPool::start(2, 2, &Arc::default()).unwrap();
         let name = pool.run(|_| std::thread::current().name().map(str::to_owned));
         assert!(name.await.unwrap().unwrap().starts_with("pinflow-argon2-"));
     }
 
     #[tokio::test]
     async fn a_thread_keeps_its_work_memory_between_jobs() {
-        let pool = HashPool::start(1).unwrap();
+        let pool = HashPool::start(1, 1, &Arc::default()).unwrap();
         pool.run(|memory| memory.resize(8, Block::default()))
             .await
             .unwrap();
@@ -200,7 +196,7 @@ mod tests {
     async fn nothing_else_seen_nothing_waits() {
         let other = Arc::new(OtherWork::default());
         assert_eq!(other.wait_left(), None);
-        let pool = HashPool::start_beside(2, 1, &other).unwrap();
+        let pool = HashPool::start(2, 1, &other).unwrap();
         assert!(two_at_once(&pool).await, "both threads hash");
     }
 
@@ -210,7 +206,7 @@ mod tests {
         other.seen();
         let left = other.wait_left().expect("just seen");
         assert!(left <= STEP_ASIDE_FOR);
-        let pool = HashPool::start_beside(2, 1, &other).unwrap();
+        let pool = HashPool::start(2, 1, &other).unwrap();
         // Each job says it saw other work again: only the thread that keeps hashing
         // takes any.
         for _ in 0..8 {
@@ -231,7 +227,7 @@ mod tests {
     async fn keeping_every_thread_never_steps_aside() {
         let other = Arc::new(OtherWork::default());
         other.seen();
-        let pool = HashPool::start_beside(2, 2, &other).unwrap();
+        let pool = HashPool::start(2, 2, &other).unwrap();
         assert!(
             two_at_once(&pool).await,
             "both threads hash beside other work"

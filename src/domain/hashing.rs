@@ -86,10 +86,7 @@ impl PinHasher {
 
     /// A hasher with these parameters that runs `threads` hashes at a time.
     pub fn with_threads(params: HashParams, threads: usize) -> Result<PinHasher, HashError> {
-        Ok(PinHasher {
-            params: params.argon2_params()?,
-            pool: HashPool::start(threads.max(1))?,
-        })
+        PinHasher::beside(params, threads, threads, &Arc::default())
     }
 
     /// A hasher that runs `threads` hashes at a time, but only `keep` (at least one)
@@ -103,7 +100,7 @@ impl PinHasher {
     ) -> Result<PinHasher, HashError> {
         Ok(PinHasher {
             params: params.argon2_params()?,
-            pool: HashPool::start_beside(threads.max(1), keep, other)?,
+            pool: HashPool::start(threads.max(1), keep, other)?,
         })
     }
 

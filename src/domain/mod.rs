@@ -15,7 +15,7 @@ pub mod tax_code;
 
 pub use contact::{ContactError, Email, Mobile};
 pub use country::{Country, CountryError};
-pub use hash_pool::{OtherWork, STEP_ASIDE_FOR};
+pub use hash_pool::OtherWork;
 pub use hashing::{HashError, HashParams, PinHasher};
 pub use period::{Period, PeriodError};
 pub use pin::{InitialPin, PhonePin, Pin, PinHalf, ResetToken};
