@@ -80,6 +80,8 @@ impl HashPool {
     ) -> Result<HashPool, HashError> {
         let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
         let keep = keep.max(1);
+        // Shown from the start, at 0, rather than only once a thread steps aside.
+        metrics::argon2_stepped_aside(0.0);
         for n in 0..threads {
             let queue = queue.clone();
             let steps_aside = (n >= keep).then(|| other.clone());
