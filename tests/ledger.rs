@@ -11,6 +11,10 @@ use std::time::Duration;
 use common::issuance::{IssuanceApp, pin_request};
 use common::{PATIENCE, spawn_app, tax_code};
 use lapin::types::{AMQPValue, FieldTable};
+use pinflow::contract::Outgoing;
+use pinflow::contract::trace::TraceContext;
+use pinflow::store::audit::Record;
+use pinflow::store::outbox::Caused;
 use serde_json::Value;
 
 async fn wait_sent(app: &common::TestApp, n: i64) {
@@ -145,16 +149,40 @@ async fn trace_parent_and_trace_state_reach_the_gateway() {
     app.stop().await;
 }
 
+/// An audit entry of the message `message` about applicant `n`.
+fn record(action: &str, n: u32, message: &str, credential_id: Option<uuid::Uuid>) -> Record {
+    Record {
+        at: chrono::Utc::now(),
+        actor: "portal".to_owned(),
+        action: action.to_owned(),
+        tax_code: Some(tax_code(n)),
+        credential_id,
+        message_id: Some(message.to_owned()),
+        detail: serde_json::json!({}),
+    }
+}
+
+/// Two messages' outgoing messages, each caused by the message id beside it.
+fn two_caused<'a>(
+    trace: &'a TraceContext,
+    [(first, first_by), (second, second_by)]: [(&'a [Outgoing], &'a str); 2],
+) -> [Caused<'a>; 2] {
+    let caused = |messages, by| Caused {
+        messages,
+        trace,
+        caused_by: Some(by),
+    };
+    [caused(first, first_by), caused(second, second_by)]
+}
+
 /// A batch's audit entries, its outgoing messages and the ledger's entries for its
 /// notifications are written by one call, in their order (the outbox ids come back in
 /// the messages' order); audit entries with nothing to publish are written too.
 #[tokio::test]
 async fn a_batch_writes_its_audit_outbox_and_ledger_rows_in_one_call() {
-    use pinflow::contract::trace::TraceContext;
-    use pinflow::contract::{Notice, NotifyChannel, Outgoing};
+    use pinflow::contract::{Notice, NotifyChannel};
     use pinflow::seal::{KeyRing, OutboxKey};
-    use pinflow::store::audit::Record;
-    use pinflow::store::outbox::{self, Caused};
+    use pinflow::store::outbox;
 
     let (app, _, _) = common::observer_with(&[]).await;
     let now = chrono::Utc::now();
@@ -167,33 +195,14 @@ async fn a_batch_writes_its_audit_outbox_and_ledger_rows_in_one_call() {
         credential_id: Some(uuid::Uuid::new_v4()),
         secret: None,
     };
-    let audit = |action: &str, n| Record {
-        at: now,
-        actor: "portal".to_owned(),
-        action: action.to_owned(),
-        tax_code: Some(tax_code(n)),
-        credential_id: None,
-        message_id: Some(format!("m-{n}")),
-        detail: serde_json::json!({}),
-    };
+    let audit = |action, n| record(action, n, &format!("m-{n}"), None);
     let first = vec![
         Outgoing::notification(notice(44), now),
         Outgoing::event("pin.issued", serde_json::json!({ "n": 1 }), now),
     ];
     let second = vec![Outgoing::notification(notice(45), now)];
     let trace = TraceContext::start();
-    let groups = [
-        Caused {
-            messages: &first,
-            trace: &trace,
-            caused_by: Some("m-44"),
-        },
-        Caused {
-            messages: &second,
-            trace: &trace,
-            caused_by: Some("m-45"),
-        },
-    ];
+    let groups = two_caused(&trace, [(&first, "m-44"), (&second, "m-45")]);
     let keys = KeyRing::single(OutboxKey::generate());
     let mut conn = app.pool.acquire().await.unwrap();
 
@@ -270,23 +279,12 @@ async fn a_batch_writes_its_audit_outbox_and_ledger_rows_in_one_call() {
 /// gone); other rows, and a reply whose request audited nothing, carry neither.
 #[tokio::test]
 async fn a_reply_row_carries_its_requests_last_audit_entry() {
-    use pinflow::contract::Outgoing;
-    use pinflow::contract::trace::TraceContext;
     use pinflow::seal::{KeyRing, OutboxKey};
-    use pinflow::store::audit::Record;
-    use pinflow::store::outbox::{self, Caused};
+    use pinflow::store::outbox;
 
     let (app, _, _) = common::observer_with(&[]).await;
     let now = chrono::Utc::now();
-    let audit = |n, message: &str, credential_id| Record {
-        at: now,
-        actor: "portal".to_owned(),
-        action: "pin.verify_failed".to_owned(),
-        tax_code: Some(tax_code(n)),
-        credential_id,
-        message_id: Some(message.to_owned()),
-        detail: serde_json::json!({}),
-    };
+    let audit = |n, message, credential_id| record("pin.verify_failed", n, message, credential_id);
     let reply = |n| {
         Outgoing::reply(
             "pin.verify",
@@ -313,18 +311,7 @@ async fn a_reply_row_carries_its_requests_last_audit_entry() {
     ];
     let second = vec![reply(49)];
     let trace = TraceContext::start();
-    let groups = [
-        Caused {
-            messages: &first,
-            trace: &trace,
-            caused_by: Some("m-47"),
-        },
-        Caused {
-            messages: &second,
-            trace: &trace,
-            caused_by: Some("m-49"),
-        },
-    ];
+    let groups = two_caused(&trace, [(&first, "m-47"), (&second, "m-49")]);
     let keys = KeyRing::single(OutboxKey::generate());
     let mut conn = app.pool.acquire().await.unwrap();
     outbox::insert_held(&mut conn, &audited, &groups, &keys, None)
