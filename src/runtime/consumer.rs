@@ -218,9 +218,6 @@ impl<W: Worker> Consumer<'_, W> {
         Ok(())
     }
 
-    /// The type a delivery that did not parse is counted under: its AMQP type or
-    /// routing key when the worker takes that type, `unknown` otherwise (so a
-    /// stranger's values cannot grow the metrics without bound).
     /// Whether handling a command of this type runs Argon2 (see `Binding::hashes`).
     fn hashes(&self, message_type: &str) -> bool {
         self.description
@@ -228,6 +225,9 @@ impl<W: Worker> Consumer<'_, W> {
             .is_some_and(|binding| binding.hashes)
     }
 
+    /// The type a delivery that did not parse is counted under: its AMQP type or
+    /// routing key when the worker takes that type, `unknown` otherwise (so a
+    /// stranger's values cannot grow the metrics without bound).
     fn type_label(&self, delivery: &Delivery) -> String {
         let properties = &delivery.properties;
         let amqp_type = properties.kind().as_ref().map(|t| t.as_str());
