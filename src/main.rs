@@ -757,8 +757,9 @@ Figures (the --json keys in brackets):
 
 With --alongside TYPE (the --json keys below are under alongside, null without it):
 once the workers consume, TYPE is published at --alongside-rate alone, then as many
-again while every --type command, the burst, is published at once (with confirms, on
-a channel of its own) [message_type, offered_rate, messages]. The burst is the measured
+again while every --type command, the burst, is published at once (both with
+confirms; TYPE on a connection of its own, as another upstream system's would be)
+[message_type, offered_rate, messages]. The burst is the measured
 phase: the figures above are the burst's, its latency includes queueing, and CPU per
 1,000 and argon2's share count from the burst's start until its last output (TYPE's
 commands of that time included; peak RSS is the whole phase's). TYPE's applicants come

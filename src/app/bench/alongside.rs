@@ -1,8 +1,8 @@
 //! `pinflow bench --alongside TYPE`: whether commands of another type keep flowing
 //! while a burst of the measured type (`pin.request` or `pin.verify`: Argon2) is
 //! handled. With the workers running, commands of the other type are published at a
-//! set rate, first alone, then again while every command of the burst is published
-//! at once; each time their latency is measured as the `--rate` mode measures it:
+//! set rate, on a connection of their own, first alone, then again while every
+//! command of the burst is published at once; each time their latency is measured as the `--rate` mode measures it:
 //! from a command's publication until the last message it causes arrived, matched by
 //! its trace id. They are for applicants of their own (after the burst's, others in
 //! each sub-phase) and their trace ids carry phases of their own, so the gateway tells
@@ -235,8 +235,12 @@ pub(super) struct Sides {
     rate: f64,
     /// Its commands in each sub-phase.
     messages: u32,
-    /// On a channel of its own, so that the burst's confirms do not hold them up.
+    /// On a connection of its own, as another upstream system's would be: on the
+    /// burst's, they would wait behind its publications in the benchmark's own socket
+    /// and in the broker's reader of that connection before pinflow could see them.
     outbound: Outbound,
+    /// That connection, closed once both sub-phases are done.
+    connection: Connection,
     /// The commands published alone.
     alone: Arc<Commands>,
     /// The commands published during the burst.
@@ -275,7 +279,7 @@ impl Sides {
     /// in each sub-phase. `None` without it.
     pub(super) async fn prepare(
         bench: &BenchSetup<'_>,
-        connection: &Connection,
+        amqp_url: &str,
         gateway: &mut Gateway,
         outbound: &Outbound,
         traces: Traces,
@@ -286,6 +290,7 @@ impl Sides {
         };
         let binding = command_binding(bench.registry, asked.message_type)?;
         let messages = asked.messages();
+        let connection = crate::broker::connect(amqp_url).await?;
         let channel = connection.create_channel().await?;
         channel.confirm_select(Default::default()).await?;
         let outbound = Outbound {
@@ -324,6 +329,7 @@ impl Sides {
             rate: asked.rate,
             messages,
             outbound,
+            connection,
             alone,
             during,
         }))
@@ -374,6 +380,7 @@ impl Sides {
         let during_sent = publisher.await??;
         waited?;
         let _ = self.outbound.channel.close(200, "done".into()).await;
+        let _ = self.connection.close(200, "done".into()).await;
 
         let burst_end = burst.last_done().unwrap_or(started);
         let latency_alone = Latency::of(alone.latencies(&alone_sent, ..), false);

@@ -389,7 +389,15 @@ async fn measure(
     )
     .await?;
     // With --alongside, the other type's commands, and what they need first.
-    let sides = Sides::prepare(&bench, connection, &mut gateway, &outbound, traces, &setup).await?;
+    let sides = Sides::prepare(
+        &bench,
+        &ours.amqp_url,
+        &mut gateway,
+        &outbound,
+        traces,
+        &setup,
+    )
+    .await?;
     let group = Group::new(traces, MEASURED);
     let commands = Arc::new(Commands::new(message_type, Arc::new(facts), group)?);
     let mut tracker = Tracker::new(MEASURED, binding, messages);
