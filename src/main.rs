@@ -759,12 +759,11 @@ With --alongside TYPE (the --json keys below are under alongside, null without i
 once the workers consume, TYPE is published at --alongside-rate alone, then as many
 again while every --type command, the burst, is published at once (both with
 confirms; TYPE on a connection of its own, as another upstream system's would be)
-[message_type, offered_rate, messages]. The burst is the measured
-phase: the figures above are the burst's, its latency includes queueing, and CPU per
-1,000 and argon2's share count from the burst's start until its last output (TYPE's
-commands of that time included; peak RSS is the whole phase's). TYPE's applicants come
-after the burst's, others in each sub-phase; what TYPE needs first is done for them,
-untimed.
+[message_type, offered_rate, messages]. The burst is the measured phase: the figures
+above are the burst's, its latency includes queueing, and CPU per 1,000 and argon2's
+share count from the burst's start until its last output (TYPE's commands of that time
+included; peak RSS is the whole phase's). TYPE's applicants come after the burst's,
+others in each sub-phase; what TYPE needs first is done for them, untimed.
   alone p50 / p99 / max [alone.*_ms]: TYPE's latency as --rate measures it (from
       publication until its last output arrived) with nothing else published; how
       many completed and the rate published [completed_alone, published_rate_alone].

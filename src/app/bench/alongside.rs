@@ -2,11 +2,12 @@
 //! while a burst of the measured type (`pin.request` or `pin.verify`: Argon2) is
 //! handled. With the workers running, commands of the other type are published at a
 //! set rate, on a connection of their own, first alone, then again while every
-//! command of the burst is published at once; each time their latency is measured as the `--rate` mode measures it:
-//! from a command's publication until the last message it causes arrived, matched by
-//! its trace id. They are for applicants of their own (after the burst's, others in
-//! each sub-phase) and their trace ids carry phases of their own, so the gateway tells
-//! them and the burst apart. The burst is the run's measured phase.
+//! command of the burst is published at once; each time their latency is measured as
+//! the `--rate` mode measures it: from a command's publication until the last message
+//! it causes arrived, matched by its trace id. They are for applicants of their own
+//! (after the burst's, others in each sub-phase) and their trace ids carry phases of
+//! their own, so the gateway tells them and the burst apart. The burst is the run's
+//! measured phase.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
