@@ -787,6 +787,13 @@ others in each sub-phase; what TYPE needs first is done for them, untimed.
       TYPE flowed beside it. While TYPE's commands are being handled, only
       PINFLOW_ARGON2_THREADS_BESIDE_OTHERS hashing threads hash (by default one
       fewer than the ceiling's); once they stop, all of them again.
+  broker alone, alone / beside [broker_alone.*_ms, broker_during.*_ms]: after
+      pinflow's phase, the broker alone runs TYPE's pattern at the same rate and count,
+      timed as --rate times it (no database, no pinflow): first with nothing else
+      published, then while as many --type commands as the burst are published at once
+      into a quorum queue that nothing consumes. p99 beside ÷ alone [broker_p99_ratio]
+      is how far taking the burst in moves the goal's figure at the broker by itself on
+      this machine: a p99_ratio near it is the broker's, not pinflow's.
   TYPE's outputs [outputs, unexpected_outputs]: both sub-phases, by routing key; a
       clean run counts nothing unexpected.
 

@@ -4,7 +4,8 @@
 //! latency percentiles are ordered, and afterwards nothing of the run is left: no
 //! message in a queue that is not a `notify.*` one, and no queue, exchange or
 //! database of its namespace at all. With `--alongside`, another type published at a
-//! rate completes wholly alone and beside a burst, and each of its figures is there.
+//! rate completes wholly alone and beside a burst, and each of its figures is there,
+//! the broker alone's beside a burst included.
 //! With `--rate`, the broker alone is timed at the same rate, every command of it.
 //! Never asserts a speed.
 
@@ -416,5 +417,25 @@ async fn alongside_a_burst_another_type_is_timed_alone_and_during_it() {
         assert_eq!(side.p99_ratio_hashing, 0.0, "{side}");
     }
     assert!(report.to_string().contains("once the burst was taken in"));
+    // The broker alone, at the same rate and count: every command timed, alone and
+    // beside as many burst commands taken in.
+    for latency in [&side.broker_alone, &side.broker_during] {
+        assert_eq!(latency.samples, ALONGSIDE as usize, "{side}");
+        assert!(latency.p50_ms > 0.0, "a real round trip takes time: {side}");
+        assert!(latency.p50_ms <= latency.p99_ms && latency.p99_ms <= latency.max_ms);
+        assert!(!latency.includes_queueing, "published at a rate");
+    }
+    assert_eq!(
+        side.broker_p99_ratio,
+        side.broker_during.p99_ms / side.broker_alone.p99_ms
+    );
+    assert!(report.to_string().contains("broker alone, alone / beside"));
+    // Its burst queue too is gone (`bench_queues` names it).
+    assert!(
+        bench::bench_queues(&report.namespace)
+            .iter()
+            .any(|q| q.ends_with(".ceiling.burst")),
+        "the teardown knows the burst queue"
+    );
     assert_clean(&report, &runtime).await;
 }

@@ -13,18 +13,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use lapin::Connection;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::ceiling::{Bodies, pattern_latency};
 use super::commands::{Commands, Group, MAX_APPLICANTS};
 use super::gateway::{Gateway, Output, Phase, Traces};
 use super::report::{Latency, ratio};
 use super::running::Running;
 use super::tracking::{Outbound, Published, Tracker, publish_commands, sent_for, wait, wait_all};
-use super::{BenchSetup, command_binding, prelude};
+use super::{BenchSetup, ceiling_bodies, command_binding, prelude};
 use crate::app::Setup;
+use crate::config::Runtime;
 use crate::manifest::Binding;
 
 /// The trace phase of the other type's commands published alone.
@@ -136,6 +139,16 @@ pub struct Alongside {
     pub burst_seconds: f64,
     /// `burst_rate / argon2.hashes_per_second` (the report's `ratio_to_hash_ceiling`).
     pub burst_ratio_to_hash_ceiling: f64,
+    /// The broker alone running the other type's pattern at the same rate, timed as
+    /// `--rate` times it (no database, no pinflow), with nothing else published.
+    pub broker_alone: Latency,
+    /// The same while as many commands of the burst's type are published at once into
+    /// a quorum queue that nothing consumes: what taking the burst in costs the other
+    /// type at the broker alone.
+    pub broker_during: Latency,
+    /// `broker_during.p99_ms / broker_alone.p99_ms`: how far the broker by itself moves
+    /// the goal's figure on this machine.
+    pub broker_p99_ratio: f64,
     /// Outputs of the other type's commands counted, both sub-phases, by routing key.
     pub outputs: BTreeMap<String, u64>,
     /// Outputs of its phases that its description does not list, by routing key (0 in
@@ -208,6 +221,13 @@ impl std::fmt::Display for Alongside {
                     self.burst_rate, self.burst_seconds, self.burst_ratio_to_hash_ceiling
                 ),
             ),
+            (
+                "  broker alone, alone / beside:",
+                format!(
+                    "p99 {:.1} / {:.1} ms, × {:.2}: the broker's own share of the ratio",
+                    self.broker_alone.p99_ms, self.broker_during.p99_ms, self.broker_p99_ratio
+                ),
+            ),
         ];
         for (i, (label, value)) in lines.iter().enumerate() {
             if i > 0 {
@@ -248,6 +268,13 @@ pub(super) struct Sides {
     during: Arc<Commands>,
 }
 
+/// The broker alone running the other type's pattern at its rate, alone and beside a
+/// burst it takes in (see `Sides::broker_floor`).
+pub(super) struct Floor {
+    alone: Latency,
+    during: Latency,
+}
+
 /// The burst, as the run's measured phase sees it, and the other type's figures.
 pub(super) struct Burst {
     /// When the burst's publication began.
@@ -263,12 +290,21 @@ pub(super) struct Burst {
 
 impl Burst {
     /// The other type's figures, with the burst's rate, its length and the Argon2
-    /// ceiling measured in the same run.
-    pub(super) fn figures(self, rate: f64, seconds: f64, hashes_per_second: f64) -> Alongside {
+    /// ceiling measured in the same run, and the broker alone's.
+    pub(super) fn figures(
+        self,
+        rate: f64,
+        seconds: f64,
+        hashes_per_second: f64,
+        floor: Floor,
+    ) -> Alongside {
         Alongside {
             burst_rate: rate,
             burst_seconds: seconds,
             burst_ratio_to_hash_ceiling: rate / hashes_per_second,
+            broker_p99_ratio: ratio(floor.during.p99_ms, floor.alone.p99_ms),
+            broker_alone: floor.alone,
+            broker_during: floor.during,
             ..self.side
         }
     }
@@ -410,6 +446,9 @@ impl Sides {
             burst_rate: 0.0,
             burst_seconds: 0.0,
             burst_ratio_to_hash_ceiling: 0.0,
+            broker_alone: Latency::of(Vec::new(), false),
+            broker_during: Latency::of(Vec::new(), false),
+            broker_p99_ratio: 0.0,
             outputs: merged(&alone.outputs, &during.outputs),
             unexpected_outputs: merged(&alone.unexpected, &during.unexpected),
         };
@@ -420,6 +459,34 @@ impl Sides {
             cpu_seconds,
             side,
         })
+    }
+
+    /// The broker alone running the other type's pattern at the same rate and count,
+    /// first with nothing else published, then while `burst` (bodies of the burst's
+    /// type, as many) is published at once into a queue nothing consumes: the part of
+    /// the goal's figure that taking the burst in costs at the broker itself. After
+    /// pinflow's phase, on the ceiling's queues (see `ceiling::pattern_latency`).
+    pub(super) async fn broker_floor(
+        &self,
+        amqp_url: &str,
+        tag: &str,
+        runtime: &Runtime,
+        burst: &Bodies,
+    ) -> anyhow::Result<Floor> {
+        let bodies = ceiling_bodies(&self.message_type, self.messages)?;
+        let causes = self.binding.causes;
+        let mut timed = Vec::with_capacity(2);
+        for beside in [None, Some(burst)] {
+            let at = (self.rate, beside);
+            let latency = pattern_latency(amqp_url, tag, &bodies, causes, runtime, at)
+                .await?
+                .map(|(latency, _)| latency)
+                .context("the other type causes nothing to time")?;
+            timed.push(latency);
+        }
+        let during = timed.pop().context("timed beside the burst")?;
+        let alone = timed.pop().context("timed alone")?;
+        Ok(Floor { alone, during })
     }
 
     /// Publishes the other type's commands of one sub-phase at the rate asked.

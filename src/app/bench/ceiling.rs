@@ -23,6 +23,9 @@ use crate::broker::publish::{self, Outbound, set_str};
 use crate::config::Runtime;
 use crate::contract::CONTENT_TYPE;
 
+/// Commands to publish, each with its message id.
+pub(super) type Bodies = [(String, Vec<u8>)];
+
 pub(super) fn properties(id: &str, message_type: &str, reply_to: Option<&str>) -> BasicProperties {
     traced(id, message_type, reply_to, None)
 }
@@ -57,7 +60,7 @@ pub(super) async fn publish_all(
     channel: &Channel,
     exchange: &str,
     key: &str,
-    bodies: &[(String, Vec<u8>)],
+    bodies: &Bodies,
     (message_type, reply_to): (&str, Option<&str>),
     limit: Duration,
     rate: Option<f64>,
@@ -120,6 +123,12 @@ pub(super) struct Sinks {
 /// The name of the ceiling's sink (or exchange) `name` in namespace `tag`.
 fn sink(tag: &str, name: &str) -> String {
     format!("{tag}.ceiling.{name}")
+}
+
+/// Where the broker alone takes a burst in beside the pattern (see `pattern_latency`):
+/// a quorum queue, as a worker's is, that nothing consumes.
+pub(super) fn burst_queue(tag: &str) -> String {
+    sink(tag, "burst")
 }
 
 impl Sinks {
@@ -285,7 +294,7 @@ pub(super) async fn look(channel: &Channel, queue: &str) -> anyhow::Result<lapin
 pub(super) async fn pattern_ceiling(
     amqp_url: &str,
     tag: &str,
-    bodies: &[(String, Vec<u8>)],
+    bodies: &Bodies,
     causes: &[&str],
     runtime: &Runtime,
 ) -> anyhow::Result<Ceiling> {
@@ -315,7 +324,7 @@ async fn measure(
     connection: &Connection,
     channel: &Channel,
     tag: &str,
-    bodies: &[(String, Vec<u8>)],
+    bodies: &Bodies,
     sinks: &Sinks,
     runtime: &Runtime,
 ) -> anyhow::Result<Ceiling> {
@@ -398,36 +407,66 @@ async fn measure(
 /// pinflow's phase at a set rate. A pattern that causes nothing has no such latency
 /// (`None`). On a connection of its own and the ceiling's queues (see
 /// `pattern_ceiling`), left empty.
+///
+/// With `burst`, those bodies are published at once (with confirms, on a connection of
+/// their own) into `burst_queue` as the first command is: what taking a burst in costs
+/// the pattern at the broker alone. Nothing consumes them; the queue is purged once
+/// the pattern is done.
 pub(super) async fn pattern_latency(
     amqp_url: &str,
     tag: &str,
-    bodies: &[(String, Vec<u8>)],
+    bodies: &Bodies,
     causes: &[&str],
     runtime: &Runtime,
-    rate: f64,
+    (rate, burst): (f64, Option<&Bodies>),
 ) -> anyhow::Result<Option<(Latency, CpuSplit)>> {
     if causes.is_empty() {
         return Ok(None);
     }
     let connection = broker::connect(amqp_url).await?;
+    let burst = match burst {
+        Some(bodies) => Some((broker::connect(amqp_url).await?, bodies)),
+        None => None,
+    };
     let sinks = Sinks::of(tag, causes);
-    let measured = latency_at(&connection, tag, bodies, &sinks, runtime, rate).await;
+    let beside = burst
+        .as_ref()
+        .map(|(connection, bodies)| (connection, *bodies));
+    let measured = latency_at(&connection, tag, bodies, &sinks, runtime, rate, beside).await;
     let _ = connection.close(200, "done".into()).await;
+    if let Some((connection, _)) = burst {
+        let _ = connection.close(200, "done".into()).await;
+    }
     measured.map(Some)
 }
 
 async fn latency_at(
     connection: &Connection,
     tag: &str,
-    bodies: &[(String, Vec<u8>)],
+    bodies: &Bodies,
     sinks: &Sinks,
     runtime: &Runtime,
     rate: f64,
+    burst: Option<(&Connection, &Bodies)>,
 ) -> anyhow::Result<(Latency, CpuSplit)> {
     let queue = format!("{tag}.ceiling");
     let publisher = connection.create_channel().await?;
     publisher.confirm_select(Default::default()).await?;
     empty_queues(&publisher, &queue, sinks, runtime.confirm_timeout).await?;
+    let burst_queue = burst_queue(tag);
+    let bursting = match burst {
+        Some((connection, bodies)) => {
+            let channel = connection.create_channel().await?;
+            channel.confirm_select(Default::default()).await?;
+            if declare(&channel, &burst_queue, true).await? > 0 {
+                channel
+                    .queue_purge(burst_queue.as_str().into(), Default::default())
+                    .await?;
+            }
+            Some((channel, bodies))
+        }
+        None => None,
+    };
     let index: HashMap<String, usize> = bodies
         .iter()
         .enumerate()
@@ -467,12 +506,30 @@ async fn latency_at(
     let kind = ("bench", None);
     let limit = runtime.confirm_timeout;
     let machine = Snapshot::take();
-    let (published, served) = tokio::join!(
+    let burst_in = async {
+        match &bursting {
+            Some((channel, bodies)) => {
+                publish_all(channel, "", &burst_queue, bodies, kind, limit, None).await?;
+                anyhow::Ok(())
+            }
+            None => Ok(()),
+        }
+    };
+    let (published, served, burst_in) = tokio::join!(
         publish_all(&publisher, "", &queue, bodies, kind, limit, Some(rate)),
         serve(&server, &mut consumer, sinks, n, runtime),
+        burst_in,
     );
     let published = published?;
     served?;
+    burst_in.context("the burst beside the broker alone")?;
+    // Emptied once the pattern is done, not while it runs.
+    if let Some((channel, _)) = &bursting {
+        channel
+            .queue_purge(burst_queue.as_str().into(), Default::default())
+            .await?;
+        let _ = channel.close(200, "done".into()).await;
+    }
     let done = tokio::time::timeout(limit, arrived)
         .await
         .context("the pattern's outputs stopped arriving")??;

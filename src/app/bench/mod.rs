@@ -270,6 +270,7 @@ pub fn bench_queues(tag: &str) -> Vec<String> {
         .map(|q| format!("{tag}.{q}"))
         .collect();
     queues.extend(ceiling::Sinks::names(tag).0);
+    queues.push(ceiling::burst_queue(tag));
     queues
 }
 
@@ -512,12 +513,17 @@ async fn measure(
     // With --rate, the broker alone at the same rate: the latency the pattern itself
     // has on this machine.
     let (broker_pattern_latency, broker_pattern_cpu_split) = match (rate, &sides) {
-        (Some(rate), None) => {
-            pattern_latency(&ours.amqp_url, tag, &bodies, binding.causes, runtime, rate)
-                .await
-                .context("the broker's latency for the pattern")?
-                .unzip()
-        }
+        (Some(rate), None) => pattern_latency(
+            &ours.amqp_url,
+            tag,
+            &bodies,
+            binding.causes,
+            runtime,
+            (rate, None),
+        )
+        .await
+        .context("the broker's latency for the pattern")?
+        .unzip(),
         _ => (None, None),
     };
     // Closed here, not dropped: the connection closes next (see `remove_namespace`).
@@ -526,7 +532,16 @@ async fn measure(
     let broker_pattern_rate = (pattern_before + pattern_after) / 2.0;
     let pinflow_rate = f64::from(tracker.completed) / elapsed;
     let per_1000 = usage.cpu_seconds * 1000.0 / f64::from(messages);
-    let alongside = burst.map(|b| b.figures(pinflow_rate, elapsed, argon2.hashes_per_second));
+    let alongside = match (burst, &sides) {
+        (Some(burst), Some(sides)) => {
+            let floor = sides
+                .broker_floor(&ours.amqp_url, tag, runtime, &bodies)
+                .await
+                .context("the broker alone beside the burst")?;
+            Some(burst.figures(pinflow_rate, elapsed, argon2.hashes_per_second, floor))
+        }
+        _ => None,
+    };
     let bound_without_pinflow = match alongside {
         Some(_) => None,
         None => Bound::of(&cpu_split, broker_pattern_rate),
