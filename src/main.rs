@@ -791,9 +791,11 @@ others in each sub-phase; what TYPE needs first is done for them, untimed.
       pinflow's phase, the broker alone runs TYPE's pattern at the same rate and count,
       timed as --rate times it (no database, no pinflow): first with nothing else
       published, then while as many --type commands as the burst are published at once
-      into a quorum queue that nothing consumes. p99 beside ÷ alone [broker_p99_ratio]
-      is how far taking the burst in moves the goal's figure at the broker by itself on
-      this machine: a p99_ratio near it is the broker's, not pinflow's.
+      into a quorum queue that nothing consumes and the benchmark hashes beside it on
+      PINFLOW_ARGON2_THREADS_BESIDE_OTHERS threads, as the burst would. p99 beside ÷
+      alone [broker_p99_ratio] is how far taking the burst in and hashing it move the
+      goal's figure with no pinflow on this machine: what p99_ratio has beyond it is
+      pinflow's.
   TYPE's outputs [outputs, unexpected_outputs]: both sub-phases, by routing key; a
       clean run counts nothing unexpected.
 

@@ -22,12 +22,13 @@ use tokio::task::JoinHandle;
 use super::ceiling::{Bodies, pattern_latency};
 use super::commands::{Commands, Group, MAX_APPLICANTS};
 use super::gateway::{Gateway, Output, Phase, Traces};
+use super::hashing::Load;
 use super::report::{Latency, ratio};
 use super::running::Running;
 use super::tracking::{Outbound, Published, Tracker, publish_commands, sent_for, wait, wait_all};
 use super::{BenchSetup, ceiling_bodies, command_binding, prelude};
 use crate::app::Setup;
-use crate::config::Runtime;
+use crate::config::{Rules, Runtime};
 use crate::manifest::Binding;
 
 /// The trace phase of the other type's commands published alone.
@@ -143,11 +144,12 @@ pub struct Alongside {
     /// `--rate` times it (no database, no pinflow), with nothing else published.
     pub broker_alone: Latency,
     /// The same while as many commands of the burst's type are published at once into
-    /// a quorum queue that nothing consumes: what taking the burst in costs the other
-    /// type at the broker alone.
+    /// a quorum queue that nothing consumes, and the benchmark hashes beside it on as
+    /// many threads as the burst would: what taking the burst in and hashing it cost
+    /// the other type with no pinflow.
     pub broker_during: Latency,
-    /// `broker_during.p99_ms / broker_alone.p99_ms`: how far the broker by itself moves
-    /// the goal's figure on this machine.
+    /// `broker_during.p99_ms / broker_alone.p99_ms`: how far the broker and the hashing
+    /// by themselves move the goal's figure on this machine.
     pub broker_p99_ratio: f64,
     /// Outputs of the other type's commands counted, both sub-phases, by routing key.
     pub outputs: BTreeMap<String, u64>,
@@ -224,7 +226,7 @@ impl std::fmt::Display for Alongside {
             (
                 "  broker alone, alone / beside:",
                 format!(
-                    "p99 {:.1} / {:.1} ms, × {:.2}: the broker's own share of the ratio",
+                    "p99 {:.1} / {:.1} ms, × {:.2}: the ratio without pinflow",
                     self.broker_alone.p99_ms, self.broker_during.p99_ms, self.broker_p99_ratio
                 ),
             ),
@@ -463,30 +465,33 @@ impl Sides {
 
     /// The broker alone running the other type's pattern at the same rate and count,
     /// first with nothing else published, then while `burst` (bodies of the burst's
-    /// type, as many) is published at once into a queue nothing consumes: the part of
-    /// the goal's figure that taking the burst in costs at the broker itself. After
+    /// type, as many) is published at once into a queue nothing consumes and this
+    /// process hashes as the burst would beside it (see `hashing::Load`): what taking
+    /// the burst in and hashing it cost the other type with no pinflow at all. After
     /// pinflow's phase, on the ceiling's queues (see `ceiling::pattern_latency`).
     pub(super) async fn broker_floor(
         &self,
         amqp_url: &str,
         tag: &str,
-        runtime: &Runtime,
+        (runtime, rules): (&Runtime, &Rules),
         burst: &Bodies,
     ) -> anyhow::Result<Floor> {
         let bodies = ceiling_bodies(&self.message_type, self.messages)?;
-        let causes = self.binding.causes;
-        let mut timed = Vec::with_capacity(2);
-        for beside in [None, Some(burst)] {
-            let at = (self.rate, beside);
-            let latency = pattern_latency(amqp_url, tag, &bodies, causes, runtime, at)
+        let (bodies, causes) = (&bodies, self.binding.causes);
+        let time = |beside| async move {
+            pattern_latency(amqp_url, tag, bodies, causes, runtime, (self.rate, beside))
                 .await?
                 .map(|(latency, _)| latency)
-                .context("the other type causes nothing to time")?;
-            timed.push(latency);
-        }
-        let during = timed.pop().context("timed beside the burst")?;
-        let alone = timed.pop().context("timed alone")?;
-        Ok(Floor { alone, during })
+                .context("the other type causes nothing to time")
+        };
+        let alone = time(None).await?;
+        let hashing = Load::start(rules)?;
+        let during = time(Some(burst)).await;
+        hashing.stop().await?;
+        Ok(Floor {
+            alone,
+            during: during?,
+        })
     }
 
     /// Publishes the other type's commands of one sub-phase at the rate asked.

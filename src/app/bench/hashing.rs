@@ -4,10 +4,13 @@
 //! measured before pinflow's phase and again after it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::task::JoinHandle;
+
 use crate::domain::PinHasher;
+use crate::domain::hashing::HashError;
 
 /// The hashing ceiling.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -89,4 +92,42 @@ pub(super) async fn ceiling(
         hashes_per_second_before: rate,
         hashes_per_second_after: rate,
     })
+}
+
+/// Hashing as a burst does while another type flows: on
+/// `PINFLOW_ARGON2_THREADS_BESIDE_OTHERS` threads, with the configured parameters, until
+/// stopped. What the broker alone is timed beside (see `alongside::Sides::broker_floor`).
+pub(super) struct Load {
+    stop: Arc<AtomicBool>,
+    callers: Vec<JoinHandle<Result<(), HashError>>>,
+}
+
+impl Load {
+    /// Starts hashing.
+    pub(super) fn start(rules: &crate::config::Rules) -> anyhow::Result<Load> {
+        let threads = rules.hash_threads_beside_others();
+        let hasher = PinHasher::with_threads(rules.hash_params(), threads)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let callers = (0..2 * threads)
+            .map(|_| {
+                let (hasher, stop) = (hasher.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        hasher.hash_off_thread("BENCHMARK".to_owned()).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        Ok(Load { stop, callers })
+    }
+
+    /// Stops once the hashes under way are done.
+    pub(super) async fn stop(self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        for caller in self.callers {
+            caller.await??;
+        }
+        Ok(())
+    }
 }

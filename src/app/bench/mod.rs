@@ -535,7 +535,7 @@ async fn measure(
     let alongside = match (burst, &sides) {
         (Some(burst), Some(sides)) => {
             let floor = sides
-                .broker_floor(&ours.amqp_url, tag, runtime, &bodies)
+                .broker_floor(&ours.amqp_url, tag, (runtime, rules), &bodies)
                 .await
                 .context("the broker alone beside the burst")?;
             Some(burst.figures(pinflow_rate, elapsed, argon2.hashes_per_second, floor))
