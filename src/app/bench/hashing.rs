@@ -62,18 +62,9 @@ pub(super) async fn ceiling(
     let done = Arc::new(AtomicU32::new(0));
     let cpu_before = super::running::cpu_seconds("self").unwrap_or(0.0);
     let started = Instant::now();
-    let mut callers = Vec::new();
-    for _ in 0..2 * cores {
-        let (hasher, done) = (hasher.clone(), done.clone());
-        callers.push(tokio::spawn(async move {
-            while started.elapsed() < at_least || done.load(Ordering::Relaxed) < minimum {
-                hasher.hash_off_thread("BENCHMARK".to_owned()).await?;
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok::<_, crate::domain::hashing::HashError>(())
-        }));
-    }
-    for caller in callers {
+    let counted = done.clone();
+    let going = move || started.elapsed() < at_least || counted.load(Ordering::Relaxed) < minimum;
+    for caller in callers(&hasher, &done, going) {
         caller.await??;
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -99,7 +90,31 @@ pub(super) async fn ceiling(
 /// stopped. What the broker alone is timed beside (see `alongside::Sides::broker_floor`).
 pub(super) struct Load {
     stop: Arc<AtomicBool>,
-    callers: Vec<JoinHandle<Result<(), HashError>>>,
+    callers: Vec<Caller>,
+}
+
+/// A task that hashes through the pool (see `callers`).
+type Caller = JoinHandle<Result<(), HashError>>;
+
+/// Twice as many callers as `hasher` has threads, so its pool is never idle, each
+/// hashing while `going` holds and counting its hashes in `done`.
+fn callers(
+    hasher: &PinHasher,
+    done: &Arc<AtomicU32>,
+    going: impl Fn() -> bool + Clone + Send + 'static,
+) -> Vec<Caller> {
+    (0..2 * hasher.parallel())
+        .map(|_| {
+            let (hasher, done, going) = (hasher.clone(), done.clone(), going.clone());
+            tokio::spawn(async move {
+                while going() {
+                    hasher.hash_off_thread("BENCHMARK".to_owned()).await?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        })
+        .collect()
 }
 
 impl Load {
@@ -108,17 +123,9 @@ impl Load {
         let threads = rules.hash_threads_beside_others();
         let hasher = PinHasher::with_threads(rules.hash_params(), threads)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let callers = (0..2 * threads)
-            .map(|_| {
-                let (hasher, stop) = (hasher.clone(), stop.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        hasher.hash_off_thread("BENCHMARK".to_owned()).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
+        let stopped = stop.clone();
+        let going = move || !stopped.load(Ordering::Relaxed);
+        let callers = callers(&hasher, &Arc::new(AtomicU32::new(0)), going);
         Ok(Load { stop, callers })
     }
 
