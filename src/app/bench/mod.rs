@@ -24,6 +24,7 @@ use uuid::Uuid;
 mod alongside;
 mod ceiling;
 mod commands;
+mod database;
 mod gateway;
 mod hashing;
 mod machine;
@@ -38,6 +39,8 @@ pub use alongside::{Alongside, AlongsideSetup};
 use ceiling::{pattern_ceiling, pattern_latency};
 use commands::{Commands, Group};
 pub use commands::{MAX_APPLICANTS, command, tax_code};
+use database::Counters;
+pub use database::{DatabaseWork, Statement, Statements};
 use gateway::{Gateway, Phase, Traces};
 pub use hashing::HashCeiling;
 use machine::Snapshot;
@@ -420,6 +423,7 @@ async fn measure(
     };
     let mut burst = None;
     let mut machine = Snapshot::take();
+    let mut database = Counters::take(&pool).await?;
     let (started, mut running, published) = match (rate, &sides) {
         (_, Some(sides)) => {
             let types = [message_type, sides.message_type()];
@@ -438,6 +442,7 @@ async fn measure(
                 publish_commands(outbound.clone(), commands.clone(), messages, None).await?;
             let published_for = publishing.elapsed();
             machine = Snapshot::take();
+            database = Counters::take(&pool).await?;
             let started = Instant::now();
             let running = start_workers()?;
             (started, running, (published, published_for))
@@ -481,6 +486,7 @@ async fn measure(
     }
     let finished = tracker.last_done().unwrap_or(started);
     let cpu_split = machine.split(messages as usize);
+    let database = database.since(&pool, messages).await?;
     let usage: Usage = match &burst {
         Some(burst) => Usage {
             cpu_seconds: burst.cpu_seconds,
@@ -581,6 +587,7 @@ async fn measure(
         broker_alone_cpu_split: after.cpu,
         broker_pattern_cpu_split,
         bound_without_pinflow,
+        database,
         peak_rss_kib: usage.peak_rss_kib,
         peak_rss_total_kib: usage.peak_rss_total_kib,
         usage_includes_bench_client: processes == 0,

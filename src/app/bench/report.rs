@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::alongside::Alongside;
+use super::database::DatabaseWork;
 use super::hashing::HashCeiling;
 use super::machine::CpuSplit;
 
@@ -123,6 +124,9 @@ pub struct Report {
     /// `cpu_split`; `null` with `--alongside` (the split counts the other type's
     /// commands too) or when either is out of sight.
     pub bound_without_pinflow: Option<Bound>,
+    /// What PostgreSQL did in the same span as `cpu_split`, per command: the WAL the
+    /// server wrote and, where it loads `pg_stat_statements`, the time by statement.
+    pub database: DatabaseWork,
     /// Peak resident memory (VmHWM) of one process that ran the workers, KiB.
     pub peak_rss_kib: u64,
     /// The peaks of all those processes added up, KiB.
@@ -396,6 +400,7 @@ impl std::fmt::Display for Report {
                 ),
             )?;
         }
+        writeln!(f, "{}", self.database)?;
         let total = if self.processes > 1 {
             format!(", {} MiB all processes", self.peak_rss_total_kib / 1024)
         } else {

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use super::STALL;
 use super::ceiling::traced;
 use super::commands::Commands;
+use super::database::OURS;
 use super::gateway::{Output, Phase};
 use super::prelude::Facts;
 use super::running::Running;
@@ -250,10 +251,10 @@ impl<'a> Inbox<'a> {
         }
         let wanted: Vec<&str> = ids.keys().map(String::as_str).collect();
         let (origin, wall) = (Instant::now(), chrono::Utc::now());
-        let rows: Vec<(String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-            "select message_id, processed_at from inbox
+        let rows: Vec<(String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(&format!(
+            "{OURS} select message_id, processed_at from inbox
              where queue = $1 and message_id = any($2)",
-        )
+        ))
         .bind(&self.queue)
         .bind(&wanted)
         .fetch_all(self.pool)
