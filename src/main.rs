@@ -745,6 +745,20 @@ Figures (the --json keys in brackets):
       above it cannot be reached here by making pinflow cheaper alone: the broker
       and the database share the cores. Null with --alongside or when either is out
       of sight.
+  db WAL per command [database.wal_bytes_per_command]: bytes of WAL the whole
+      PostgreSQL server wrote in the same span as the split above, per command: rows,
+      index entries and commits, what the database's disk and replicas carry.
+  db statements / 1,000 [database.statements.*]: where the server loads
+      pg_stat_statements (shared_preload_libraries; the benchmark adds the extension to
+      the run's own database), what the run's database ran in that span, per 1,000
+      commands: milliseconds running statements [exec_ms_per_1000] (PostgreSQL's CPU
+      above also holds parsing, commits, the protocol and its background processes),
+      transactions committed [commits_per_1000], and the benchmark's own reads
+      [benchmark_ms_per_1000]; then the costliest statements (the JSON has every one
+      that ran [ran[]]): share of that time, milliseconds and calls per 1,000
+      commands, WAL bytes per command, the text (a trigger's or foreign key's work
+      counts in its statement; [benchmark] marks the benchmark's own). Without the library: not measured, and why
+      [database.statements_missing].
   peak RSS [peak_rss_kib, peak_rss_total_kib]: VmHWM of the process that ran the
       workers (in process: reset at the phase's start where the kernel allows; the
       whole process); with --processes, the largest child's and all children's.

@@ -102,6 +102,7 @@ async fn measure(
         "broker_alone_cpu_split",
         "broker_pattern_cpu_split",
         "bound_without_pinflow",
+        "database",
         "peak_rss_kib",
         "peak_rss_total_kib",
         "usage_includes_bench_client",
@@ -200,7 +201,53 @@ async fn measure(
         }
         _ => assert!(bound.is_null(), "{message_type}: {bound}"),
     }
-    runs.runs.into_iter().next().expect("one report")
+    let report = runs.runs.into_iter().next().expect("one report");
+    assert_database_work(&report);
+    report
+}
+
+/// Every command writes rows, so the server wrote WAL; and the statements are either
+/// measured, pinflow's inbox among them, or not, with the reason.
+fn assert_database_work(report: &Report) {
+    let (kind, database) = (&report.message_type, &report.database);
+    assert!(database.wal_bytes_per_command > 0.0, "{kind}: {database:?}");
+    let Some(statements) = &database.statements else {
+        let why = database.statements_missing.as_deref().unwrap_or_default();
+        assert!(why.contains("pg_stat_statements"), "{kind}: {why}");
+        assert!(report.to_string().contains("not measured: "), "{kind}");
+        return;
+    };
+    assert!(database.statements_missing.is_none(), "{kind}");
+    assert!(statements.commits_per_1000 > 0.0, "{kind}: {statements:?}");
+    assert!(!statements.ran.is_empty(), "{kind}: {statements:?}");
+    // Every statement that ran is listed: the shares make the whole.
+    let shares: f64 = statements.ran.iter().map(|s| s.share).sum();
+    assert!((shares - 1.0).abs() < 1e-6, "{kind}: {statements:?}");
+    let inbox = statements
+        .ran
+        .iter()
+        .find(|s| s.text.starts_with("insert into inbox"))
+        .unwrap_or_else(|| panic!("{kind}: no inbox insert among {statements:?}"));
+    assert!(
+        inbox.wal_bytes_per_command > 0.0 && !inbox.benchmark,
+        "{inbox:?}"
+    );
+    let ours: f64 = (statements.ran.iter())
+        .filter(|s| s.benchmark)
+        .map(|s| s.exec_ms_per_1000)
+        .sum();
+    let total = statements.benchmark_ms_per_1000;
+    assert!((ours - total).abs() <= 1e-6 * total.max(1.0), "{kind}");
+    // A type that causes nothing is seen complete by the benchmark's reads of the
+    // inbox, which are its own, not pinflow's.
+    if report.completion == "inbox" {
+        let read = statements
+            .ran
+            .iter()
+            .find(|s| s.text.contains("from inbox"))
+            .unwrap_or_else(|| panic!("{kind}: no read of the inbox in {statements:?}"));
+        assert!(read.benchmark, "{read:?}");
+    }
 }
 
 /// A clean run: nothing left in a queue but the `notify.*` ones, the run says it

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 /// Marks the benchmark's own statements, so the breakdown tells them from pinflow's.
 pub(super) const OURS: &str = "/* pinflow bench */";
 
-/// Statements listed, the costliest first.
+/// Statements the text report lists, the costliest first (the JSON has them all).
 const LISTED: usize = 8;
 
 /// Characters of a statement's text kept, its whitespace squeezed.
@@ -65,8 +65,8 @@ pub struct Statements {
     /// The benchmark's own statements (its reads of the inbox, these counters), the
     /// same way; included above.
     pub benchmark_ms_per_1000: f64,
-    /// The costliest statements, first.
-    pub top: Vec<Statement>,
+    /// Every statement that ran, the costliest first.
+    pub ran: Vec<Statement>,
 }
 
 /// One statement's share of the phase.
@@ -198,9 +198,8 @@ impl Statements {
             .map(|s| s.calls)
             .sum::<i64>();
         let benchmark_ms: f64 = ran.iter().filter(|s| ours(s)).map(|s| s.exec_ms).sum();
-        let top = ran
+        let listed = ran
             .iter()
-            .take(LISTED)
             .map(|s| Statement {
                 text: shortened(&s.text),
                 calls_per_1000: s.calls as f64 * per_1000,
@@ -219,7 +218,7 @@ impl Statements {
             exec_ms_per_1000: exec_ms * per_1000,
             commits_per_1000: commits as f64 * per_1000,
             benchmark_ms_per_1000: benchmark_ms * per_1000,
-            top,
+            ran: listed,
         }
     }
 }
@@ -255,7 +254,7 @@ impl std::fmt::Display for DatabaseWork {
             statements.commits_per_1000,
             statements.benchmark_ms_per_1000
         )?;
-        for s in &statements.top {
+        for s in statements.ran.iter().take(LISTED) {
             let whose = if s.benchmark { " [benchmark]" } else { "" };
             write!(
                 f,
@@ -266,6 +265,10 @@ impl std::fmt::Display for DatabaseWork {
                 s.wal_bytes_per_command,
                 s.text
             )?;
+        }
+        let more = statements.ran.len().saturating_sub(LISTED);
+        if more > 0 {
+            write!(f, "\n  and {more} more (in the JSON)")?;
         }
         Ok(())
     }
@@ -309,15 +312,15 @@ mod tests {
         assert_eq!(phase.exec_ms_per_1000, 2.0 * (20.0 + 1.0 + 3.5));
         assert_eq!(phase.commits_per_1000, 40.0);
         assert_eq!(phase.benchmark_ms_per_1000, 7.0);
-        let texts: Vec<&str> = phase.top.iter().map(|s| s.text.as_str()).collect();
+        let texts: Vec<&str> = phase.ran.iter().map(|s| s.text.as_str()).collect();
         let ours = format!("{OURS} select x");
         assert_eq!(texts, ["insert into inbox values ($1)", &ours, "COMMIT"]);
-        let inbox = &phase.top[0];
+        let inbox = &phase.ran[0];
         assert_eq!(inbox.calls_per_1000, 40.0);
         assert_eq!(inbox.rows_per_call, 3.0);
         assert_eq!(inbox.wal_bytes_per_command, 16.0);
         assert_eq!(inbox.share, 20.0 / 24.5);
-        assert!(!inbox.benchmark && phase.top[1].benchmark);
+        assert!(!inbox.benchmark && phase.ran[1].benchmark);
     }
 
     #[test]
@@ -325,7 +328,7 @@ mod tests {
         let same = HashMap::from([(1, counted("COMMIT", 3, 1.0, 0, 0.0))]);
         let phase = Statements::between(&same, &same, 0);
         assert_eq!(phase.exec_ms_per_1000, 0.0);
-        assert!(phase.top.is_empty());
+        assert!(phase.ran.is_empty());
     }
 
     #[test]
