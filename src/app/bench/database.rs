@@ -109,7 +109,8 @@ impl Counters {
         commands: u32,
     ) -> Result<DatabaseWork, sqlx::Error> {
         let now = Counters::take(pool).await?;
-        let wal: f64 = sqlx::query_scalar("select (pg_current_wal_lsn() - $1::pg_lsn)::float8")
+        let wal: f64 = sqlx::query_scalar("select ($1::pg_lsn - $2::pg_lsn)::float8")
+            .bind(&now.wal_lsn)
             .bind(&self.wal_lsn)
             .fetch_one(pool)
             .await?;
@@ -144,7 +145,8 @@ async fn statements(pool: &PgPool) -> Result<HashMap<i64, Counted>, String> {
         .await
         .map_err(missing)?;
     let rows: Vec<(i64, String, i64, f64, i64, f64)> = sqlx::query_as(&format!(
-        "{OURS} select queryid, query, calls, total_exec_time, rows, wal_bytes::float8
+        "{OURS} select queryid, coalesce(query, ''), calls, total_exec_time, rows,
+             wal_bytes::float8
          from pg_stat_statements
          where dbid = (select oid from pg_database where datname = current_database())
              and queryid is not null"
