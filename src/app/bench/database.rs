@@ -21,12 +21,13 @@ const TEXT_CHARS: usize = 100;
 pub(super) struct Counters {
     /// The WAL position, as PostgreSQL writes it.
     wal_lsn: String,
-    /// Every statement of the run's database so far; `Err` says why there are none.
-    statements: Result<HashMap<i64, Counted>, String>,
+    /// Every statement of the run's database so far, by user and query id; `Err`
+    /// says why there are none.
+    statements: Result<HashMap<(i64, i64), Counted>, String>,
 }
 
 /// One statement's counters, as `pg_stat_statements` keeps them.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub(super) struct Counted {
     /// Its normalized text.
     pub text: String,
@@ -128,7 +129,7 @@ impl Counters {
 }
 
 /// Every statement of the pool's database, or why there are none.
-async fn statements(pool: &PgPool) -> Result<HashMap<i64, Counted>, String> {
+async fn statements(pool: &PgPool) -> Result<HashMap<(i64, i64), Counted>, String> {
     let missing = |e: sqlx::Error| format!("pg_stat_statements: {e}");
     let loaded: bool = sqlx::query_scalar(
         "select 'pg_stat_statements' = any(string_to_array(
@@ -144,19 +145,20 @@ async fn statements(pool: &PgPool) -> Result<HashMap<i64, Counted>, String> {
         .execute(pool)
         .await
         .map_err(missing)?;
-    let rows: Vec<(i64, String, i64, f64, i64, f64)> = sqlx::query_as(&format!(
-        "{OURS} select queryid, coalesce(query, ''), calls, total_exec_time, rows,
-             wal_bytes::float8
+    // Top-level statements only: a nested one's time is already its caller's.
+    let rows: Vec<(i64, i64, String, i64, f64, i64, f64)> = sqlx::query_as(&format!(
+        "{OURS} select userid::int8, queryid, coalesce(query, ''), calls, total_exec_time,
+             rows, wal_bytes::float8
          from pg_stat_statements
          where dbid = (select oid from pg_database where datname = current_database())
-             and queryid is not null"
+             and queryid is not null and toplevel"
     ))
     .fetch_all(pool)
     .await
     .map_err(missing)?;
     Ok(rows
         .into_iter()
-        .map(|(id, text, calls, exec_ms, rows, wal_bytes)| {
+        .map(|(user, id, text, calls, exec_ms, rows, wal_bytes)| {
             let counted = Counted {
                 text,
                 calls,
@@ -164,7 +166,7 @@ async fn statements(pool: &PgPool) -> Result<HashMap<i64, Counted>, String> {
                 rows,
                 wal_bytes,
             };
-            (id, counted)
+            ((user, id), counted)
         })
         .collect())
 }
@@ -172,11 +174,12 @@ async fn statements(pool: &PgPool) -> Result<HashMap<i64, Counted>, String> {
 impl Statements {
     /// What ran between two readings, for `commands` commands.
     pub(super) fn between(
-        before: &HashMap<i64, Counted>,
-        after: &HashMap<i64, Counted>,
+        before: &HashMap<(i64, i64), Counted>,
+        after: &HashMap<(i64, i64), Counted>,
         commands: u32,
     ) -> Statements {
-        let per_1000 = 1000.0 / f64::from(commands.max(1));
+        let per_command = 1.0 / f64::from(commands.max(1));
+        let per_1000 = 1000.0 * per_command;
         let mut ran: Vec<Counted> = after
             .iter()
             .filter_map(|(id, now)| {
@@ -212,7 +215,7 @@ impl Statements {
                     0.0
                 },
                 rows_per_call: s.rows as f64 / s.calls as f64,
-                wal_bytes_per_command: s.wal_bytes * per_1000 / 1000.0,
+                wal_bytes_per_command: s.wal_bytes * per_command,
                 benchmark: ours(s),
             })
             .collect();
@@ -292,31 +295,32 @@ mod tests {
 
     #[test]
     fn the_phase_is_the_difference_of_two_readings_costliest_first() {
+        let inbox = "insert into inbox\n   values ($1)";
         let before = HashMap::from([
-            (
-                1,
-                counted("insert into inbox\n   values ($1)", 10, 5.0, 10, 1000.0),
-            ),
-            (2, counted("COMMIT", 10, 0.5, 0, 0.0)),
-            (3, counted("select 1", 4, 1.0, 4, 0.0)),
+            ((10, 1), counted(inbox, 10, 5.0, 10, 1000.0)),
+            ((10, 2), counted("COMMIT", 10, 0.5, 0, 0.0)),
+            ((10, 3), counted("select 1", 4, 1.0, 4, 0.0)),
         ]);
         let after = HashMap::from([
+            ((10, 1), counted(inbox, 30, 25.0, 70, 9000.0)),
+            ((10, 2), counted("COMMIT", 30, 1.5, 0, 0.0)),
+            ((10, 3), counted("select 1", 4, 1.0, 4, 0.0)),
             (
-                1,
-                counted("insert into inbox\n   values ($1)", 30, 25.0, 70, 9000.0),
+                (10, 4),
+                counted(&format!("{OURS} select x"), 2, 3.5, 2, 0.0),
             ),
-            (2, counted("COMMIT", 30, 1.5, 0, 0.0)),
-            (3, counted("select 1", 4, 1.0, 4, 0.0)),
-            (4, counted(&format!("{OURS} select x"), 2, 3.5, 2, 0.0)),
+            // The same statement run by another user is an entry of its own.
+            ((11, 2), counted("COMMIT", 5, 0.0, 0, 0.0)),
         ]);
         let phase = Statements::between(&before, &after, 500);
         // Per 1,000 commands: twice the phase's figures.
         assert_eq!(phase.exec_ms_per_1000, 2.0 * (20.0 + 1.0 + 3.5));
-        assert_eq!(phase.commits_per_1000, 40.0);
+        assert_eq!(phase.commits_per_1000, 50.0);
         assert_eq!(phase.benchmark_ms_per_1000, 7.0);
         let texts: Vec<&str> = phase.ran.iter().map(|s| s.text.as_str()).collect();
         let ours = format!("{OURS} select x");
-        assert_eq!(texts, ["insert into inbox values ($1)", &ours, "COMMIT"]);
+        let listed = ["insert into inbox values ($1)", &ours, "COMMIT", "COMMIT"];
+        assert_eq!(texts, listed);
         let inbox = &phase.ran[0];
         assert_eq!(inbox.calls_per_1000, 40.0);
         assert_eq!(inbox.rows_per_call, 3.0);
@@ -327,7 +331,7 @@ mod tests {
 
     #[test]
     fn nothing_ran_is_nothing_listed() {
-        let same = HashMap::from([(1, counted("COMMIT", 3, 1.0, 0, 0.0))]);
+        let same = HashMap::from([((10, 1), counted("COMMIT", 3, 1.0, 0, 0.0))]);
         let phase = Statements::between(&same, &same, 0);
         assert_eq!(phase.exec_ms_per_1000, 0.0);
         assert!(phase.ran.is_empty());
