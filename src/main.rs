@@ -164,7 +164,8 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Measure the timed jobs instead: --messages credentials past their deadline,
-        /// swept by two replicas, against the broker's publish-confirm rate.
+        /// swept by two replicas, against the broker's publish-confirm rate; with
+        /// PostgreSQL's WAL and statements per credential, as below.
         #[arg(long, conflicts_with_all = ["message_type", "rate", "processes", "alongside"])]
         sweep: bool,
         #[command(flatten)]

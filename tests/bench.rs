@@ -7,6 +7,8 @@
 //! rate completes wholly alone and beside a burst, and each of its figures is there,
 //! the broker alone's beside a burst included.
 //! With `--rate`, the broker alone is timed at the same rate, every command of it.
+//! Every run reports the database's WAL and, where the server loads
+//! `pg_stat_statements`, its statements, the benchmark's own marked; `--sweep` too.
 //! Never asserts a speed.
 
 mod common;
@@ -15,7 +17,9 @@ use clap::Parser;
 use lapin::ExchangeKind;
 use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use pinflow::app::bench::{self, AlongsideSetup, BenchSetup, Report};
+use pinflow::app::bench::{
+    self, AlongsideSetup, BenchSetup, DatabaseWork, Report, Statement, Statements,
+};
 use pinflow::broker::names::NOTIFY_CHANNELS;
 use pinflow::broker::{self as amqp, Names};
 use pinflow::config::{Connections, Rules, Runtime};
@@ -202,35 +206,50 @@ async fn measure(
         _ => assert!(bound.is_null(), "{message_type}: {bound}"),
     }
     let report = runs.runs.into_iter().next().expect("one report");
-    assert_database_work(&report);
+    // A type that causes nothing is seen complete by the benchmark's reads of the
+    // inbox, which are its own, not pinflow's.
+    let read = (report.completion == "inbox").then_some("from inbox");
+    let kind = &report.message_type;
+    let statements = assert_database_work(kind, &report.database, &report.to_string(), read);
+    if let Some(statements) = statements {
+        let inbox = statements
+            .ran
+            .iter()
+            .find(|s| s.text.starts_with("insert into inbox"))
+            .unwrap_or_else(|| panic!("{kind}: no inbox insert among {statements:?}"));
+        assert!(
+            inbox.wal_bytes_per_command > 0.0 && !inbox.benchmark,
+            "{inbox:?}"
+        );
+    }
     report
 }
 
 /// Every command writes rows, so the server wrote WAL; and the statements are either
-/// measured, pinflow's inbox among them, or not, with the reason.
-fn assert_database_work(report: &Report) {
-    let (kind, database) = (&report.message_type, &report.database);
+/// measured (returned), pinflow's writing WAL, the benchmark's own marked (`read`: a
+/// piece of one it must have run), or not, with the reason, in the printed `text`.
+fn assert_database_work<'a>(
+    kind: &str,
+    database: &'a DatabaseWork,
+    text: &str,
+    read: Option<&str>,
+) -> Option<&'a Statements> {
     assert!(database.wal_bytes_per_command > 0.0, "{kind}: {database:?}");
     let Some(statements) = &database.statements else {
         let why = database.statements_missing.as_deref().unwrap_or_default();
         assert!(why.contains("pg_stat_statements"), "{kind}: {why}");
-        assert!(report.to_string().contains("not measured: "), "{kind}");
-        return;
+        assert!(text.contains(&format!("not measured: {why}")), "{kind}");
+        return None;
     };
     assert!(database.statements_missing.is_none(), "{kind}");
     assert!(statements.commits_per_1000 > 0.0, "{kind}: {statements:?}");
-    assert!(!statements.ran.is_empty(), "{kind}: {statements:?}");
     // Every statement that ran is listed: the shares make the whole.
     let shares: f64 = statements.ran.iter().map(|s| s.share).sum();
     assert!((shares - 1.0).abs() < 1e-6, "{kind}: {statements:?}");
-    let inbox = statements
-        .ran
-        .iter()
-        .find(|s| s.text.starts_with("insert into inbox"))
-        .unwrap_or_else(|| panic!("{kind}: no inbox insert among {statements:?}"));
+    let writes = |s: &&Statement| !s.benchmark && s.wal_bytes_per_command > 0.0;
     assert!(
-        inbox.wal_bytes_per_command > 0.0 && !inbox.benchmark,
-        "{inbox:?}"
+        statements.ran.iter().any(|s| writes(&s)),
+        "{kind}: {statements:?}"
     );
     let ours: f64 = (statements.ran.iter())
         .filter(|s| s.benchmark)
@@ -238,16 +257,15 @@ fn assert_database_work(report: &Report) {
         .sum();
     let total = statements.benchmark_ms_per_1000;
     assert!((ours - total).abs() <= 1e-6 * total.max(1.0), "{kind}");
-    // A type that causes nothing is seen complete by the benchmark's reads of the
-    // inbox, which are its own, not pinflow's.
-    if report.completion == "inbox" {
-        let read = statements
+    if let Some(read) = read {
+        let found = statements
             .ran
             .iter()
-            .find(|s| s.text.contains("from inbox"))
-            .unwrap_or_else(|| panic!("{kind}: no read of the inbox in {statements:?}"));
-        assert!(read.benchmark, "{read:?}");
+            .find(|s| s.text.contains(read))
+            .unwrap_or_else(|| panic!("{kind}: nothing {read} in {statements:?}"));
+        assert!(found.benchmark, "{found:?}");
     }
+    Some(statements)
 }
 
 /// A clean run: nothing left in a queue but the `notify.*` ones, the run says it
@@ -485,4 +503,48 @@ async fn alongside_a_burst_another_type_is_timed_alone_and_during_it() {
         "the teardown knows the burst queue"
     );
     assert_clean(&report, &runtime).await;
+}
+
+/// `--sweep`: every due credential is marked expired and announced by the replicas,
+/// the database's figures are there, and nothing of the run is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_bench_announces_every_due_credential_and_leaves_no_database() {
+    let (runtime, rules) = cheap_hashing();
+    let services = common::services().await;
+    let connections = Connections {
+        amqp_url: services.amqp_url.clone(),
+        database_url: services.database_url.clone(),
+        namespace: String::new(),
+    };
+    let credentials = 300;
+    let report = bench::sweep::run(&connections, &runtime, &rules, REGISTRY, credentials)
+        .await
+        .unwrap_or_else(|e| panic!("bench --sweep: {e:#}"));
+    assert_eq!(report.credentials, credentials);
+    // Announced (every message confirmed) comes after marked.
+    assert!(report.marked_rate >= report.announced_rate, "{report:?}");
+    assert!(
+        report.announced_rate > 0.0 && report.ratio() > 0.0,
+        "{report:?}"
+    );
+    let json = serde_json::to_value(&report).expect("serializes");
+    for field in ["marked_rate", "announced_rate", "database", "namespace"] {
+        assert!(json.get(field).is_some(), "the sweep's JSON has no {field}");
+    }
+    // Its count of the credentials still to mark is the benchmark's own reading.
+    let text = report.to_string();
+    let read = Some("count(*) from credentials");
+    assert_database_work("sweep", &report.database, &text, read);
+    assert!(text.contains("db WAL per credential:"), "{text}");
+    let admin = pinflow::store::connect(&services.database_url, 1)
+        .await
+        .expect("database");
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+            .bind(&report.namespace)
+            .fetch_one(&admin)
+            .await
+            .expect("query");
+    assert!(!exists, "the database {} is still there", report.namespace);
+    admin.close().await;
 }

@@ -238,16 +238,23 @@ fn shortened(text: &str) -> String {
     }
 }
 
-impl std::fmt::Display for DatabaseWork {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let label = |f: &mut std::fmt::Formatter<'_>, label: &str| write!(f, "{label:<36}");
-        label(f, "db WAL per command:")?;
+impl DatabaseWork {
+    /// The figures as a report prints them: labels `width` wide, each figure per `per`
+    /// ("command", "credential").
+    pub(super) fn write(
+        &self,
+        f: &mut std::fmt::Formatter<'_>,
+        width: usize,
+        per: &str,
+    ) -> std::fmt::Result {
+        let wal = format!("db WAL per {per}:");
+        write!(f, "{wal:<width$}")?;
         writeln!(
             f,
             "{:.0} bytes (the whole server's)",
             self.wal_bytes_per_command
         )?;
-        label(f, "db statements / 1,000:")?;
+        write!(f, "{:<width$}", "db statements / 1,000:")?;
         let Some(statements) = &self.statements else {
             let why = self.statements_missing.as_deref().unwrap_or("unknown");
             return write!(f, "not measured: {why}");
@@ -263,7 +270,7 @@ impl std::fmt::Display for DatabaseWork {
             let whose = if s.benchmark { " [benchmark]" } else { "" };
             write!(
                 f,
-                "\n  {:>3.0}% {:>7.1} ms {:>7.1} calls {:>6.0} B WAL/cmd  {}{whose}",
+                "\n  {:>3.0}% {:>7.1} ms {:>7.1} calls {:>6.0} B WAL/{per}  {}{whose}",
                 s.share * 100.0,
                 s.exec_ms_per_1000,
                 s.calls_per_1000,
@@ -276,6 +283,12 @@ impl std::fmt::Display for DatabaseWork {
             write!(f, "\n  and {more} more (in the JSON)")?;
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Display for DatabaseWork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.write(f, 36, "command")
     }
 }
 

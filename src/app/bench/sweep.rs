@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::ceiling::{count, declare, events_sink, publish_all};
 use super::commands::tax_code;
+use super::database::{Counters, DatabaseWork, OURS};
 use super::running::peak_rss_kib;
 use super::setup_for;
 use crate::broker::names::NOTIFY_CHANNELS;
@@ -46,6 +47,11 @@ pub struct SweepReport {
     pub announced_rate: f64,
     /// Peak resident memory of this process, in KiB.
     pub peak_rss_kib: u64,
+    /// What PostgreSQL did from the replicas' start until everything was announced,
+    /// per credential (see `Report::database`).
+    pub database: DatabaseWork,
+    /// The namespace (and database name) the run used, removed afterwards.
+    pub namespace: String,
 }
 
 impl SweepReport {
@@ -98,7 +104,8 @@ impl std::fmt::Display for SweepReport {
         for (label, value) in lines {
             writeln!(f, "{label:<40}{value}")?;
         }
-        Ok(())
+        self.database.write(f, 40, "credential")?;
+        writeln!(f)
     }
 }
 
@@ -191,9 +198,11 @@ async fn measure(
         .map(|c| names.notify_queue(c))
         .collect();
     counted.push(sink);
+    let database = Counters::take(&pool).await?;
     let started = Instant::now();
     let replicas = start_replicas(bench, runtime, rules, registry, sweepers)?;
     let (marked, announced) = wait(&channel, &counted, &pool, messages, &replicas, started).await?;
+    let database = database.since(&pool, credentials).await?;
     for (stop, task) in replicas {
         let _ = stop.send(());
         task.await??;
@@ -209,6 +218,8 @@ async fn measure(
         marked_rate: n / marked.as_secs_f64(),
         announced_rate: n / announced.as_secs_f64(),
         peak_rss_kib: peak_rss_kib("self"),
+        database,
+        namespace: tag.clone(),
     })
 }
 
@@ -298,8 +309,8 @@ async fn wait(
             "a replica stopped during the benchmark"
         );
         if marked.is_none() {
-            let active = "select count(*) from credentials where status = 'active'";
-            let left: i64 = sqlx::query_scalar(active).fetch_one(pool).await?;
+            let active = format!("{OURS} select count(*) from credentials where status = 'active'");
+            let left: i64 = sqlx::query_scalar(&active).fetch_one(pool).await?;
             if left == 0 {
                 marked = Some(started.elapsed());
             }
