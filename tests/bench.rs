@@ -311,16 +311,21 @@ async fn assert_clean(report: &Report, runtime: &Runtime) {
         .await;
     assert!(found.is_err(), "{exchange} is still there after the run");
     let _ = connection.close(200, "done".into()).await;
-    let admin = pinflow::store::connect(&services.database_url, 1)
+    assert_no_database(&services.database_url, &report.namespace).await;
+}
+
+/// The run's database is gone.
+async fn assert_no_database(database_url: &str, namespace: &str) {
+    let admin = pinflow::store::connect(database_url, 1)
         .await
         .expect("database");
     let exists: bool =
         sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-            .bind(&report.namespace)
+            .bind(namespace)
             .fetch_one(&admin)
             .await
             .expect("query");
-    assert!(!exists, "the database {} is still there", report.namespace);
+    assert!(!exists, "the database {namespace} is still there");
     admin.close().await;
 }
 
@@ -536,15 +541,5 @@ async fn the_sweep_bench_announces_every_due_credential_and_leaves_no_database()
     let read = Some("count(*) from credentials");
     assert_database_work("sweep", &report.database, &text, read);
     assert!(text.contains("db WAL per credential:"), "{text}");
-    let admin = pinflow::store::connect(&services.database_url, 1)
-        .await
-        .expect("database");
-    let exists: bool =
-        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-            .bind(&report.namespace)
-            .fetch_one(&admin)
-            .await
-            .expect("query");
-    assert!(!exists, "the database {} is still there", report.namespace);
-    admin.close().await;
+    assert_no_database(&services.database_url, &report.namespace).await;
 }
