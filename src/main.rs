@@ -758,8 +758,8 @@ Figures (the --json keys in brackets):
       [benchmark_ms_per_1000]; then the costliest statements (the JSON has every one
       that ran [ran[]]): share of that time, milliseconds and calls per 1,000
       commands, WAL bytes per command, the text (a trigger's or foreign key's work
-      counts in its statement; [benchmark] marks the benchmark's own). Without the library: not measured, and why
-      [database.statements_missing].
+      counts in its statement; [benchmark] marks the benchmark's own). Without the
+      library: not measured, and why [database.statements_missing].
   peak RSS [peak_rss_kib, peak_rss_total_kib]: VmHWM of the process that ran the
       workers (in process: reset at the phase's start where the kernel allows; the
       whole process); with --processes, the largest child's and all children's.
