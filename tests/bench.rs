@@ -246,11 +246,8 @@ fn assert_database_work<'a>(
     // Every statement that ran is listed: the shares make the whole.
     let shares: f64 = statements.ran.iter().map(|s| s.share).sum();
     assert!((shares - 1.0).abs() < 1e-6, "{kind}: {statements:?}");
-    let writes = |s: &&Statement| !s.benchmark && s.wal_bytes_per_command > 0.0;
-    assert!(
-        statements.ran.iter().any(|s| writes(&s)),
-        "{kind}: {statements:?}"
-    );
+    let writes = |s: &Statement| !s.benchmark && s.wal_bytes_per_command > 0.0;
+    assert!(statements.ran.iter().any(writes), "{kind}: {statements:?}");
     let ours: f64 = (statements.ran.iter())
         .filter(|s| s.benchmark)
         .map(|s| s.exec_ms_per_1000)

@@ -90,10 +90,31 @@ pub struct Statement {
 }
 
 impl Counters {
-    /// The counters now; the first call on a database adds `pg_stat_statements` to it
+    /// The counters now, having added `pg_stat_statements` to the pool's database
     /// where the server loads the library (the run's database goes with the run).
     pub(super) async fn take(pool: &PgPool) -> Result<Counters, sqlx::Error> {
-        let statements = statements(pool).await;
+        let statements = match add_statements(pool).await {
+            Ok(()) => statements(pool).await,
+            Err(why) => Err(why),
+        };
+        Counters::with(pool, statements).await
+    }
+
+    /// The counters now, read the way `self` was: the statements only where they
+    /// could be then, without adding the extension again.
+    pub(super) async fn again(&self, pool: &PgPool) -> Result<Counters, sqlx::Error> {
+        let statements = match &self.statements {
+            Ok(_) => statements(pool).await,
+            Err(why) => Err(why.clone()),
+        };
+        Counters::with(pool, statements).await
+    }
+
+    /// These statements' counters, with the WAL position now.
+    async fn with(
+        pool: &PgPool,
+        statements: Result<HashMap<(i64, i64), Counted>, String>,
+    ) -> Result<Counters, sqlx::Error> {
         let wal_lsn = sqlx::query_scalar("select pg_current_wal_lsn()::text")
             .fetch_one(pool)
             .await?;
@@ -109,7 +130,7 @@ impl Counters {
         pool: &PgPool,
         commands: u32,
     ) -> Result<DatabaseWork, sqlx::Error> {
-        let now = Counters::take(pool).await?;
+        let now = self.again(pool).await?;
         let wal: f64 = sqlx::query_scalar("select ($1::pg_lsn - $2::pg_lsn)::float8")
             .bind(&now.wal_lsn)
             .bind(&self.wal_lsn)
@@ -128,9 +149,13 @@ impl Counters {
     }
 }
 
-/// Every statement of the pool's database, or why there are none.
-async fn statements(pool: &PgPool) -> Result<HashMap<(i64, i64), Counted>, String> {
-    let missing = |e: sqlx::Error| format!("pg_stat_statements: {e}");
+/// Why the statements cannot be read.
+fn missing(e: sqlx::Error) -> String {
+    format!("pg_stat_statements: {e}")
+}
+
+/// Adds `pg_stat_statements` to the pool's database, or says why it cannot.
+async fn add_statements(pool: &PgPool) -> Result<(), String> {
     let loaded: bool = sqlx::query_scalar(
         "select 'pg_stat_statements' = any(string_to_array(
              replace(current_setting('shared_preload_libraries'), ' ', ''), ','))",
@@ -145,6 +170,11 @@ async fn statements(pool: &PgPool) -> Result<HashMap<(i64, i64), Counted>, Strin
         .execute(pool)
         .await
         .map_err(missing)?;
+    Ok(())
+}
+
+/// Every statement of the pool's database, or why there are none.
+async fn statements(pool: &PgPool) -> Result<HashMap<(i64, i64), Counted>, String> {
     // Top-level statements only: a nested one's time is already its caller's.
     let rows: Vec<(i64, i64, String, i64, f64, i64, f64)> = sqlx::query_as(&format!(
         "{OURS} select userid::int8, queryid, coalesce(query, ''), calls, total_exec_time,

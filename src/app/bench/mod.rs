@@ -442,7 +442,7 @@ async fn measure(
                 publish_commands(outbound.clone(), commands.clone(), messages, None).await?;
             let published_for = publishing.elapsed();
             machine = Snapshot::take();
-            database = Counters::take(&pool).await?;
+            database = database.again(&pool).await?;
             let started = Instant::now();
             let running = start_workers()?;
             (started, running, (published, published_for))
